@@ -1,0 +1,1 @@
+"""wbg's command-line front end (typer): parse, call the ``wbg`` library, render."""

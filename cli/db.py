@@ -1,0 +1,52 @@
+"""``wbg db``: where the database is, what it holds, and its schema version."""
+
+from __future__ import annotations
+
+import contextlib
+
+import typer
+from wbg.cli.options import DbOpt, open_db
+
+app = typer.Typer(
+    help="The database file: path, info, migrate.", no_args_is_help=True, rich_markup_mode=None
+)
+
+
+@app.command("path")
+def path(db: DbOpt = None) -> None:
+    """Print the path of the database in use (--db > WBG_DB > settings > user data dir)."""
+    from wbg.settings import resolve_db_path
+
+    typer.echo(str(resolve_db_path(db)))
+
+
+@app.command("info")
+def info(db: DbOpt = None) -> None:
+    """Print the database's path, size, schema version and row counts."""
+    from wbg import db as dbmod
+
+    conn, db_path = open_db(db)
+    with contextlib.closing(conn):
+        facts = dbmod.describe(conn)
+    size = sum(
+        p.stat().st_size for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()
+    )
+    typer.echo(f"path            {db_path}")
+    typer.echo(f"size            {size} bytes")
+    typer.echo(f"schema version  {facts['schema_version']} (this wbg: {facts['known_version']})")
+    for table, count in facts["counts"].items():
+        typer.echo(f"{table:<16}{count}")
+
+
+@app.command("migrate")
+def migrate(db: DbOpt = None) -> None:
+    """Bring the database's schema up to date (opening it does this too)."""
+    from wbg import db as dbmod
+    from wbg.settings import resolve_db_path
+
+    db_path = resolve_db_path(db)
+    before, after = dbmod.migrate_file(db_path)
+    if after == before:
+        typer.echo(f"{db_path}: schema version {after}, up to date")
+    else:
+        typer.echo(f"{db_path}: migrated from schema version {before} to {after}")

@@ -1,0 +1,143 @@
+"""Scalar capture: metrics printed by a command become history points (SPEC §4).
+
+Recognised lines (after ANSI escapes are removed; ``\\r`` ends a line like ``\\n``):
+
+- ``key: number``, optionally followed by ``(step N)`` (Guild AI's convention);
+- ``step: N`` sets the step of the following points;
+- a JSON object whose values are all numbers: ``{"step": 3, "loss": 0.2}``;
+- any ``--capture-pattern`` regex with named groups ``key`` and ``value`` (and optionally
+  ``step``), tried before the built-in patterns.
+
+Implicit step rule: without an explicit step, the step starts at 0 and advances by one
+when a key repeats within the current step (keys x, y, y, y, x, y get 0, 0, 1, 2, 2, 3).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from wbg.errors import InvalidInput
+
+MAX_LINE = 64 * 1024
+ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+NUMBER = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
+KEY_VALUE = re.compile(
+    rf"^\s*(?P<key>[A-Za-z_][\w.\-/]*)\s*:\s*(?P<value>{NUMBER})"
+    r"(?:\s*\(step\s+(?P<step>\d+)\))?\s*$",
+    re.IGNORECASE,
+)
+
+# (step, key, value)
+Captured = tuple[int, str, float]
+
+
+def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:
+    """Check user patterns: valid regexes with named groups ``key`` and ``value``."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise InvalidInput(f"invalid --capture-pattern {pattern!r}: {exc}") from None
+        missing = {"key", "value"} - set(regex.groupindex)
+        if missing:
+            raise InvalidInput(
+                f"--capture-pattern {pattern!r} lacks the named group(s) "
+                + ", ".join(f"(?P<{name}>...)" for name in sorted(missing))
+            )
+        compiled.append(regex)
+    return compiled
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+class ScalarCapture:
+    """Turns a byte stream of output into ``(step, key, value)`` points."""
+
+    def __init__(self, patterns: Iterable[re.Pattern[str]] = ()) -> None:
+        self.patterns = list(patterns)
+        self.step = 0
+        self._seen: set[str] = set()
+        self._partial = b""
+
+    def feed(self, data: bytes) -> list[Captured]:
+        """Consume output bytes; return the points of the lines completed by them."""
+        points: list[Captured] = []
+        buffer = self._partial + data
+        lines = re.split(rb"\r\n|\r|\n", buffer)
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_LINE:  # an endless line: not a metric line
+            self._partial = b""
+        for line in lines:
+            if len(line) <= MAX_LINE:
+                points.extend(self.parse_line(line))
+        return points
+
+    def close(self) -> list[Captured]:
+        """The points of a last line without a newline."""
+        rest, self._partial = self._partial, b""
+        return self.parse_line(rest) if rest else []
+
+    def parse_line(self, raw: bytes) -> list[Captured]:
+        text = ANSI.sub(b"", raw).decode("utf-8", "replace").strip()
+        if not text:
+            return []
+        for regex in self.patterns:
+            match = regex.search(text)
+            if match:
+                value = _to_float(match.group("value"))
+                if value is None:
+                    return []
+                step = match.groupdict().get("step")
+                return self._points({match.group("key"): value}, _int(step))
+        if text[0] == "{" and text[-1] == "}":
+            return self._json_line(text)
+        match = KEY_VALUE.match(text)
+        if not match:
+            return []
+        key, value = match.group("key"), float(match.group("value"))
+        if key == "step" and match.group("step") is None:
+            if value.is_integer():
+                self._set_step(int(value))
+            return []
+        return self._points({key: value}, _int(match.group("step")))
+
+    def _json_line(self, text: str) -> list[Captured]:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return []
+        if not isinstance(data, dict) or not data:
+            return []
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+            return []
+        step = data.pop("step", None)
+        if step is not None and not (isinstance(step, int) or float(step).is_integer()):
+            return []
+        return self._points(
+            {str(k): float(v) for k, v in data.items()}, None if step is None else int(step)
+        )
+
+    def _set_step(self, step: int) -> None:
+        self.step = step
+        self._seen = set()
+
+    def _points(self, metrics: dict[str, float], step: int | None) -> list[Captured]:
+        if step is not None:
+            if step != self.step:
+                self._set_step(step)
+        elif self._seen.intersection(metrics):
+            self._set_step(self.step + 1)
+        self._seen.update(metrics)
+        return [(self.step, key, value) for key, value in metrics.items()]
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)

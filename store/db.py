@@ -1,0 +1,261 @@
+"""Opening the SQLite file: checks, pragmas and the migrations registry (SPEC §3).
+
+Every schema change is a small named function appended to ``MIGRATIONS``. Opening a
+database applies the ones it lacks, each once, in its own transaction, and records it in
+``wbg_migrations``; ``PRAGMA user_version`` holds the count so an up-to-date file is
+recognised with one read. A database whose count is higher than ours came from a newer wbg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from wbg.errors import DatabaseError, NewerSchema, NotADatabase
+from wbg.settings import resolve_db_path, user_data_dir
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 60.0
+
+
+def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
+    # Child tables point at runs.num (an integer) rather than the 8-character id: history
+    # rows are the bulk of the file and integer keys make them smaller and faster to write.
+    # Foreign keys are declared for readers (Datasette links them) but not enforced, so a
+    # history insert costs no parent lookup; wbg deletes child rows itself.
+    conn.execute(
+        """
+        CREATE TABLE runs (
+            num INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            project TEXT NOT NULL,
+            name TEXT,
+            "group" TEXT,
+            job_type TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            notes TEXT,
+            state TEXT NOT NULL,
+            exit_code INTEGER,
+            command TEXT,
+            cwd TEXT,
+            host TEXT,
+            user TEXT,
+            pid INTEGER,
+            git_commit TEXT,
+            git_dirty INTEGER,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            config TEXT NOT NULL DEFAULT '{}',
+            summary TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE history (
+            run INTEGER NOT NULL REFERENCES runs(num),
+            step INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value REAL,
+            time REAL NOT NULL,
+            PRIMARY KEY (run, step, key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
+    # owner_pid: the process that records the run (wbg run itself, or the Python process
+    # using the API); when it is gone on this host while the run says `running`, the run
+    # crashed. reason: why a run failed before its command could start.
+    conn.execute("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
+    conn.execute("ALTER TABLE runs ADD COLUMN reason TEXT")
+    conn.execute(
+        """
+        CREATE TABLE run_output (
+            run INTEGER PRIMARY KEY REFERENCES runs(num),
+            tail BLOB NOT NULL,
+            truncated INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    # Numeric summary values, one row each, so aggregates are a plain GROUP BY. A NULL
+    # value is a NaN (SQLite stores NaN as NULL); it is counted but not aggregated.
+    conn.execute(
+        """
+        CREATE TABLE summary_metrics (
+            run INTEGER NOT NULL REFERENCES runs(num),
+            key TEXT NOT NULL,
+            value REAL,
+            PRIMARY KEY (run, key)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute("CREATE INDEX summary_metrics_key ON summary_metrics(key, run)")
+    conn.execute('CREATE INDEX runs_project_group ON runs(project, "group")')
+    conn.execute("CREATE INDEX runs_state ON runs(state)")
+    conn.execute("CREATE INDEX runs_started_at ON runs(started_at)")
+
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = [
+    _m001_runs_and_history,
+    _m002_output_summary_metrics_indexes,
+]
+
+
+def migration_name(migration: Migration) -> str:
+    return migration.__name__.lstrip("_")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
+    """Apply the migrations this database lacks (up to ``upto``); return their names."""
+    target = len(MIGRATIONS) if upto is None else upto
+    version = schema_version(conn)
+    if version > len(MIGRATIONS):
+        raise _newer(conn, version)
+    applied: list[str] = []
+    while version < target:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the write lock.
+            version = schema_version(conn)
+            if version >= target:
+                conn.execute("COMMIT")
+                break
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS wbg_migrations "
+                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            migration = MIGRATIONS[version]
+            migration(conn)
+            conn.execute(
+                "INSERT INTO wbg_migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                (version + 1, migration_name(migration), time.time()),
+            )
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(migration_name(migration))
+        version += 1
+    return applied
+
+
+def _newer(conn: sqlite3.Connection, version: int) -> NewerSchema:
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    return NewerSchema(
+        f"{path} was written by a newer wbg (schema version {version}, "
+        f"this wbg knows {len(MIGRATIONS)})",
+        hint="upgrade wbg (pip install -U wbg) to read it",
+    )
+
+
+def _check_path(path: Path, create: bool) -> None:
+    if path.exists():
+        if path.is_dir():
+            raise DatabaseError(f"database path is a directory: {path}")
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        if header and header != SQLITE_HEADER:
+            raise NotADatabase(
+                f"{path} is not a wbg database (not a SQLite file)",
+                hint="point --db or WBG_DB at a wbg database, or at a new file",
+            )
+        return
+    if not create:
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise DatabaseError(
+            f"cannot create database {path}: directory {parent} does not exist",
+            hint="create the directory first, or choose another --db / WBG_DB",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatabaseError(f"cannot create database {path}: directory {parent} is read-only")
+
+
+def connect(path: Path | str | None = None, *, create: bool = True) -> sqlite3.Connection:
+    """Open (and, with ``create``, create and migrate) the wbg database at ``path``.
+
+    ``path`` None resolves it (``--db`` > ``WBG_DB`` > settings > user data dir).
+    The connection is in autocommit mode: writers use short explicit transactions.
+    """
+    db_path = Path(path) if path is not None else resolve_db_path()
+    if create and db_path.parent == user_data_dir():
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_path(db_path, create)
+    if not create and not db_path.exists():
+        raise DatabaseError(f"no database at {db_path}")
+    uri = db_path.resolve().as_uri() + ("" if create else "?mode=rw")
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = schema_version(conn)
+        if version > len(MIGRATIONS):
+            raise _newer(conn, version)
+        if version < len(MIGRATIONS):
+            migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise _translate(exc, db_path) from None
+    return conn
+
+
+def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
+    """Turn a low-level SQLite error met while opening into a message about the path."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return NotADatabase(f"{path} is not a wbg database ({text})")
+    if "readonly" in text or "read-only" in text:
+        return DatabaseError(f"database {path} is read-only")
+    if "unable to open" in text:
+        return DatabaseError(f"cannot open database {path}: {text}")
+    return DatabaseError(f"database {path}: {text}")
+
+
+def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
+    """Name -> SQL of every table and index, for tests and ``wbg db info``."""
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+    ).fetchall()
+    return {name: sql for name, sql in rows}
+
+
+def describe(conn: sqlite3.Connection) -> dict[str, object]:
+    """Schema version and row counts, for ``wbg db info``."""
+    counts = {
+        table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        for table in ("runs", "history", "summary_metrics", "run_output")
+    }
+    return {
+        "schema_version": schema_version(conn),
+        "known_version": len(MIGRATIONS),
+        "counts": counts,
+    }
+
+
+def migrate_file(path: Path) -> tuple[int, int]:
+    """Open (creating or migrating) the database at ``path``; schema version before/after."""
+    before = 0
+    if path.is_file() and path.stat().st_size:
+        _check_path(path, create=False)
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as raw:
+                before = schema_version(raw)
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, path) from None
+    with contextlib.closing(connect(path)) as conn:
+        return before, schema_version(conn)

@@ -1,0 +1,428 @@
+"""Writing and reading run records (SPEC §2, §3).
+
+Every SQL statement about runs lives here. Config and summary are JSON objects in the
+``runs`` row (merged with SQLite's ``json_patch`` so concurrent writers never lose each
+other's keys); numeric summary values are mirrored in ``summary_metrics`` for fast
+aggregation. History points live in ``history``, one row per (run, key, step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import math
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from wbg import values
+from wbg.errors import UnknownRun
+from wbg.ids import generate_id
+
+STATES = ("running", "finished", "failed", "killed", "crashed")
+
+RECORD_FIELDS = (
+    "id",
+    "project",
+    "name",
+    "group",
+    "job_type",
+    "tags",
+    "notes",
+    "state",
+    "exit_code",
+    "command",
+    "cwd",
+    "host",
+    "user",
+    "pid",
+    "git_commit",
+    "git_dirty",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "config",
+    "summary",
+)
+
+_COLUMNS = (
+    'id, project, name, "group", job_type, tags, notes, state, exit_code, command, cwd, '
+    "host, user, pid, git_commit, git_dirty, started_at, ended_at, config, summary, "
+    "owner_pid, reason"
+)
+
+# A history point as written: (runs.num, step, key, value, time)
+Point = tuple[int, int, str, float, float]
+
+
+def current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry and no USER variable (some containers)
+        return None
+
+
+def create_run(
+    conn: sqlite3.Connection,
+    *,
+    project: str,
+    group: str | None = None,
+    job_type: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    notes: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    command: Sequence[str] | None = None,
+    pid: int | None = None,
+    owner_pid: int | None = None,
+    git_commit: str | None = None,
+    git_dirty: bool | None = None,
+    run_id: str | None = None,
+) -> tuple[str, int]:
+    """Insert a new run in state ``running``; return its id and its row number (``num``)."""
+    values.check_group(group)
+    values.check_job_type(job_type)
+    checked_tags = values.check_tags(tags)
+    values.check_config(config or {})
+    for _ in range(5):
+        new_id = run_id or generate_id()
+        try:
+            cursor = conn.execute(
+                f"INSERT INTO runs ({_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}', ?, "
+                "NULL)",
+                (
+                    new_id,
+                    project,
+                    name or new_id,
+                    group,
+                    job_type,
+                    values.dumps(checked_tags),
+                    notes,
+                    values.dumps(list(command)) if command is not None else None,
+                    os.getcwd(),
+                    socket.gethostname(),
+                    current_user(),
+                    pid if pid is not None else os.getpid(),
+                    git_commit,
+                    None if git_dirty is None else int(git_dirty),
+                    time.time(),
+                    values.dumps(config or {}),
+                    owner_pid if owner_pid is not None else os.getpid(),
+                ),
+            )
+            return new_id, cursor.lastrowid
+        except sqlite3.IntegrityError:
+            if run_id:
+                raise
+    raise RuntimeError("could not draw a free run id")  # pragma: no cover
+
+
+def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
+    """Set plain columns of a run (``pid``, ``git_commit``, ``git_dirty``, ``reason``...)."""
+    allowed = {"pid", "git_commit", "git_dirty", "reason", "owner_pid", "name", "notes"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"not updatable here: {sorted(unknown)}")
+    if not fields:
+        return
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+
+
+def finish_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    *,
+    state: str,
+    exit_code: int | None,
+    reason: str | None = None,
+) -> None:
+    """Close a run: final state, exit code and end time."""
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    conn.execute(
+        "UPDATE runs SET state = ?, exit_code = ?, ended_at = ?, reason = COALESCE(?, reason) "
+        "WHERE id = ?",
+        (state, exit_code, time.time(), reason, run_id),
+    )
+
+
+def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
+    """Deep-merge ``update`` into the run's config in one statement (safe under concurrency)."""
+    if not update:
+        return
+    values.check_config(update)
+    cursor = conn.execute(
+        "UPDATE runs SET config = json_patch(config, ?) WHERE id = ?",
+        (values.dumps(update), run_id),
+    )
+    if cursor.rowcount == 0:
+        raise UnknownRun(f"no run with id {run_id!r}")
+
+
+def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
+    """Set summary values (the JSON object and the numeric mirror) of run ``num``.
+
+    Call inside a transaction (``transaction(conn)``) so both stay in step.
+    """
+    update = {key: value for key, value in update.items() if value is not None}
+    if not update:
+        return
+    conn.execute(
+        "UPDATE runs SET summary = json_patch(summary, ?) WHERE num = ?",
+        (values.dumps(update), num),
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
+        [(num, key, float(value)) for key, value in update.items() if values.is_number(value)],
+    )
+    conn.executemany(
+        "DELETE FROM summary_metrics WHERE run = ? AND key = ?",
+        [(num, key) for key, value in update.items() if not values.is_number(value)],
+    )
+
+
+def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
+    """Store history points; a second value for the same (run, key, step) replaces the first."""
+    if points:
+        conn.executemany(
+            "INSERT OR REPLACE INTO history (run, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
+            points,
+        )
+
+
+def log_points(
+    conn: sqlite3.Connection, num: int, metrics: Mapping[str, float], step: int | None
+) -> int:
+    """Log one step of metrics now (``wbg log``); return the step used.
+
+    Without ``step``, the capture rule applies: stay on the run's last step unless one of
+    these keys is already there, else move to the next one.
+    """
+    with transaction(conn):
+        if step is None:
+            last = conn.execute("SELECT max(step) FROM history WHERE run = ?", (num,)).fetchone()[0]
+            if last is None:
+                step = 0
+            else:
+                taken = conn.execute(
+                    "SELECT 1 FROM history WHERE run = ? AND step = ? AND key IN "
+                    f"({', '.join('?' * len(metrics))}) LIMIT 1",
+                    (num, last, *metrics),
+                ).fetchone()
+                step = last + 1 if taken else last
+        now = time.time()
+        write_history(conn, [(num, step, key, float(v), now) for key, v in metrics.items()])
+        merge_summary(conn, num, metrics)
+    return step
+
+
+def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO run_output (run, tail, truncated) VALUES (?, ?, ?)",
+        (num, tail, int(truncated)),
+    )
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection):
+    """A short write transaction (``BEGIN IMMEDIATE``: takes the write lock up front)."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def reap_crashed(conn: sqlite3.Connection) -> int:
+    """Mark ``running`` runs of this host whose recording process is gone as ``crashed``.
+
+    Runs of other hosts are never guessed about. Returns how many runs were marked.
+    """
+    host = socket.gethostname()
+    rows = conn.execute(
+        "SELECT id, owner_pid FROM runs WHERE state = 'running' AND host = ?", (host,)
+    ).fetchall()
+    dead = [run_id for run_id, pid in rows if pid is None or not pid_alive(pid)]
+    if dead:
+        with contextlib.suppress(sqlite3.OperationalError):  # read-only file: report only
+            conn.executemany(
+                "UPDATE runs SET state = 'crashed' WHERE id = ? AND state = 'running'",
+                [(run_id,) for run_id in dead],
+            )
+    return len(dead)
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def record_from_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A run record with the field names of SPEC §2 (times in ISO 8601 UTC)."""
+    (
+        run_id,
+        project,
+        name,
+        group,
+        job_type,
+        tags,
+        notes,
+        state,
+        exit_code,
+        command,
+        cwd,
+        host,
+        user,
+        pid,
+        git_commit,
+        git_dirty,
+        started_at,
+        ended_at,
+        config,
+        summary,
+        _owner_pid,
+        reason,
+    ) = row
+    duration = None if ended_at is None else max(0.0, ended_at - started_at)
+    record = {
+        "id": run_id,
+        "project": project,
+        "name": name,
+        "group": group,
+        "job_type": job_type,
+        "tags": values.loads(tags, []),
+        "notes": notes,
+        "state": state,
+        "exit_code": exit_code,
+        "command": values.loads(command),
+        "cwd": cwd,
+        "host": host,
+        "user": user,
+        "pid": pid,
+        "git_commit": git_commit,
+        "git_dirty": None if git_dirty is None else bool(git_dirty),
+        "started_at": iso(started_at),
+        "ended_at": iso(ended_at),
+        "duration_s": None if duration is None else round(duration, 3),
+        "config": values.loads(config, {}),
+        "summary": values.loads(summary, {}),
+    }
+    if reason:
+        record["reason"] = reason
+    return record
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    reap_crashed(conn)
+    row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+    return record_from_row(row)
+
+
+def _close_ids_hint(conn: sqlite3.Connection, run_id: str) -> str | None:
+    import difflib
+
+    ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 5000")]
+    close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.5)
+    prefixed = [i for i in ids if i.startswith(run_id)][:3] if run_id else []
+    matches = list(dict.fromkeys(prefixed + close))
+    return f"did you mean: {', '.join(matches)}?" if matches else "see `wbg runs list`"
+
+
+def list_runs(
+    conn: sqlite3.Connection,
+    *,
+    project: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run records, newest first, filtered by the given fields."""
+    reap_crashed(conn)
+    clauses, params = [], []
+    for column, value in (("project", project), ('"group"', group), ("job_type", job_type)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if state is not None:
+        clauses.append("state = ?")
+        params.append(state)
+    if tag is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)")
+        params.append(tag)
+    sql = f"SELECT {_COLUMNS} FROM runs"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY started_at DESC, id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [record_from_row(row) for row in conn.execute(sql, params)]
+
+
+def run_num(conn: sqlite3.Connection, run_id: str) -> int:
+    """The row number of run ``run_id``; ``UnknownRun`` (with close matches) when absent."""
+    row = conn.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+    return row[0]
+
+
+def history_count(conn: sqlite3.Connection, run_id: str) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM history WHERE run = (SELECT num FROM runs WHERE id = ?)",
+        (run_id,),
+    ).fetchone()[0]
+
+
+def get_history(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT step, key, value, time FROM history "
+        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY step, key",
+        (run_id,),
+    )
+    return [
+        {"step": step, "key": key, "value": math.nan if value is None else value, "time": iso(t)}
+        for step, key, value, t in rows
+    ]
+
+
+def get_output(conn: sqlite3.Connection, run_id: str) -> tuple[bytes, bool] | None:
+    row = conn.execute(
+        "SELECT tail, truncated FROM run_output WHERE run = (SELECT num FROM runs WHERE id = ?)",
+        (run_id,),
+    ).fetchone()
+    return None if row is None else (bytes(row[0]), bool(row[1]))
+
+
+def run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None

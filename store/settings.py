@@ -1,0 +1,105 @@
+"""Where settings come from: one function per decision.
+
+Precedence for every setting with a flag and a variable (SPEC §2): explicit argument >
+environment variable > settings file > default. ``resolve`` is that rule; the database
+path and the project have their own functions because their defaults are computed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wbg.errors import InvalidInput
+
+SETTINGS_FILE = "wbg.toml"
+PYPROJECT = "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Values read from the nearest settings file (empty when there is none)."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read settings file {path}: {exc}") from None
+
+
+def find_settings(start: Path | None = None) -> Settings:
+    """The nearest ``wbg.toml`` or ``pyproject.toml`` with ``[tool.wbg]``, searched upward."""
+    directory = (start or Path.cwd()).resolve()
+    for folder in (directory, *directory.parents):
+        candidate = folder / SETTINGS_FILE
+        if candidate.is_file():
+            return Settings(candidate, _load_toml(candidate))
+        candidate = folder / PYPROJECT
+        if candidate.is_file():
+            section = _load_toml(candidate).get("tool", {}).get("wbg")
+            if isinstance(section, dict):
+                return Settings(candidate, section)
+    return Settings()
+
+
+def resolve(flag: Any, env_var: str | None, settings: Settings | None, key: str) -> Any:
+    """The precedence rule: flag > environment variable > settings file > None.
+
+    An empty environment variable counts as unset (as W&B treats it).
+    """
+    if flag is not None:
+        return flag
+    if env_var:
+        value = os.environ.get(env_var)
+        if value:
+            return value
+    if settings is not None:
+        return settings.get(key)
+    return None
+
+
+def user_data_dir() -> Path:
+    """The per-user data directory for wbg (XDG on Linux, the usual places elsewhere)."""
+    if sys.platform == "win32":  # pragma: no cover
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":  # pragma: no cover
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "wbg"
+
+
+def resolve_db_path(flag: str | os.PathLike[str] | None = None) -> Path:
+    """The database path: ``--db`` > ``WBG_DB`` > settings ``db`` > the user data dir."""
+    if flag:
+        return Path(flag).expanduser()
+    env = os.environ.get("WBG_DB")
+    if env:
+        return Path(env).expanduser()
+    settings = find_settings()
+    configured = settings.get("db")
+    if configured and settings.path is not None:
+        return (settings.path.parent / Path(str(configured)).expanduser()).resolve()
+    return user_data_dir() / "runs.db"
+
+
+def resolve_project(flag: str | None = None) -> str:
+    """The project: ``--project`` > ``WANDB_PROJECT`` > settings ``project`` > cwd name."""
+    settings = None if flag or os.environ.get("WANDB_PROJECT") else find_settings()
+    value = resolve(flag, "WANDB_PROJECT", settings, "project")
+    return str(value) if value else (Path.cwd().name or "default")

@@ -1,0 +1,230 @@
+"""Parsing and checking what users type: ``KEY=VALUE`` pairs, config files, names.
+
+Also the JSON encoding of config and summary: SQLite's JSON functions (3.40 here) reject
+``NaN``/``Infinity`` tokens, so non-finite floats are stored as the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` and turned back into floats when read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from wbg.errors import InvalidInput, InvalidName
+
+MAX_GROUP = 128
+MAX_JOB_TYPE = 64
+MAX_TAG = 64
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def check_name(kind: str, value: str | None, max_len: int) -> str | None:
+    """Validate a group, job_type or tag (SPEC §2); None passes through."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidName(f"{kind} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidName(f"{kind} must not be empty")
+    if len(value) > max_len:
+        raise InvalidName(f"{kind} is {len(value)} characters long; the limit is {max_len}")
+    if _has_control(value):
+        raise InvalidName(f"{kind} must not contain control characters or newlines: {value!r}")
+    return value
+
+
+def check_group(value: str | None) -> str | None:
+    return check_name("group", value, MAX_GROUP)
+
+
+def check_job_type(value: str | None) -> str | None:
+    return check_name("job_type", value, MAX_JOB_TYPE)
+
+
+def check_tags(tags: Iterable[str] | None) -> list[str]:
+    checked: list[str] = []
+    for tag in tags or ():
+        check_name("tag", tag, MAX_TAG)
+        if tag not in checked:
+            checked.append(tag)
+    return checked
+
+
+def check_key(key: str, what: str = "config key") -> str:
+    if not isinstance(key, str) or not key or not key.strip():
+        raise InvalidName(f"{what} must not be empty")
+    if _has_control(key):
+        raise InvalidName(f"{what} must not contain control characters: {key!r}")
+    if any(not part for part in key.split(".")):
+        raise InvalidName(f"{what} has an empty part between dots: {key!r}")
+    return key
+
+
+def parse_value(text: str) -> Any:
+    """Type a command-line value: a TOML/JSON scalar or array, else the string itself.
+
+    ``3`` -> 3, ``0.1`` -> 0.1, ``true`` -> True, ``"x"`` -> "x", ``[1,2]`` -> [1, 2],
+    ``adam`` -> "adam". TOML dates and tables stay the text that was typed.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return text
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        value = tomllib.loads(f"v = {stripped}")["v"]
+    except (tomllib.TOMLDecodeError, KeyError):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return text
+    return value if _is_plain(value) else text
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    return False
+
+
+def split_assignment(item: str, what: str = "config") -> tuple[str, str]:
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise InvalidInput(f"malformed {what} {item!r}: expected KEY=VALUE")
+    key = key.strip()
+    check_key(key, f"{what} key")
+    if raw == "":
+        raise InvalidInput(f"malformed {what} {item!r}: the value is empty")
+    return key, raw
+
+
+def parse_assignments(items: Iterable[str], what: str = "config") -> dict[str, Any]:
+    """``["lr=0.1", "opt.name=adam"]`` -> ``{"lr": 0.1, "opt": {"name": "adam"}}``."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, raw = split_assignment(item, what)
+        set_dotted(result, key, parse_value(raw))
+    return result
+
+
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into ``base`` (nested dicts merged, other values replaced)."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+    return base
+
+
+def check_config(config: Mapping[str, Any], prefix: str = "") -> None:
+    for key, value in config.items():
+        check_key(str(key), f"config key {prefix}{key!r}")
+        if isinstance(value, Mapping):
+            check_config(value, f"{prefix}{key}.")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file (by extension; other names are tried as both)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    suffix = file.suffix.lower()
+    errors = []
+    for kind in (["json"] if suffix == ".json" else ["toml"] if suffix == ".toml" else []) or [
+        "toml",
+        "json",
+    ]:
+        try:
+            data = _parse_config_text(text, kind)
+        except ValueError as exc:
+            errors.append(f"{kind.upper()}: {exc}")
+            continue
+        if not isinstance(data, dict):
+            raise InvalidInput(f"config file {file} must hold a table/object at the top level")
+        check_config(data)
+        return data
+    raise InvalidInput(f"cannot parse config file {file}: {'; '.join(errors)}")
+
+
+def _parse_config_text(text: str, kind: str) -> Any:
+    if kind == "json":
+        return json.loads(text)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return _plain_toml(tomllib.loads(text))
+
+
+def _plain_toml(value: Any) -> Any:
+    """TOML dates/times become their ISO text so the config stays JSON."""
+    if isinstance(value, dict):
+        return {k: _plain_toml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_toml(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """JSON text SQLite can read: non-finite floats as strings, other objects as str()."""
+    return json.dumps(_encode(value), allow_nan=False, default=str, separators=(",", ":"))
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    if text is None:
+        return default
+    return _decode(json.loads(text))
+
+
+def is_number(value: Any) -> bool:
+    """A value that becomes a history point: int or float, not bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
