@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import typer
+
 from wbg.cli.options import DbOpt, open_db
 
 app = typer.Typer(

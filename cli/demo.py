@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+
 from wbg.cli.options import DbOpt, open_db
 
 LEARNING_RATES = (0.1, 0.01)

@@ -7,10 +7,12 @@ runtime error and 2 for bad usage or input.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 import typer
+
 from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
 from wbg.cli import record as record_cmds
@@ -40,8 +42,15 @@ def _error(message: str, hint: str | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``wbg`` console script."""
     from typer import _click
+
     from wbg.errors import WbgError
 
+    if os.environ.get("_WBG_COMPLETE"):
+        # add_completion=False keeps --install-completion out of the CLI (completions/
+        # ships the scripts), which also skips registering typer's shell classes.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         result = command.main(
@@ -56,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except _click.exceptions.ClickException as exc:
         _error(exc.format_message())
         sys.exit(exc.exit_code)
-    except _click.exceptions.Abort:
+    except typer.Abort:
         _error("aborted")
         sys.exit(1)
     except WbgError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from wbg.cli.options import DbOpt, GroupOpt, JobTypeOpt, ProjectOpt, open_db
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+
 from wbg.cli.options import DbOpt, FormatOpt, GroupOpt, JobTypeOpt, PrecisionOpt, open_db
 
 app = typer.Typer(help="List and inspect runs.", no_args_is_help=True, rich_markup_mode=None)
