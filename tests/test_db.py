@@ -1,0 +1,193 @@
+"""The store: path resolution, migrations, and refusing files it cannot use."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+
+import pytest
+from helpers import run_wbg
+
+from wbg import db as dbmod
+from wbg import runs
+from wbg.errors import DatabaseError, NewerSchema, NotADatabase
+from wbg.settings import resolve_db_path
+
+EXPECTED_TABLES = {
+    "runs": {
+        "num", "id", "project", "name", "group", "job_type", "tags", "notes", "state",
+        "exit_code", "command", "cwd", "host", "user", "pid", "git_commit", "git_dirty",
+        "started_at", "ended_at", "config", "summary", "owner_pid", "reason",
+    },
+    "history": {"run", "step", "key", "value", "time"},
+    "summary_metrics": {"run", "key", "value"},
+    "run_output": {"run", "tail", "truncated"},
+    "wbg_migrations": {"id", "name", "applied_at"},
+}  # fmt: skip
+
+
+def columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def test_schema_from_nothing(db_path):
+    conn = dbmod.connect(db_path)
+    tables = {
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == set(EXPECTED_TABLES)
+    for table, expected in EXPECTED_TABLES.items():
+        assert columns(conn, table) == expected, table
+    assert dbmod.schema_version(conn) == len(dbmod.MIGRATIONS)
+    applied = [name for (name,) in conn.execute("SELECT name FROM wbg_migrations ORDER BY id")]
+    assert applied == [dbmod.migration_name(m) for m in dbmod.MIGRATIONS]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_database_from_first_migration_upgrades_with_rows_intact(db_path):
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    dbmod.migrate(raw, upto=1)
+    assert dbmod.schema_version(raw) == 1
+    raw.execute(
+        "INSERT INTO runs (id, project, name, state, started_at, ended_at, config, summary) "
+        "VALUES ('abcd1234', 'p', 'old run', 'finished', 1000.0, 1010.0, '{\"lr\": 0.1}', "
+        "'{\"loss\": 0.5}')"
+    )
+    raw.execute(
+        "INSERT INTO history (run, step, key, value, time) VALUES (1, 0, 'loss', 0.5, 1001)"
+    )
+    raw.close()
+
+    conn = dbmod.connect(db_path)
+    assert dbmod.schema_version(conn) == len(dbmod.MIGRATIONS)
+    record = runs.get_run(conn, "abcd1234")
+    assert record["name"] == "old run" and record["config"] == {"lr": 0.1}
+    assert record["summary"] == {"loss": 0.5} and record["duration_s"] == 10.0
+    assert runs.get_history(conn, "abcd1234")[0]["value"] == 0.5
+    conn.close()
+
+
+def test_newer_schema_is_refused(db_path, cli):
+    conn = dbmod.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {len(dbmod.MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(NewerSchema, match="written by a newer wbg"):
+        dbmod.connect(db_path)
+    result = cli("runs", "list")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {db_path} was written by a newer wbg (schema version "
+        f"{len(dbmod.MIGRATIONS) + 1}, this wbg knows {len(dbmod.MIGRATIONS)})"
+    )
+
+
+def test_non_sqlite_file_is_refused_and_left_alone(db_path, cli):
+    db_path.write_text("these are my notes, not a database\n")
+    with pytest.raises(NotADatabase):
+        dbmod.connect(db_path)
+    result = cli("runs", "list")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.splitlines()[0]
+        == f"Error: {db_path} is not a wbg database (not a SQLite file)"
+    )
+    assert db_path.read_text() == "these are my notes, not a database\n"
+
+
+def test_missing_directory_is_a_clear_error(tmp_path, cli):
+    target = tmp_path / "nope" / "runs.db"
+    with pytest.raises(DatabaseError, match="directory .* does not exist"):
+        dbmod.connect(target)
+    result = cli("runs", "list", "--db", str(target))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"Error: cannot create database {target}: directory {target.parent} does not exist"
+    )
+    assert not target.parent.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
+def test_read_only_directory_is_a_clear_error(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(DatabaseError, match="read-only"):
+            dbmod.connect(folder / "runs.db")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_directory_check_for_root(tmp_path, monkeypatch):
+    # Even as root, the check that decides "read-only" is the one a user would hit.
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(DatabaseError, match=f"directory {folder} is read-only"):
+        dbmod.connect(folder / "runs.db")
+
+
+def test_path_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("WBG_DB", str(tmp_path / "env.db"))
+    assert resolve_db_path(tmp_path / "flag.db") == tmp_path / "flag.db"
+    assert resolve_db_path() == tmp_path / "env.db"
+    monkeypatch.delenv("WBG_DB")
+    project = tmp_path / "project"
+    (project / "deep" / "er").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[tool.wbg]\ndb = "store/runs.db"\n')
+    monkeypatch.chdir(project / "deep" / "er")
+    assert resolve_db_path() == (project / "store" / "runs.db").resolve()
+    (project / "deep" / "wbg.toml").write_text('db = "near.db"\n')
+    assert resolve_db_path() == (project / "deep" / "near.db").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_db_path() == tmp_path / "xdg" / "wbg" / "runs.db"
+
+
+def test_default_database_in_user_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("WBG_DB")
+    proc = run_wbg("run", "--", "true", env={"WBG_DB": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "xdg" / "wbg" / "runs.db").exists()
+    assert run_wbg("db", "path", env={"WBG_DB": ""}).stdout.strip() == str(
+        tmp_path / "xdg" / "wbg" / "runs.db"
+    )
+
+
+def test_db_info_and_migrate(cli, db_path):
+    result = cli("db", "migrate")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == (
+        f"{db_path}: migrated from schema version 0 to {len(dbmod.MIGRATIONS)}"
+    )
+    assert cli("db", "migrate").stdout.strip().endswith("up to date")
+    info = cli("db", "info")
+    assert info.exit_code == 0
+    assert f"path            {db_path}" in info.stdout
+    assert "runs            0" in info.stdout
+
+
+def test_concurrent_first_open_migrates_once(db_path):
+    import threading
+
+    errors = []
+
+    def open_it():
+        try:
+            with contextlib.closing(dbmod.connect(db_path)):
+                pass
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM wbg_migrations").fetchone()[0] == len(
+        dbmod.MIGRATIONS
+    )
+    conn.close()
