@@ -55,6 +55,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wbg-bench-"))
     env = {**os.environ, "WBG_DB": str(tmp / "bench.db")}
     env.pop("WANDB_RUN_GROUP", None)
+    # Measure what an installed wbg does: with bytecode caches (pip writes them for a
+    # regular install; the warm-up below writes them for an editable one).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     true = shutil.which("true") or "/bin/true"
 
     # Warm the page cache and the .pyc files once, then alternate the measured commands.

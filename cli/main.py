@@ -97,9 +97,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
-        # The reader went away (`wbg runs list | head`): not an error worth a message.
-        sys.stderr.close()
-        sys.exit(0)
+        # The reader went away (`wbg runs list | head`): no message, and no second error
+        # when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -114,6 +114,23 @@ def init(
     return run
 
 
+_mp_hook_pid: int | None = None
+
+
+def _install_multiprocessing_hook() -> None:
+    """Finish the run in multiprocessing children, which leave through os._exit.
+
+    They skip atexit but run multiprocessing's own exit finalizers; without this, a
+    worker's open run would lose its last batch and read as crashed.
+    """
+    global _mp_hook_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_hook_pid == os.getpid():
+        return
+    _mp_hook_pid = os.getpid()
+    util.Finalize(None, _at_exit, exitpriority=10)
+
+
 def _after_fork_in_child() -> None:
     # A forked worker inherits the parent's run object and SQLite connection; neither may
     # be used there (the worker calls wbg.init() and gets a run of its own).
@@ -366,6 +383,7 @@ class Run:
 def _install_hooks() -> None:
     """Close the current run on interpreter exit, as failed on an uncaught exception."""
     global _hooks_installed
+    _install_multiprocessing_hook()
     if _hooks_installed:
         return
     _hooks_installed = True

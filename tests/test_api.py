@@ -200,6 +200,36 @@ def test_script_under_wbg_run_attaches_and_workers_get_their_own_runs(db_path, t
     assert all(r["state"] == "finished" for r in folds)
 
 
+def test_multiprocessing_child_without_finish_is_flushed_and_finished(db_path, tmp_path):
+    script = tmp_path / "children.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+        import multiprocessing as mp
+        import wbg
+
+        def work():
+            run = wbg.init(project="p", job_type="child")
+            for i in range(50):
+                run.log({"x": float(i)})
+
+        if __name__ == "__main__":
+            for method in ("fork", "spawn"):
+                p = mp.get_context(method).Process(target=work)
+                p.start()
+                p.join()
+            """
+        )
+    )
+    proc = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found = records(db_path)
+    assert len(found) == 2
+    for record in found:
+        assert record["state"] == "finished"
+        assert len(history(db_path, record["id"])) == 50
+
+
 def test_attached_script_exit_code_comes_from_wbg_run(db_path, tmp_path):
     proc = run_wbg(
         "run", "-g", "g", "--", PY, "-c", "import wbg, sys; wbg.init().log({'x': 1}); sys.exit(4)"
