@@ -396,3 +396,15 @@ def test_sigint_with_child_ignoring_it_keeps_waiting(db_path):
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="process tests are written for Linux")
+
+
+def test_unusable_database_fails_before_the_command_runs(db_path, tmp_path):
+    db_path.write_bytes(b"not sqlite at all")
+    marker = tmp_path / "ran"
+    proc = run_wbg("run", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.splitlines()[0] == f"Error: {db_path} is not a wbg database (not a SQLite file)"
+    )
+    assert not marker.exists()
+    assert db_path.read_bytes() == b"not sqlite at all"
