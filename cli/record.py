@@ -75,10 +75,7 @@ def run(
     from wbg.capture import ScalarCapture, compile_patterns
     from wbg.launch import RunSpec, launch
 
-    group = settings.resolve(group, "WANDB_RUN_GROUP", None, "group")
-    job_type = settings.resolve(job_type, "WANDB_JOB_TYPE", None, "job_type")
-    values.check_group(group)
-    values.check_job_type(job_type)
+    project, group, job_type = settings.resolve_grouping(project, group, job_type)
     tags = values.check_tags(tag)
     merged: dict = {}
     for path in config_file or []:
@@ -86,7 +83,7 @@ def run(
     values.deep_merge(merged, values.parse_assignments(config or []))
     patterns = compile_patterns(capture_pattern or [])
     spec = RunSpec(
-        project=settings.resolve_project(project),
+        project=project,
         group=group,
         job_type=job_type,
         name=name,

@@ -65,17 +65,13 @@ def init(
     A run still open in this process is finished first.
     """
     global _current
-    group = settings.resolve(group, "WANDB_RUN_GROUP", None, "group")
-    job_type = settings.resolve(job_type, "WANDB_JOB_TYPE", None, "job_type")
+    project, group, job_type = settings.resolve_grouping(project, group, job_type)
     name = settings.resolve(name, "WANDB_NAME", None, "name")
     notes = settings.resolve(notes, "WANDB_NOTES", None, "notes")
     tag_list = values.check_tags(list(tags) if tags is not None else _env_tags())
-    values.check_group(group)
-    values.check_job_type(job_type)
     config_dict = dict(config or {})
     values.check_config(config_dict)
     db_path = settings.resolve_db_path(db)
-    project = settings.resolve_project(project)
 
     with _lock:
         previous = _current

@@ -103,3 +103,19 @@ def resolve_project(flag: str | None = None) -> str:
     settings = None if flag or os.environ.get("WANDB_PROJECT") else find_settings()
     value = resolve(flag, "WANDB_PROJECT", settings, "project")
     return str(value) if value else (Path.cwd().name or "default")
+
+
+def resolve_grouping(
+    project: str | None, group: str | None, job_type: str | None
+) -> tuple[str, str | None, str | None]:
+    """Project, group and job_type of a new run: flag > W&B variable > settings > default.
+
+    The one place ``wbg run`` and ``wbg.init`` take them from; the names are validated.
+    """
+    from wbg.values import check_group, check_job_type
+
+    group = resolve(group, "WANDB_RUN_GROUP", None, "group")
+    job_type = resolve(job_type, "WANDB_JOB_TYPE", None, "job_type")
+    check_group(group)
+    check_job_type(job_type)
+    return resolve_project(project), group, job_type
