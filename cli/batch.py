@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,8 +71,9 @@ def run_batch(
 
     def on_stop(signum: int, running: int) -> None:
         if running:
+            after = "SIGKILL" if signum == signal.SIGTERM else "SIGTERM"
             _say(
-                f"wbg: stopping: waiting for {_runs(running)} to end (SIGTERM in "
+                f"wbg: stopping: waiting for {_runs(running)} to end ({after} in "
                 f"{batch.STOP_GRACE_S:g} s; signal again to hurry)"
             )
 

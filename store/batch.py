@@ -194,11 +194,16 @@ def substitute(text: str, replacements: Mapping[str, str]) -> str:
 
 def _check_placeholders(texts: Sequence[str], known: Sequence[str], where: str) -> None:
     for text in texts:
-        for name in placeholders(text):
-            if name not in known:
+        for match in PLACEHOLDER.finditer(text):
+            name = match[1]
+            if name and name not in known:
+                shown = text
+                if len(text) > 60:  # a script given with -c: show where the name is
+                    start, end = max(match.start() - 20, 0), min(match.end() + 20, len(text))
+                    shown = ("..." if start else "") + text[start:end] + "..."
                 listed = ", ".join("{" + key + "}" for key in known)
                 raise InvalidInput(
-                    f"{where} {text!r} uses {{{name}}}, which is no grid key",
+                    f"{where} {shown!r} uses {{{name}}}, which is no grid key",
                     hint=f"known: {listed}; write {{{{ and }}}} for literal braces",
                 )
 
