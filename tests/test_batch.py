@@ -518,3 +518,18 @@ def test_stop_escalates_to_sigterm_then_sigkill(db_path: Path) -> None:
     assert [(r.state, r.exit_code) for r in outcome.results] == [("killed", 143), ("killed", 137)]
     assert outcome.exit_code == 143
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_stops_a_sequential_batch(db_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*wbg_executable(), "run", "-g", "seq", "--repeat", "3", "--", PY, "-c", SLEEPER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline().split()[-1])
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert not alive(pid)
+    assert [(r["name"], r["state"]) for r in records(db_path)] == [("repeat=0", "killed")]
+    assert "wbg: stopped: 2 runs of 3 not started\n" in stderr
