@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -533,3 +534,60 @@ def test_ctrl_c_stops_a_sequential_batch(db_path: Path) -> None:
     assert not alive(pid)
     assert [(r["name"], r["state"]) for r in records(db_path)] == [("repeat=0", "killed")]
     assert "wbg: stopped: 2 runs of 3 not started\n" in stderr
+
+
+@given(
+    st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))),
+    st.lists(st.integers(1, 40), min_size=1),
+)
+def test_prefixed_lines_do_not_depend_on_how_the_output_is_cut(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    read, write = os.pipe()
+    try:
+        sink = LinePrefixer("[p] ")
+        at = 0
+        for size in itertools.cycle(cuts):
+            if at >= len(stream):
+                break
+            sink.write(stream[at : at + size], write)
+            at += size
+        sink.close(write)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            read = -1
+            assert pipe.read() == b"".join(b"[p] " + line + b"\n" for line in lines)
+    finally:
+        if read != -1:
+            os.close(read)
+
+
+def test_python_children_log_into_their_own_runs(db_path: Path) -> None:
+    script = (
+        "import sys, wbg\n"
+        "run = wbg.init()\n"
+        "run.log({'acc': float(sys.argv[1])})\n"
+        "run.summary['seen'] = run.config['lr']\n"
+        "run.finish()\n"
+    )
+    done = wbg(
+        "run",
+        "-g",
+        "api",
+        "--grid",
+        "lr=0.5,0.25",
+        "--parallel",
+        "2",
+        "--",
+        PY,
+        "-c",
+        script,
+        "{lr}",
+    )
+    assert done.returncode == 0, done.stderr
+    found = records(db_path)
+    assert [(r["config"], r["summary"]) for r in found] == [
+        ({"lr": 0.5}, {"acc": 0.5, "seen": 0.5}),
+        ({"lr": 0.25}, {"acc": 0.25, "seen": 0.25}),
+    ]
