@@ -465,4 +465,5 @@ class BatchRunner:
                     proc.kill()
             returncode = proc.wait()
             with contextlib.suppress(Exception):
+                supervisor.close_output()
                 self._end(supervisor, returncode)

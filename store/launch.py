@@ -8,6 +8,12 @@ pipes otherwise. The last ``TAIL_BYTES`` of output are kept with the run and sca
 metrics in it are captured as history. SIGINT, SIGTERM and SIGHUP sent to wbg are
 forwarded to the child, which is waited for; a Ctrl-C typed at the terminal already
 reaches the child (same process group), so it is not sent a second time.
+
+``Supervisor.run()`` does all of that for one run. Its steps are public so that
+``wbg.batch`` can drive many children in one selector loop: ``create()`` records the run,
+``start()`` spawns the child (installing no signal handler), ``register()``/``read()``
+pump its output, ``tick()`` is the periodic check, ``finish()`` records the outcome; an
+``OutputSink`` (``LinePrefixer``) can take the output instead of our descriptors.
 """
 
 from __future__ import annotations
@@ -409,10 +415,14 @@ class Supervisor:
         if self.proc is not None and self.proc.poll() is not None:
             self._exited_at = self._exited_at or now
             if now - self._exited_at > 0.5:
-                for fd in list(self._streams):
-                    self._close_stream(fd)
+                self.close_output()
                 return True
         return False
+
+    def close_output(self) -> None:
+        """Stop reading the child's output (what is unread is dropped)."""
+        for fd in list(self._streams):
+            self._close_stream(fd)
 
     def _pump(self) -> None:
         selector = selectors.DefaultSelector()

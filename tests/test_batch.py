@@ -591,3 +591,29 @@ def test_python_children_log_into_their_own_runs(db_path: Path) -> None:
         ({"lr": 0.5}, {"acc": 0.5, "seen": 0.5}),
         ({"lr": 0.25}, {"acc": 0.25, "seen": 0.25}),
     ]
+
+
+def test_an_unexpected_error_leaves_no_child_running(db_path: Path) -> None:
+    script = (
+        "import sys, time; print('pid', flush=True); time.sleep(30 if sys.argv[1] == '2' else 0)"
+    )
+    trials = batch.plan(
+        [PY, "-c", script, "{x}"], batch.parse_grid(["x=1,2"]), 1, RunSpec(project="p")
+    )
+    devnull = os.open(os.devnull, os.O_WRONLY)
+
+    def on_end(trial: batch.Trial, result: object) -> None:
+        raise RuntimeError("boom")
+
+    runner = batch.BatchRunner(
+        db_path, trials, parallel=2, prefix_output=True, stdout_fd=devnull, stderr_fd=devnull,
+        on_end=on_end,
+    )  # fmt: skip
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            runner.run()
+    finally:
+        os.close(devnull)
+    found = records(db_path)
+    assert [(r["name"], r["state"]) for r in found] == [("x=1", "finished"), ("x=2", "killed")]
+    assert not alive(found[1]["pid"])
