@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -489,32 +488,27 @@ def test_stop_escalates_to_sigterm_then_sigkill(db_path: Path) -> None:
         1,
         RunSpec(project="p", group="stubborn"),
     )
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    read_fd, write_fd = os.pipe()
     handler = signal.getsignal(signal.SIGINT)
-    started = threading.Event()
-    starts: list[str] = []
 
-    def on_start(trial: batch.Trial, run_id: str) -> None:
-        starts.append(run_id)
-        if len(starts) == 2:
-            started.set()
-
-    def interrupt() -> None:
-        started.wait(10)
-        time.sleep(0.5)  # let both children install their handlers
-        os.kill(os.getpid(), signal.SIGINT)
+    def interrupt() -> None:  # once both children ignore SIGINT, as Ctrl-C would
+        with os.fdopen(read_fd, "rb") as output:
+            lines = [output.readline() for _ in range(2)]
+            assert sorted(lines) == [b"[kind=deaf] ready\n", b"[kind=plain] ready\n"]
+            os.kill(os.getpid(), signal.SIGINT)
+            output.read()
 
     runner = batch.BatchRunner(
-        db_path, trials, parallel=2, prefix_output=True, stdout_fd=devnull, stderr_fd=devnull,
-        on_start=on_start, grace_s=0.3,
+        db_path, trials, parallel=2, prefix_output=True, stdout_fd=write_fd, stderr_fd=write_fd,
+        grace_s=0.3,
     )  # fmt: skip
-    timer = threading.Thread(target=interrupt)
-    timer.start()
+    reader = threading.Thread(target=interrupt)
+    reader.start()
     try:
         outcome = runner.run()
     finally:
-        timer.join()
-        os.close(devnull)
+        os.close(write_fd)
+        reader.join()
     assert outcome.stop_signal == signal.SIGINT
     assert [(r.state, r.exit_code) for r in outcome.results] == [("killed", 143), ("killed", 137)]
     assert outcome.exit_code == 143
