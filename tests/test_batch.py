@@ -18,7 +18,7 @@ from conftest import wbg_executable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wbg import batch, runs
+from wbg import batch, runs, values
 from wbg.db import connect
 from wbg.errors import InvalidInput
 from wbg.launch import LinePrefixer, RunSpec
@@ -611,3 +611,27 @@ def test_an_unexpected_error_leaves_no_child_running(db_path: Path) -> None:
     found = records(db_path)
     assert [(r["name"], r["state"]) for r in found] == [("x=1", "finished"), ("x=2", "killed")]
     assert not alive(found[1]["pid"])
+
+
+VALUE_TEXTS = st.one_of(
+    st.integers(-(10**9), 10**9).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["true", "false"]),
+    st.text(alphabet="abcdefghxyz_-./", min_size=1, max_size=8).filter(
+        lambda t: not t.startswith(".") and ".." not in t
+    ),
+    st.text(alphabet="abc ,;:[]{}", max_size=8).map(lambda t: f'"{t}"'),
+    st.lists(st.integers(0, 9), max_size=3).map(lambda xs: "[" + ",".join(map(str, xs)) + "]"),
+)
+
+
+@given(st.lists(VALUE_TEXTS, min_size=1, max_size=6))
+def test_each_grid_value_is_typed_like_a_config_value(texts: list[str]) -> None:
+    expected = [values.parse_value(text) for text in texts]
+    identities = [values.dumps([type(v).__name__, v]) for v in expected]
+    if len(set(identities)) < len(identities):
+        with pytest.raises(InvalidInput, match="twice"):
+            batch.parse_axis("k=" + ",".join(texts))
+        return
+    axis = batch.parse_axis("k=" + ",".join(texts))
+    assert [v.value for v in axis.values] == expected
