@@ -36,7 +36,7 @@ def run_batch(
     """Plan the batch (errors before anything starts), then run it or show the plan."""
     from dataclasses import replace
 
-    from wbg import batch
+    from wbg import batch, values
     from wbg.ids import generate_id
 
     axes = batch.parse_grid(grid)
@@ -49,6 +49,9 @@ def run_batch(
         _say(f"wbg: new group {spec.group}")
     if dry_run:
         _print_plan(trials, keys)
+        common = _without(trials[0].spec.config or {}, keys)
+        if common:
+            _say(f"wbg: config common to all runs: {values.dumps(common)}")
         _say(f"wbg: dry run: {_runs(len(trials))} planned in group {spec.group}; nothing recorded")
         return 0
 
@@ -166,3 +169,24 @@ def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
             node = node.get(part) if isinstance(node, dict) else None
         found[key] = node
     return found
+
+
+def _without(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``config`` less the (dotted) ``keys``, and less the tables they leave empty."""
+    import copy
+
+    rest = copy.deepcopy(config)
+    for key in keys:
+        *parents, last = key.split(".")
+        trail = [rest]
+        for part in parents:
+            node = trail[-1].get(part)
+            if not isinstance(node, dict):
+                break
+            trail.append(node)
+        else:
+            trail[-1].pop(last, None)
+            for parent, part in zip(reversed(trail[:-1]), reversed(parents), strict=True):
+                if not parent[part]:
+                    del parent[part]
+    return rest

@@ -194,7 +194,7 @@ def test_plan_errors_exit_2_and_write_nothing(cli, db_path: Path) -> None:
 
 def test_dry_run_prints_the_plan_and_writes_nothing(cli, db_path: Path) -> None:
     result = cli(
-        "run", "-g", "cv", "--grid", "fold=0..2", "--dry-run", "--",
+        "run", "-g", "cv", "-c", "model=mlp", "--grid", "fold=0..2", "--dry-run", "--",
         "python", "train.py", "--fold", "{fold}", "--name", "fold {fold}",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -205,7 +205,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, db_path: Path) -> None:
         "fold=1  1       python train.py --fold 1 --name 'fold 1'\n"
         "fold=2  2       python train.py --fold 2 --name 'fold 2'\n"
     )
-    assert result.stderr == "wbg: dry run: 3 runs planned in group cv; nothing recorded\n"
+    assert result.stderr == (
+        'wbg: config common to all runs: {"model":"mlp"}\n'
+        "wbg: dry run: 3 runs planned in group cv; nothing recorded\n"
+    )
     assert not db_path.exists()
 
 
