@@ -29,6 +29,7 @@ import os
 import re
 import selectors
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -305,8 +306,8 @@ class BatchRunner:
     """Runs the trials of a plan, up to ``parallel`` at once, each as a supervised run.
 
     With ``prefix_output`` each child's lines are shown whole, prefixed by ``[run name]``,
-    and children write to pipes; without it the output passes through unchanged (on a
-    pseudo-terminal when ours is one), which suits one run at a time.
+    children write to pipes and read from /dev/null; without it the output passes through
+    unchanged (on a pseudo-terminal when ours is one), which suits one run at a time.
     """
 
     def __init__(
@@ -390,6 +391,8 @@ class BatchRunner:
             stdout_fd=self.stdout_fd,
             stderr_fd=self.stderr_fd,
             extra_env=env,
+            # children running side by side must not fight over our input (as GNU parallel)
+            stdin=subprocess.DEVNULL if self.prefix_output else None,
         )
         run_id = supervisor.create()
         if self.prefix_output:

@@ -204,6 +204,7 @@ class Supervisor:
         announce: Callable[[str], None] | None = None,
         sink: OutputSink | None = None,
         extra_env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
     ) -> None:
         self.conn = conn
         self.db_path = db_path
@@ -216,6 +217,7 @@ class Supervisor:
         self.announce = announce
         self.sink = sink
         self.extra_env = dict(extra_env or {})
+        self.stdin = stdin  # None: ours
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -304,7 +306,12 @@ class Supervisor:
                 stderr = slave
         try:
             self.proc = subprocess.Popen(
-                self.command, env=env, stdout=stdout, stderr=stderr, close_fds=True
+                self.command,
+                env=env,
+                stdin=self.stdin,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=True,
             )
         except OSError:
             if slave is not None:

@@ -638,3 +638,21 @@ def test_each_grid_value_is_typed_like_a_config_value(texts: list[str]) -> None:
         return
     axis = batch.parse_axis("k=" + ",".join(texts))
     assert [v.value for v in axis.values] == expected
+
+
+def test_parallel_children_read_no_input(db_path: Path) -> None:
+    read = ["sh", "-c", 'read line; echo "got[$line]"']
+    command = [*wbg_executable(), "run", "--repeat", "2"]
+    sequential = subprocess.run(
+        [*command, "--", *read], input="hello\nworld\n", capture_output=True, text=True, timeout=60
+    )
+    assert sequential.stdout.startswith("got[hello]\ngot[world]\n")
+    parallel = subprocess.run(
+        [*command, "--parallel", "2", "--", *read],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = parallel.stdout.splitlines()
+    assert sorted(lines[:2]) == ["[repeat=0] got[]", "[repeat=1] got[]"]
