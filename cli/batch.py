@@ -11,26 +11,31 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from wbg.cli.options import open_db
 from wbg.cli.render import render
 
+if TYPE_CHECKING:
+    from wbg.batch import BatchResult, Trial
+    from wbg.capture import ScalarCapture
+    from wbg.launch import LaunchResult, RunSpec
+
 
 def run_batch(
     command: Sequence[str],
-    spec: Any,
+    spec: RunSpec,
     *,
     grid: Sequence[str],
     repeat: int,
     parallel: int | None,
     fail_fast: bool,
     dry_run: bool,
-    capture: Any,
+    capture: Callable[[], ScalarCapture] | None,
     db: Path | None,
 ) -> int:
     """Plan the batch (errors before anything starts), then run it or show the plan."""
@@ -60,11 +65,11 @@ def run_batch(
     talk = sys.stderr.isatty()
     width = len(str(len(trials)))
 
-    def on_start(trial: Any, run_id: str) -> None:
+    def on_start(trial: Trial, run_id: str) -> None:
         if talk:
             _say(f"wbg: [{trial.index + 1:>{width}}/{len(trials)}] run {run_id} {_label(trial)}")
 
-    def on_end(trial: Any, result: Any) -> None:
+    def on_end(trial: Trial, result: LaunchResult) -> None:
         if result.error:
             _say(f"Error: {_label(trial)}: {result.error}")
         elif talk:
@@ -115,11 +120,11 @@ def _runs(count: int) -> str:
     return f"{count} run" + ("" if count == 1 else "s")
 
 
-def _label(trial: Any) -> str:
+def _label(trial: Trial) -> str:
     return f"[{trial.spec.name}]" if trial.spec.name else ""
 
 
-def _print_plan(trials: Sequence[Any], keys: Sequence[str]) -> None:
+def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
     rows = [
         {
             "name": trial.spec.name or "",
@@ -131,7 +136,7 @@ def _print_plan(trials: Sequence[Any], keys: Sequence[str]) -> None:
     typer.echo(render(rows, ["name", *keys, "command"]))
 
 
-def _print_table(db_path: Path, outcome: Any, keys: Sequence[str]) -> None:
+def _print_table(db_path: Path, outcome: BatchResult, keys: Sequence[str]) -> None:
     """One row per started run: its grid values, state, exit code and final metrics."""
     from wbg import runs, values
     from wbg.db import connect
