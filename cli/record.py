@@ -36,7 +36,9 @@ def run(
     ],
     group: GroupOpt = None,
     job_type: JobTypeOpt = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Run name.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Run name (with --grid: may use {KEY}).")
+    ] = None,
     project: ProjectOpt = None,
     config: Annotated[
         list[str] | None,
@@ -68,9 +70,49 @@ def run(
             help="Extra capture regex with named groups key and value (repeatable).",
         ),
     ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2",
+            help="Launch one run per value (repeatable: every combination); KEY=A..B is an "
+            "integer range; {KEY} in the command is replaced by the value.",
+        ),
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat",
+            min=1,
+            metavar="N",
+            help="Launch each combination N times ({repeat} and config.repeat: 0..N-1).",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            min=1,
+            metavar="J",
+            help="Run up to J runs at once, output lines prefixed by the run name.",
+        ),
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Start no more runs after the first failure.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the planned runs (name, values, command); record nothing."
+        ),
+    ] = False,
     db: DbOpt = None,
 ) -> int:
-    """Run COMMAND as a recorded run of a group: wbg run -g exp -j train -- python train.py"""
+    """Run COMMAND as a recorded run of a group: wbg run -g exp -j train -- python train.py
+
+    With --grid/--repeat: one run per combination and repeat, all in one group (the given
+    one, $WANDB_RUN_GROUP, else a new one); the group's table is printed at the end.
+    """
     from wbg import settings, values
     from wbg.capture import ScalarCapture, compile_patterns
     from wbg.launch import RunSpec, launch
@@ -91,6 +133,20 @@ def run(
         notes=notes,
         config=merged,
     )
+    if grid or repeat is not None or parallel is not None or fail_fast or dry_run:
+        from wbg.cli.batch import run_batch
+
+        return run_batch(
+            command,
+            spec,
+            grid=grid or [],
+            repeat=repeat or 1,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            dry_run=dry_run,
+            capture=None if no_capture else (lambda: ScalarCapture(patterns)),
+            db=db,
+        )
     conn, db_path = open_db(db)
     talk = sys.stderr.isatty()
 

@@ -8,6 +8,12 @@ pipes otherwise. The last ``TAIL_BYTES`` of output are kept with the run and sca
 metrics in it are captured as history. SIGINT, SIGTERM and SIGHUP sent to wbg are
 forwarded to the child, which is waited for; a Ctrl-C typed at the terminal already
 reaches the child (same process group), so it is not sent a second time.
+
+``Supervisor.run()`` does all of that for one run. Its steps are public so that
+``wbg.batch`` can drive many children in one selector loop: ``create()`` records the run,
+``start()`` spawns the child (installing no signal handler), ``register()``/``read()``
+pump its output, ``tick()`` is the periodic check, ``finish()`` records the outcome; an
+``OutputSink`` (``LinePrefixer``) can take the output instead of our descriptors.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from wbg.writer import Recorder
 TAIL_BYTES = 1024 * 1024
 OUTPUT_SAVE_INTERVAL_S = 5.0
 READ_SIZE = 65536
+MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -82,6 +89,59 @@ class OutputTail:
     @property
     def is_truncated(self) -> bool:
         return self.truncated or len(self.buffer) > self.limit
+
+
+class OutputSink:
+    """Where a child's output goes instead of straight to our descriptors."""
+
+    def write(self, data: bytes, target_fd: int) -> None:
+        raise NotImplementedError
+
+    def close(self, target_fd: int) -> None:
+        """The child's stream to ``target_fd`` has ended."""
+
+
+class LinePrefixer(OutputSink):
+    """Writes a child's output line by line, each line starting with ``prefix``.
+
+    Used when several children run at once: every line is written whole, in one write, so
+    lines of different children never mix. A carriage return inside a line (a progress
+    bar redrawing itself) keeps only what a terminal would finally show; a partial last
+    line is completed with a newline when the stream ends.
+    """
+
+    def __init__(self, prefix: str | bytes) -> None:
+        self.prefix = prefix.encode() if isinstance(prefix, str) else prefix
+        self._partial: dict[int, bytes] = {}
+        self._open: dict[int, bool] = {}
+
+    def write(self, data: bytes, target_fd: int) -> None:
+        buffer = self._partial.get(target_fd, b"") + data
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > MAX_PREFIXED_LINE:  # an endless line: show it in pieces
+            lines.append(rest)
+            rest = b""
+        self._partial[target_fd] = rest
+        if lines:
+            self._emit(lines, target_fd)
+
+    def close(self, target_fd: int) -> None:
+        rest = self._partial.pop(target_fd, b"")
+        if rest:
+            self._emit([rest], target_fd)
+
+    def _emit(self, lines: list[bytes], target_fd: int) -> None:
+        if not self._open.get(target_fd, True):
+            return
+        text = b"".join(self.prefix + _last_redraw(line) + b"\n" for line in lines)
+        self._open[target_fd] = _write_all(target_fd, text)
+
+
+def _last_redraw(line: bytes) -> bytes:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line.rpartition(b"\r")[2]
 
 
 def child_env(run_id: str, spec: RunSpec, db_path: Path) -> dict[str, str]:
@@ -142,6 +202,9 @@ class Supervisor:
         stdout_fd: int = 1,
         stderr_fd: int = 2,
         announce: Callable[[str], None] | None = None,
+        sink: OutputSink | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
     ) -> None:
         self.conn = conn
         self.db_path = db_path
@@ -152,14 +215,45 @@ class Supervisor:
         self.stderr_fd = stderr_fd
         self.use_pty = _isatty(stdout_fd) if use_pty is None else use_pty
         self.announce = announce
+        self.sink = sink
+        self.extra_env = dict(extra_env or {})
+        self.stdin = stdin  # None: ours
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.run_id: str | None = None
+        self.result: LaunchResult | None = None
         self._out_open = {stdout_fd: True, stderr_fd: True}
+        self._streams: dict[int, int] = {}
+        self._selector: selectors.BaseSelector | None = None
+        self._saved_at = 0.0
+        self._exited_at: float | None = None
+        self._git: GitProbe | None = None
+        self._pipes: dict[int, Any] = {}
+        self._previous_winch: Any = None
 
     # --- start -----------------------------------------------------------------------
     def run(self) -> LaunchResult:
-        git = GitProbe()
+        """Create the run, start the child, pump its output until it ends, record it.
+
+        Signal handlers are ours for the duration (forwarded to the child).
+        """
+        self.create()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
+        try:
+            if not self.start():
+                assert self.result is not None
+                return self.result
+            self._pump()
+            returncode = self.proc.wait() if self.proc else 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.finish(returncode)
+
+    def create(self) -> str:
+        """Record the run (state ``running``) and announce it; return its id."""
+        self._git = GitProbe()
         run_id, num = runs.create_run(
             self.conn,
             project=self.spec.project,
@@ -171,22 +265,28 @@ class Supervisor:
             config=self.spec.config,
             command=self.command,
         )
+        self.run_id = run_id
         self.recorder = Recorder(self.conn, num)
         if self.announce:
             self.announce(run_id)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
+        return run_id
+
+    def start(self) -> bool:
+        """Start the child of the created run; False (and ``self.result``) if it cannot start.
+
+        Installs no signal handler: the caller decides who forwards signals.
+        """
+        assert self.run_id is not None and self._git is not None
+        env = child_env(self.run_id, self.spec, self.db_path)
+        env.update(self.extra_env)
         try:
-            try:
-                streams = self._spawn(child_env(run_id, self.spec, self.db_path))
-            except OSError as exc:
-                return self._not_started(run_id, exc, git)
-            self._record_start(run_id, git)
-            self._pump(streams)
-            returncode = self.proc.wait() if self.proc else 1
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return self._finish(run_id, num, returncode)
+            self._streams = self._spawn(env)
+        except OSError as exc:
+            self.result = self._not_started(self.run_id, exc, self._git)
+            return False
+        self._record_start(self.run_id, self._git)
+        self._saved_at = time.monotonic()
+        return True
 
     def _spawn(self, env: dict[str, str]) -> dict[int, int]:
         """Start the child; return {our read fd: the fd its bytes go to}."""
@@ -206,7 +306,12 @@ class Supervisor:
                 stderr = slave
         try:
             self.proc = subprocess.Popen(
-                self.command, env=env, stdout=stdout, stderr=stderr, close_fds=True
+                self.command,
+                env=env,
+                stdin=self.stdin,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=True,
             )
         except OSError:
             if slave is not None:
@@ -217,11 +322,18 @@ class Supervisor:
         if slave is not None:
             os.close(slave)
             if self.use_pty and _isatty(self.stdout_fd):
-                signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(self.stdout_fd, master))
-        if self.proc.stdout is not None:
-            streams[self.proc.stdout.fileno()] = self.stdout_fd
-        if self.proc.stderr is not None:
-            streams[self.proc.stderr.fileno()] = self.stderr_fd
+                self._previous_winch = signal.signal(
+                    signal.SIGWINCH, lambda *_: _copy_winsize(self.stdout_fd, master)
+                )
+        # The pipes are closed through their file objects, so that a Popen collected later
+        # never closes a descriptor number that has been reused meanwhile.
+        for pipe, target in (
+            (self.proc.stdout, self.stdout_fd),
+            (self.proc.stderr, self.stderr_fd),
+        ):
+            if pipe is not None:
+                streams[pipe.fileno()] = target
+                self._pipes[pipe.fileno()] = pipe
         return streams
 
     def _record_start(self, run_id: str, git: GitProbe) -> None:
@@ -256,52 +368,83 @@ class Supervisor:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        if signum == signal.SIGINT and _terminal_sent_it():
+        if signum == signal.SIGINT and terminal_sent_it():
             return  # the terminal sent Ctrl-C to our whole process group, child included
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
-    def _pump(self, streams: dict[int, int]) -> None:
-        selector = selectors.DefaultSelector()
-        for fd in streams:
+    def register(self, selector: selectors.BaseSelector) -> None:
+        """Watch the child's output in ``selector`` (key data: this supervisor)."""
+        self._selector = selector
+        for fd in self._streams:
             os.set_blocking(fd, False)
-            selector.register(fd, selectors.EVENT_READ)
-        open_fds = set(streams)
-        saved_at = time.monotonic()
-        exited_at: float | None = None
-        while open_fds:
-            for key, _ in selector.select(timeout=0.2):
-                fd = key.fd
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:  # EIO: the pty's other side is closed
-                    if exc.errno != errno.EIO:
-                        raise
-                    data = b""
-                if not data:
-                    selector.unregister(fd)
-                    open_fds.discard(fd)
-                    os.close(fd)
-                    continue
-                self._output(data, streams[fd])
-            now = time.monotonic()
-            if self.tail.changed and now - saved_at >= OUTPUT_SAVE_INTERVAL_S:
-                self._save_output()
-                saved_at = now
-            if self.proc is not None and self.proc.poll() is not None:
-                # A grandchild may hold the output open: drain briefly, then stop.
-                exited_at = exited_at or now
-                if now - exited_at > 0.5:
-                    break
-        for fd in open_fds:
-            selector.unregister(fd)
+            selector.register(fd, selectors.EVENT_READ, self)
+
+    def read(self, fd: int) -> None:
+        """Read what is ready on ``fd`` (one of ours) and pass it on."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO: the pty's other side is closed
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:
+            self._close_stream(fd)
+            return
+        self._output(data, self._streams[fd])
+
+    def _close_stream(self, fd: int) -> None:
+        if self._selector is not None:
+            self._selector.unregister(fd)
+        pipe = self._pipes.pop(fd, None)
+        if pipe is not None:
+            pipe.close()
+        else:
             os.close(fd)
+        target = self._streams.pop(fd)
+        if self.sink is not None and target not in self._streams.values():
+            self.sink.close(target)
+
+    def tick(self) -> bool:
+        """Save the output tail now and then; True once the child's output is done.
+
+        Done: every stream is closed, or the child has exited and a grandchild still holds
+        the output open after a short drain (then it is closed here).
+        """
+        now = time.monotonic()
+        if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
+            self._save_output()
+            self._saved_at = now
+        if not self._streams:
+            return True
+        if self.proc is not None and self.proc.poll() is not None:
+            self._exited_at = self._exited_at or now
+            if now - self._exited_at > 0.5:
+                self.close_output()
+                return True
+        return False
+
+    def close_output(self) -> None:
+        """Stop reading the child's output (what is unread is dropped)."""
+        for fd in list(self._streams):
+            self._close_stream(fd)
+
+    def _pump(self) -> None:
+        selector = selectors.DefaultSelector()
+        self.register(selector)
+        while True:
+            for key, _ in selector.select(timeout=0.2):
+                self.read(key.fd)
+            if self.tick():
+                break
         selector.close()
 
     def _output(self, data: bytes, target_fd: int) -> None:
-        if self._out_open[target_fd]:
+        if self.sink is not None:
+            self.sink.write(data, target_fd)
+        elif self._out_open[target_fd]:
             self._out_open[target_fd] = _write_all(target_fd, data)
         self.tail.add(data)
         if self.capture is not None:
@@ -321,6 +464,15 @@ class Supervisor:
         )
 
     # --- end -------------------------------------------------------------------------
+    def finish(self, returncode: int) -> LaunchResult:
+        """Record the outcome of the exited child (``returncode`` as from ``Popen``)."""
+        assert self.run_id is not None
+        if self._previous_winch is not None:
+            signal.signal(signal.SIGWINCH, self._previous_winch)
+            self._previous_winch = None
+        self.result = self._finish(self.run_id, self.recorder.num, returncode)
+        return self.result
+
     def _finish(self, run_id: str, num: int, returncode: int) -> LaunchResult:
         if self.capture is not None:
             self._captured(self.capture.close())
@@ -342,7 +494,7 @@ class Supervisor:
         return LaunchResult(run_id, exit_code, state)
 
 
-def _terminal_sent_it() -> bool:
+def terminal_sent_it() -> bool:
     """True when we run in the terminal's foreground process group (Ctrl-C hit us all)."""
     try:
         with open("/dev/tty", "rb", buffering=0) as tty:

@@ -1,0 +1,197 @@
+"""``wbg run --grid/--repeat/--parallel``: a whole experiment as runs of one group.
+
+The plan, the scheduling and the supervision live in ``wbg.batch``; this module prints:
+the group (when it was made up), one line per run start and end on stderr when stderr is
+a terminal, and the batch's table at the end on stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from wbg.cli.options import open_db
+from wbg.cli.render import render
+
+if TYPE_CHECKING:
+    from wbg.batch import BatchResult, Trial
+    from wbg.capture import ScalarCapture
+    from wbg.launch import LaunchResult, RunSpec
+
+
+def run_batch(
+    command: Sequence[str],
+    spec: RunSpec,
+    *,
+    grid: Sequence[str],
+    repeat: int,
+    parallel: int | None,
+    fail_fast: bool,
+    dry_run: bool,
+    capture: Callable[[], ScalarCapture] | None,
+    db: Path | None,
+) -> int:
+    """Plan the batch (errors before anything starts), then run it or show the plan."""
+    from dataclasses import replace
+
+    from wbg import batch, values
+    from wbg.ids import generate_id
+
+    axes = batch.parse_grid(grid)
+    new_group = spec.group is None
+    if new_group:
+        spec = replace(spec, group=f"experiment-{generate_id()}")
+    trials = batch.plan(command, axes, repeat, spec)
+    keys = [axis.key for axis in axes] + (["repeat"] if repeat > 1 else [])
+    if new_group:
+        _say(f"wbg: new group {spec.group}")
+    if dry_run:
+        _print_plan(trials, keys)
+        common = _without(trials[0].spec.config or {}, keys)
+        if common:
+            _say(f"wbg: config common to all runs: {values.dumps(common)}")
+        _say(f"wbg: dry run: {_runs(len(trials))} planned in group {spec.group}; nothing recorded")
+        return 0
+
+    conn, db_path = open_db(db)
+    conn.close()
+    talk = sys.stderr.isatty()
+    width = len(str(len(trials)))
+
+    def on_start(trial: Trial, run_id: str) -> None:
+        if talk:
+            _say(f"wbg: [{trial.index + 1:>{width}}/{len(trials)}] run {run_id} {_label(trial)}")
+
+    def on_end(trial: Trial, result: LaunchResult) -> None:
+        if result.error:
+            _say(f"Error: {_label(trial)}: {result.error}")
+        elif talk:
+            _say(
+                f"wbg: run {result.run_id} {result.state} (exit {result.exit_code}) {_label(trial)}"
+            )
+
+    def on_stop(signum: int, running: int) -> None:
+        if running:
+            after = "SIGKILL" if signum == signal.SIGTERM else "SIGTERM"
+            _say(
+                f"wbg: stopping: waiting for {_runs(running)} to end ({after} in "
+                f"{batch.STOP_GRACE_S:g} s; signal again to hurry)"
+            )
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    runner = batch.BatchRunner(
+        db_path,
+        trials,
+        parallel=parallel or 1,
+        fail_fast=fail_fast,
+        prefix_output=parallel is not None,
+        capture=capture,
+        on_start=on_start,
+        on_end=on_end,
+        on_stop=on_stop,
+    )
+    outcome = runner.run()
+    if outcome.not_started:
+        why = "stopped" if outcome.stop_signal else "--fail-fast"
+        _say(f"wbg: {why}: {_runs(outcome.not_started)} of {len(trials)} not started")
+    _print_table(db_path, outcome, keys)
+    started = len(trials) - outcome.not_started
+    _say(
+        f"wbg: {_runs(started)} in group {spec.group}; "
+        f"see `wbg runs list --group {shlex.quote(spec.group)}`"
+    )
+    return outcome.exit_code
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + ("" if count == 1 else "s")
+
+
+def _label(trial: Trial) -> str:
+    return f"[{trial.spec.name}]" if trial.spec.name else ""
+
+
+def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
+    rows = [
+        {
+            "name": trial.spec.name or "",
+            **_values(trial.spec.config, keys),
+            "command": shlex.join(trial.command),
+        }
+        for trial in trials
+    ]
+    typer.echo(render(rows, ["name", *keys, "command"]))
+
+
+def _print_table(db_path: Path, outcome: BatchResult, keys: Sequence[str]) -> None:
+    """One row per started run: its grid values, state, exit code and final metrics."""
+    from wbg import runs, values
+    from wbg.db import connect
+
+    started = [result.run_id for result in outcome.results if result is not None]
+    if not started:
+        return
+    with contextlib.closing(connect(db_path)) as conn:
+        records = [runs.get_run(conn, run_id) for run_id in started]
+    metrics: list[str] = []
+    for record in records:
+        for key, value in record["summary"].items():
+            if values.is_number(value) and key not in metrics:
+                metrics.append(key)
+    rows = [
+        {
+            "name": record["name"],
+            "id": record["id"],
+            **_values(record["config"], keys),
+            "state": record["state"],
+            "exit_code": record["exit_code"],
+            **{key: record["summary"].get(key) for key in metrics},
+        }
+        for record in records
+    ]
+    sys.stdout.flush()
+    typer.echo(render(rows, ["name", "id", *keys, "state", "exit_code", *sorted(metrics)]))
+
+
+def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    found = {}
+    for key in keys:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        found[key] = node
+    return found
+
+
+def _without(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``config`` less the (dotted) ``keys``, and less the tables they leave empty."""
+    import copy
+
+    rest = copy.deepcopy(config)
+    for key in keys:
+        *parents, last = key.split(".")
+        trail = [rest]
+        for part in parents:
+            node = trail[-1].get(part)
+            if not isinstance(node, dict):
+                break
+            trail.append(node)
+        else:
+            trail[-1].pop(last, None)
+            for parent, part in zip(reversed(trail[:-1]), reversed(parents), strict=True):
+                if not parent[part]:
+                    del parent[part]
+    return rest
