@@ -32,7 +32,7 @@ def record(path: Path, steps: int) -> None:
     with runs.transaction(conn):
         for g in range(GROUPS):
             for seed in range(RUNS_PER_GROUP):
-                _, num = runs.create_run(
+                run_id, num = runs.create_run(
                     conn,
                     project="bench",
                     group=f"lr-{g}",
@@ -41,12 +41,17 @@ def record(path: Path, steps: int) -> None:
                 )
                 start = time.time()
                 points = [
-                    (num, step, "loss", math.exp(-step / 3000) * (1 + g / 4) + rng.random() / 10,
-                     start + step * 0.01)
+                    (
+                        num,
+                        step,
+                        "loss",
+                        math.exp(-step / 3000) * (1 + g / 4) + rng.random() / 10,
+                        start + step * 0.01,
+                    )
                     for step in range(steps)
                 ]
                 runs.write_history(conn, points)
-                runs.finish_run(conn, num, 0) if False else None
+                runs.finish_run(conn, run_id, state="finished", exit_code=0)
     conn.close()
 
 
@@ -64,8 +69,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         record(path, args.steps)
-        command = [*wbg_command(), "plot", "loss", "--db", str(path), "--x", args.x,
-                   "--width", "120", "--height", "40"]
+        command = [
+            *wbg_command(),
+            "plot",
+            "loss",
+            "--db",
+            str(path),
+            "--x",
+            args.x,
+            "--width",
+            "120",
+            "--height",
+            "40",
+        ]
         env = {**os.environ, "NO_COLOR": "1"}
         walls = []
         for _ in range(args.repeat):

@@ -266,8 +266,12 @@ def _render_panel(panel: Panel, line: str, band: str, width: int, height: int, c
                 bx = [x for x, _, _ in drawn]
                 upper = figure.signal(bx, [hi for _, _, hi in drawn], marker=band_marker)
                 lower = figure.signal(bx, [lo for _, lo, _ in drawn], marker=band_marker)
+                if len(bx) > 1:
+                    upper.lines()
+                    lower.lines()
                 upper.fill(lower)
                 figure.draw(upper)
+                figure.draw(lower)
                 lows.extend(lo for _, lo, _ in drawn)
                 highs.extend(hi for _, _, hi in drawn)
         marker: Any = plotext.marker("hd", _color(index)) if color else _marker(index)
