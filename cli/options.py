@@ -48,7 +48,6 @@ WhereOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--where",
-        "-w",
         help="Condition 'KEY OP VALUE' (repeatable, ANDed; OP: = != < <= > >= ~ glob).",
         show_default=False,
     ),

@@ -57,13 +57,12 @@ def register(app: typer.Typer) -> None:
 def plot(
     metrics: Annotated[
         list[str],
-        typer.Argument(metavar="METRIC...", help="History keys to plot (one panel each)."),
+        typer.Argument(metavar="METRIC", help="History keys to plot (one panel each)."),
     ],
     group_by: Annotated[
         str | None,
         typer.Option(
             "--group-by",
-            "-G",
             help="One line per value of KEY[,KEY...] (a run field or config key; "
             "default: group when any run has one, else one line per run).",
             show_default=False,
