@@ -239,8 +239,8 @@ def _render_panel(panel: Panel, line: str, band: str, width: int, height: int, c
 
     plotext = _import_plotext()
 
-    legend_rows = len(panel.curves)
-    chart_height = max(height - legend_rows, 6)
+    legend = _legend(panel, width, color)
+    chart_height = max(height - len(legend), 6)
     points = 2 * width  # plotext's "hd" marker has two columns per character
     shown = [downsample(curve, points) for curve in panel.curves]
     scale, unit = _x_scale(panel)
@@ -290,11 +290,22 @@ def _render_panel(panel: Panel, line: str, band: str, width: int, height: int, c
     chart = figure.build().string(colorless=not color)
     figure.clear()
     chart = "\n".join(row.rstrip() for row in chart.splitlines())
-    legend = [
-        f"  {_sample(index, color)} {_legend_label(curve)}"
-        for index, curve in enumerate(panel.curves)
-    ]
-    return chart + "\n" + "\n".join(legend)
+    return "\n".join([chart, *legend])
+
+
+def _legend(panel: Panel, width: int, color: bool) -> list[str]:
+    """Legend rows: ``marker group (N runs)`` entries side by side, wrapped at ``width``."""
+    rows: list[str] = []
+    row, used = "", 0
+    for index, curve in enumerate(panel.curves):
+        text = f"{_legend_label(curve)}"
+        size = 2 + 3 + len(text)  # indent or gap, sample and space, label
+        if row and used + size > width:
+            rows.append(row)
+            row, used = "", 0
+        row += f"  {_sample(index, color)} {text}"
+        used += size
+    return [*rows, row]
 
 
 def _legend_label(curve: Curve) -> str:

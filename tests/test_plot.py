@@ -338,3 +338,29 @@ def test_bad_option_values_are_usage_errors(cli, db_path, option, value, message
     result = cli("plot", "loss", option, value)
     assert result.exit_code == 2
     assert result.stderr == message + "\nTry 'wbg plot --help' for help.\n"
+
+
+def test_no_group_gives_one_line_per_run(cli, db_path, tmp_path):
+    first = record(db_path, {0: 1.0}, group="a")
+    second = record(db_path, {0: 3.0}, group="a")
+    out = tmp_path / "r.csv"
+    result = cli("plot", "loss", "--no-group", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines()[1:] == [
+        f"loss,0,{first},1.0,1.0,1.0,1",
+        f"loss,0,{second},3.0,3.0,3.0,1",
+    ]
+
+
+def test_legend_wraps_to_the_width(cli, db_path):
+    for name in ("alpha", "bravo", "charlie", "delta", "echo"):
+        record(db_path, {0: 1.0, 1: 2.0}, group=name)
+    result = cli("plot", "loss", "--width", "40", "--height", "16")
+    assert result.exit_code == 0, result.output
+    legend = result.stdout.splitlines()[-3:]
+    assert legend == [
+        "  •• alpha (1 run)  ++ bravo (1 run)",
+        "  xx charlie (1 run)  oo delta (1 run)",
+        "  ** echo (1 run)",
+    ]
+    assert len(result.stdout.splitlines()) == 16
