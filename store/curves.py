@@ -18,7 +18,10 @@ How a group's curve is made, in order:
 
 x is the step, or with ``x="time"`` the seconds since the run started (each run measured
 from its own ``started_at``, so runs launched at different times overlay, like W&B's
-"relative time").
+"relative time"). Times, unlike steps, are almost never shared between runs, so their union
+would hold every point of every run; above 10,000 values the group's x values are instead
+10,000 evenly spaced times plus each run's first and last time (still interpolated, never
+extrapolated).
 
 Pure Python on purpose: numpy is not a dependency of wbg, and the common case (runs sharing
 a step grid) is a list comparison per run plus one pass per x.
@@ -31,7 +34,7 @@ import sqlite3
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import pairwise, repeat
 from typing import Any
 
 from wbg import query
@@ -40,6 +43,7 @@ from wbg.errors import InvalidInput
 LINES = ("mean", "median", "min", "max")
 BANDS = ("none", "minmax", "std", "stderr")
 X_AXES = ("step", "time")
+TIME_GRID_POINTS = 10_000  # x values of a group at most, with x = time (see align)
 MISSING = "-"  # label of runs without the group-by key, as in ``wbg table``
 
 
@@ -254,6 +258,7 @@ def panel(
     if not raw:
         check_metric(conn, metric, nums)  # explains why: unknown, or a summary value only
         raise InvalidInput(f"metric {metric!r} has no finite values in the selected runs")
+    grid = TIME_GRID_POINTS if x_axis == "time" else None
     by_group: dict[str, list[tuple[list[float], list[float]]]] = {}
     for num, (xs, vs) in raw.items():
         if x_axis == "time":
@@ -263,7 +268,7 @@ def panel(
             vs = ema(vs, smooth)
         by_group.setdefault(selection.groups[num], []).append((xs, vs))
     curves = [
-        aggregate(metric, label, by_group[label], line, band)
+        aggregate(metric, label, by_group[label], line, band, grid)
         for label in selection.order
         if label in by_group
     ]
@@ -283,11 +288,20 @@ def ema(values: Sequence[float], weight: float) -> list[float]:
 
 
 def align(
-    runs: Sequence[tuple[list[float], list[float]]],
+    runs: Sequence[tuple[list[float], list[float]]], max_points: int | None = None
 ) -> tuple[list[float], list[tuple[int, list[float]]]]:
-    """The union of the runs' x values, and each run on it as ``(first, values)``: the run
-    covers ``union[first : first + len(values)]`` and is absent elsewhere."""
+    """The x values of the group, and each run on them as ``(first, values)``: the run
+    covers ``x[first : first + len(values)]`` and is absent elsewhere.
+
+    x is the union of the runs' x values; with ``max_points`` and a larger union, it is
+    ``max_points`` evenly spaced values plus each run's first and last x instead.
+    """
     union = sorted(set().union(*(xs for xs, _ in runs)))
+    if max_points is not None and len(union) > max_points:
+        low, high = union[0], union[-1]
+        step = (high - low) / (max_points - 1)
+        grid = {low + i * step for i in range(max_points - 1)} | {high}
+        union = sorted(grid.union(*((xs[0], xs[-1]) for xs, _ in runs)))
     spans: list[tuple[int, list[float]]] = []
     for xs, vs in runs:
         first = bisect_left(union, xs[0])
@@ -299,20 +313,23 @@ def align(
 
 
 def _interpolate(xs: Sequence[float], vs: Sequence[float], span: Sequence[float]) -> list[float]:
-    # span lies within [xs[0], xs[-1]] and is sorted: one merge walk
+    # span is sorted and lies within [xs[0], xs[-1]]. The span's x values between two
+    # consecutive points of the run get the straight line through those two points.
+    cuts = list(map(bisect_left, repeat(span), xs))  # where each point of the run falls
     out: list[float] = []
-    append = out.append
-    j = 0
-    last = len(xs) - 1
-    for x in span:
-        while j < last and xs[j + 1] <= x:
-            j += 1
-        x0 = xs[j]
-        if x == x0 or j == last:
-            append(vs[j])
-        else:
-            x1 = xs[j + 1]
-            append(vs[j] + (vs[j + 1] - vs[j]) * (x - x0) / (x1 - x0))
+    append, extend = out.append, out.extend
+    for k in range(len(xs) - 1):
+        start, end = cuts[k], cuts[k + 1]
+        if start == end:
+            continue  # no x of the span in [xs[k], xs[k+1]) (or the same x twice)
+        x0, v0 = xs[k], vs[k]
+        if span[start] == x0:
+            append(v0)  # exactly, whatever the slope
+            start += 1
+        if start < end:
+            slope = (vs[k + 1] - v0) / (xs[k + 1] - x0)
+            extend([v0 + slope * (x - x0) for x in span[start:end]])
+    extend([vs[-1]] * (len(span) - len(out)))  # the x values equal to the last point's
     return out
 
 
@@ -322,9 +339,11 @@ def aggregate(
     runs: Sequence[tuple[list[float], list[float]]],
     line: str = "mean",
     band: str = "minmax",
+    max_points: int | None = None,
 ) -> Curve:
-    """Align ``runs`` (each ``(xs, values)``, xs ascending) and aggregate them per x."""
-    union, spans = align(runs)
+    """Align ``runs`` (each ``(xs, values)``, xs ascending) and aggregate them per x
+    (``max_points``: see :func:`align`)."""
+    union, spans = align(runs, max_points)
     curve = Curve(metric, label, len(runs), union)
     # Between two consecutive run starts/ends the same runs are present: aggregate each
     # such segment with column-wise builtins (map over zip), which run at C speed.

@@ -144,3 +144,57 @@ def test_interpolated_runs_stay_within_their_own_span(steps_a, steps_b):
         expected = [v for v, inside in ((float(x), in_a), (2.0 * x, in_b)) if inside]
         assert low == pytest.approx(min(expected))
         assert high == pytest.approx(max(expected))
+
+
+def reference_interpolation(xs, vs, x):
+    """The textbook definition: the run's value at x, or None outside its span."""
+    if x < xs[0] or x > xs[-1]:
+        return None
+    for k in range(len(xs) - 1, -1, -1):  # the last point at or before x
+        if xs[k] <= x:
+            break
+    if xs[k] == x or k == len(xs) - 1:
+        return vs[k]
+    return vs[k] + (vs[k + 1] - vs[k]) * (x - xs[k]) / (xs[k + 1] - xs[k])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.floats(0, 100, allow_nan=False), finite), min_size=1, max_size=12),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([None, 5, 20]),
+)
+def test_alignment_matches_the_definition(raw_runs, max_points):
+    runs = []
+    for points in raw_runs:
+        by_x = dict(sorted(points))  # one value per x, ascending
+        runs.append((list(by_x), list(by_x.values())))
+    union, spans = curves.align(runs, max_points)
+    assert union == sorted(set(union))
+    every_x = sorted({x for xs, _ in runs for x in xs})
+    if max_points is None or len(every_x) <= max_points:
+        assert union == every_x
+    else:
+        assert len(union) <= max_points + 2 * len(runs)
+        assert {xs[0] for xs, _ in runs} | {xs[-1] for xs, _ in runs} <= set(union)
+    for (xs, vs), (first, values) in zip(runs, spans, strict=True):
+        for i, x in enumerate(union):
+            inside = first <= i < first + len(values)
+            expected = reference_interpolation(xs, vs, x)
+            assert inside == (expected is not None)
+            if inside:
+                assert values[i - first] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_time_grid_keeps_each_runs_ends():
+    runs = [
+        ([0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]),
+        ([0.3, 0.9, 1.7], [0.6, 1.8, 3.4]),
+    ]
+    curve = curves.aggregate("m", "g", runs, "mean", "minmax", max_points=3)
+    assert curve.x == [0.0, 0.3, 1.0, 1.7, 2.0]
+    assert curve.n == [1, 2, 2, 2, 1]
+    assert curve.line == pytest.approx([0.0, 0.6, 2.0, 3.4, 4.0])
