@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,16 +84,21 @@ def main() -> None:
             "40",
         ]
         env = {**os.environ, "NO_COLOR": "1"}
-        walls = []
+        walls, cpus = [], []
         for _ in range(args.repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             walls.append(time.perf_counter() - began)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     points = GROUPS * RUNS_PER_GROUP * args.steps
     print(
         f"wbg plot loss --x {args.x}: {GROUPS} groups x {RUNS_PER_GROUP} runs x {args.steps} "
         f"steps ({points} points): median {statistics.median(walls):.3f} s wall "
-        f"(min {min(walls):.3f}, max {max(walls):.3f}, {args.repeat} runs)"
+        f"(min {min(walls):.3f}, max {max(walls):.3f}, {args.repeat} runs); "
+        f"CPU (user+sys) median {statistics.median(cpus):.3f} s; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
 
 

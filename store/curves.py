@@ -35,6 +35,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise, repeat
+from operator import itemgetter
 from typing import Any
 
 from wbg import query
@@ -176,6 +177,7 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 # SQLite stores NaN as NULL; ±inf fall outside the range of finite doubles.
+_first, _second = itemgetter(0), itemgetter(1)
 _FINITE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 
 
@@ -197,8 +199,7 @@ def metric_points(
             (num, metric),
         ).fetchall()
         if rows:
-            xs, vs = zip(*rows, strict=True)
-            points[num] = (list(xs), list(vs))
+            points[num] = (list(map(_first, rows)), list(map(_second, rows)))
     marks = ",".join("?" * len(nums))
     (excluded,) = conn.execute(
         f"SELECT count(*) FROM history WHERE run IN ({marks}) AND key = ? "
@@ -396,16 +397,13 @@ def downsample(curve: Curve, points: int) -> Curve:
     mean x and line, the lowest low and the highest high (the band's envelope is kept)."""
     if len(curve.x) <= points or points < 2:
         return curve
-    lo, hi = curve.x[0], curve.x[-1]
-    width = (hi - lo) / points or 1.0
+    low, high = curve.x[0], curve.x[-1]
+    width = (high - low) / points
+    edges = [bisect_left(curve.x, low + i * width) for i in range(1, points)]
     out = Curve(curve.metric, curve.group, curve.runs)
-    start = 0
-    total = len(curve.x)
-    while start < total:
-        bucket = min(int((curve.x[start] - lo) / width), points - 1)
-        end = start + 1
-        while end < total and min(int((curve.x[end] - lo) / width), points - 1) == bucket:
-            end += 1
+    for start, end in pairwise([0, *edges, len(curve.x)]):
+        if start == end:
+            continue
         size = end - start
         out.x.append(math.fsum(curve.x[start:end]) / size)
         out.line.append(math.fsum(curve.line[start:end]) / size)
@@ -414,5 +412,4 @@ def downsample(curve: Curve, points: int) -> Curve:
         out.low.append(min(lows) if lows else None)
         out.high.append(max(highs) if highs else None)
         out.n.append(max(curve.n[start:end]))
-        start = end
     return out
