@@ -328,8 +328,9 @@ def _interpolate(xs: Sequence[float], vs: Sequence[float], span: Sequence[float]
             append(v0)  # exactly, whatever the slope
             start += 1
         if start < end:
-            slope = (vs[k + 1] - v0) / (xs[k + 1] - x0)
-            extend([v0 + slope * (x - x0) for x in span[start:end]])
+            # multiply before dividing: a slope could overflow for very close x values
+            rise, run = vs[k + 1] - v0, xs[k + 1] - x0
+            extend([v0 + rise * (x - x0) / run for x in span[start:end]])
     extend([vs[-1]] * (len(span) - len(out)))  # the x values equal to the last point's
     return out
 
