@@ -283,7 +283,7 @@ def _render_panel(panel: Panel, line: str, band: str, width: int, height: int, c
     x_low = min(curve.x[0] for curve in panel.curves) / scale
     x_high = max(curve.x[-1] for curve in panel.curves) / scale
     _set_axis(figure, "x", x_low, x_high, max(width // 12, 2))
-    _set_axis(figure, "y", min(lows), max(highs), max(chart_height // 4, 2))
+    _set_axis(figure, "y", min(lows), max(highs), max(chart_height // 3, 2))
     band_text = "" if band == "none" else f", band: {BAND_NAMES[band]}"
     figure.title(f"{panel.metric} ({line} per group{band_text})")
     figure.label(unit)
