@@ -95,6 +95,12 @@ class Selection:
     groups: dict[int, str]  # runs.num -> group label
     starts: dict[int, float]  # runs.num -> started_at
     order: list[str]  # group labels, sorted
+    where: str = "1"  # the filters, a WHERE body over runs (see query.Filters.sql)
+    params: list[Any] = field(default_factory=list)
+
+    def nums_sql(self) -> tuple[str, list[Any]]:
+        """The selected runs' numbers as a subquery (any number of runs, unlike IN (?, ...))."""
+        return f"(SELECT runs.num FROM runs WHERE {self.where})", list(self.params)
 
 
 def check_options(line: str, band: str, x_axis: str, smooth: float) -> None:
@@ -156,7 +162,7 @@ def select_runs(
             sort_keys.setdefault(label, (len(sort_keys),))
         groups[num] = label
     order = sorted(sort_keys, key=sort_keys.__getitem__)
-    return Selection(groups, starts, order)
+    return Selection(groups, starts, order, where, list(params))
 
 
 def _label(value: Any) -> str:
@@ -182,7 +188,7 @@ _FINITE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 
 
 def metric_points(
-    conn: sqlite3.Connection, metric: str, nums: Sequence[int], x_axis: str
+    conn: sqlite3.Connection, metric: str, selection: Selection, x_axis: str
 ) -> tuple[dict[int, tuple[list[float], list[float]]], int]:
     """The selected runs' finite points of ``metric`` in x order, and how many were not.
 
@@ -191,7 +197,7 @@ def metric_points(
     """
     column = "step" if x_axis == "step" else "time"
     points: dict[int, tuple[list[float], list[float]]] = {}
-    for num in nums:
+    for num in selection.groups:
         # One range of the primary key (run, step, key) per run, already in step order.
         rows = conn.execute(
             f"SELECT {column}, value FROM history WHERE run = ? AND key = ? AND {_FINITE} "
@@ -200,31 +206,31 @@ def metric_points(
         ).fetchall()
         if rows:
             points[num] = (list(map(_first, rows)), list(map(_second, rows)))
-    marks = ",".join("?" * len(nums))
+    nums, params = selection.nums_sql()
     (excluded,) = conn.execute(
-        f"SELECT count(*) FROM history WHERE run IN ({marks}) AND key = ? "
+        f"SELECT count(*) FROM history WHERE run IN {nums} AND key = ? "
         f"AND NOT coalesce({_FINITE}, 0)",
-        [*nums, metric],
+        [*params, metric],
     ).fetchone()
     return points, excluded
 
 
-def check_metric(conn: sqlite3.Connection, metric: str, nums: Sequence[int]) -> None:
+def check_metric(conn: sqlite3.Connection, metric: str, selection: Selection) -> None:
     """Refuse a metric that no selected run logged, naming close matches."""
     import difflib
 
-    marks = ",".join("?" * len(nums))
+    nums, params = selection.nums_sql()
     logged = [
         key
         for (key,) in conn.execute(
-            f"SELECT DISTINCT key FROM history WHERE run IN ({marks}) ORDER BY key", list(nums)
+            f"SELECT DISTINCT key FROM history WHERE run IN {nums} ORDER BY key", params
         )
     ]
     if metric in logged:
         return
     in_summary = conn.execute(
-        f"SELECT 1 FROM summary_metrics WHERE key = ? AND run IN ({marks}) LIMIT 1",
-        [metric, *nums],
+        f"SELECT 1 FROM summary_metrics WHERE run IN {nums} AND key = ? LIMIT 1",
+        [*params, metric],
     ).fetchone()
     close = difflib.get_close_matches(metric, logged, n=3, cutoff=0.6)
     hint = f"did you mean: {', '.join(close)}? " if close else ""
@@ -252,12 +258,11 @@ def panel(
 ) -> Panel:
     """The curves of ``metric``, one per group of ``selection``."""
     check_options(line, band, x_axis, smooth)
-    nums = list(selection.groups)
-    if not nums:
+    if not selection.groups:
         raise InvalidInput("no runs match the filters")
-    raw, excluded = metric_points(conn, metric, nums, x_axis)
+    raw, excluded = metric_points(conn, metric, selection, x_axis)
     if not raw:
-        check_metric(conn, metric, nums)  # explains why: unknown, or a summary value only
+        check_metric(conn, metric, selection)  # explains why: unknown, or a summary value only
         raise InvalidInput(f"metric {metric!r} has no finite values in the selected runs")
     grid = TIME_GRID_POINTS if x_axis == "time" else None
     by_group: dict[str, list[tuple[list[float], list[float]]]] = {}
