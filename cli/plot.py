@@ -197,7 +197,7 @@ def plot(
                 panels,
                 line.value,
                 band.value,
-                width or size.columns,
+                width or max(size.columns, 30),
                 height or max(size.lines - 1, 8 * len(panels)),
                 color=use_color(),
             )
@@ -245,6 +245,7 @@ def _render_panel(panel: Panel, line: str, band: str, width: int, height: int, c
     shown = [downsample(curve, points) for curve in panel.curves]
     scale, unit = _x_scale(panel)
 
+    plotext.terminal.limit(False, False)  # --width/--height are exact, not capped
     figure = plotext.figure
     figure.clear()
     figure.theme("colorless")

@@ -364,3 +364,23 @@ def test_legend_wraps_to_the_width(cli, db_path):
         "  ** echo (1 run)",
     ]
     assert len(result.stdout.splitlines()) == 16
+
+
+def test_width_and_height_are_exact_even_beyond_the_terminal(cli, two_groups, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("LINES", "10")
+    result = cli("plot", "loss", "--width", "100", "--height", "30")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 30
+    assert max(len(line) for line in lines) == 100
+
+
+def test_default_size_is_the_terminals(cli, two_groups, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "70")
+    monkeypatch.setenv("LINES", "21")
+    result = cli("plot", "loss")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 20  # one row left for the prompt
+    assert max(len(line) for line in lines) == 70
