@@ -299,7 +299,7 @@ def _legend(panel: Panel, width: int, color: bool) -> list[str]:
     rows: list[str] = []
     row, used = "", 0
     for index, curve in enumerate(panel.curves):
-        text = f"{_legend_label(curve)}"
+        text = _legend_label(curve)
         size = 2 + 3 + len(text)  # indent or gap, sample and space, label
         if row and used + size > width:
             rows.append(row)

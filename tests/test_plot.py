@@ -384,3 +384,12 @@ def test_default_size_is_the_terminals(cli, two_groups, monkeypatch):
     lines = result.stdout.splitlines()
     assert len(lines) == 20  # one row left for the prompt
     assert max(len(line) for line in lines) == 70
+
+
+def test_a_single_point_is_drawn(cli, db_path):
+    record(db_path, {3: 0.5}, group="solo")
+    result = cli("plot", "loss", "--width", "40", "--height", "10")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "  •• solo (1 run)"
+    assert sum(line.count("•") for line in lines[:-1]) == 1
