@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise, repeat
@@ -321,6 +321,16 @@ def align(
 def _interpolate(xs: Sequence[float], vs: Sequence[float], span: Sequence[float]) -> list[float]:
     # span is sorted and lies within [xs[0], xs[-1]]. The span's x values between two
     # consecutive points of the run get the straight line through those two points.
+    if len(span) < len(xs):
+        # fewer x values than points (a time grid): find each x's segment by C bisect
+        last = len(xs)
+        return [
+            vs[i - 1]
+            if i == last or x == xs[i - 1]
+            else vs[i - 1] + (vs[i] - vs[i - 1]) * (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+            for x, i in zip(span, map(bisect_right, repeat(xs), span), strict=True)
+        ]
+    # else walk the run's segments, each filled by one comprehension
     cuts = list(map(bisect_left, repeat(span), xs))  # where each point of the run falls
     out: list[float] = []
     append, extend = out.append, out.extend
