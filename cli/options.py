@@ -38,6 +38,20 @@ FormatOpt = Annotated[
         help="Output format: any tabulate format (simple, github, grid...), csv, json, jsonl.",
     ),
 ]
+StateOpt = Annotated[
+    str | None, typer.Option("--state", help="Only runs in this state.", show_default=False)
+]
+TagOpt = Annotated[
+    str | None, typer.Option("--tag", "-t", help="Only runs with this tag.", show_default=False)
+]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="Condition 'KEY OP VALUE' (repeatable, ANDed; OP: = != < <= > >= ~ glob).",
+        show_default=False,
+    ),
+]
 PrecisionOpt = Annotated[
     int, typer.Option("--precision", min=0, max=17, help="Significant digits in human formats.")
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_help_lists_commands(cli):
     result = cli("--help")
     assert result.exit_code == 0, result.output
-    for command in ("run", "new-group", "log", "runs", "db", "demo"):
+    for command in ("run", "new-group", "log", "runs", "db", "demo", "plot"):
         assert command in result.stdout
 
 
