@@ -50,3 +50,22 @@ def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection
 
     path = resolve_db_path(db)
     return connect(path, create=create), path
+
+
+# Run filters shared by every reading command (see wbg.query.Filters).
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state", help="Only runs in this state (running, finished, failed, killed, crashed)."
+    ),
+]
+TagOpt = Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        metavar="'KEY OP VALUE'",
+        help="Only runs where the condition holds (repeatable, ANDed); OP one of "
+        "= != < <= > >= ~ (~ is a glob): --where 'lr >= 0.01'.",
+    ),
+]
