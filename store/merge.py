@@ -25,6 +25,7 @@ lands completely or not at all.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -254,6 +255,20 @@ def _last_activity(conn: sqlite3.Connection, schema: str, num: int) -> float:
     return row[0] or 0.0
 
 
+JSON_COLUMNS = ("tags", "command", "config", "summary")
+
+
+def _same_value(column: str, ours: object, theirs: object) -> bool:
+    if ours == theirs:
+        return True
+    if column in JSON_COLUMNS and isinstance(ours, str) and isinstance(theirs, str):
+        try:
+            return json.loads(ours) == json.loads(theirs)
+        except ValueError:
+            return False
+    return False
+
+
 def _decide_conflicts(
     conn: sqlite3.Connection, result: MergeResult, columns: list[str], prefer: str | None
 ) -> None:
@@ -265,7 +280,9 @@ def _decide_conflicts(
         ours = conn.execute(f"SELECT {selected} FROM main.runs WHERE num = ?", (our_num,))
         theirs = conn.execute(f"SELECT {selected} FROM {ALIAS}.runs WHERE num = ?", (their_num,))
         differing = [
-            c for c, a, b in zip(columns, ours.fetchone(), theirs.fetchone(), strict=True) if a != b
+            column
+            for column, a, b in zip(columns, ours.fetchone(), theirs.fetchone(), strict=True)
+            if not _same_value(column, a, b)
         ]
         counts = [
             conn.execute(f"SELECT count(*) FROM {schema}.history WHERE run = ?", (num,)).fetchone()
@@ -273,6 +290,11 @@ def _decide_conflicts(
         ]
         if counts[0] != counts[1]:
             differing.append("history")
+        if not differing:  # the JSON texts differed only in key order or spacing
+            conn.execute(
+                "UPDATE temp.merge_plan SET status = 'same' WHERE their_num = ?", (their_num,)
+            )
+            continue
         if prefer == "theirs":
             take = True
         elif prefer == "newer":

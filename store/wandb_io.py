@@ -26,6 +26,7 @@ Both need the optional extra: ``pip install 'wbg[wandb]'``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -558,9 +559,40 @@ def _apply_wbg_fields(run: WandbRun, fields: Any) -> None:
         run.pid = fields["pid"]
     if isinstance(fields.get("git_dirty"), (bool, int)):
         run.git_dirty = bool(fields["git_dirty"])
+    if isinstance(fields.get("summary"), str):
+        with contextlib.suppress(ValueError):
+            extra = values.loads(fields["summary"])
+            if isinstance(extra, dict):
+                run.summary.update(extra)
     command = fields.get("command")
     if isinstance(command, list) and all(isinstance(part, str) for part in command):
         run.command = command
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if values.is_number(a) and values.is_number(b) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _explicit_summary(
+    summary: dict[str, Any], last: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The summary values W&B would not work out itself from the logged history.
+
+    A value equal to its metric's last point is left to W&B (it sets the same). W&B turns
+    a non-finite number set in the summary into null, so those travel separately.
+    """
+    explicit: dict[str, Any] = {}
+    non_finite: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key in last and _same_number(value, last[key]):
+            continue
+        if values.is_number(value) and not math.isfinite(value):
+            non_finite[key] = value
+        else:
+            explicit[key] = value
+    return explicit, non_finite
 
 
 def export_runs(
@@ -623,11 +655,17 @@ def export_runs(
                 settings=settings,
             )
             try:
+                last: dict[str, float] = {}
                 for step, metrics, when in _points_by_step(conn, num):
                     # commit now: a step left pending would be written at finish and its
                     # values would then overwrite the summary set below.
                     run.log({**metrics, "_timestamp": when}, step=step, commit=True)
-                run.summary.update({**summary, WBG_SUMMARY_KEY: _wbg_fields(row[12:])})
+                    last.update(metrics)
+                explicit, non_finite = _explicit_summary(summary, last)
+                wbg_fields = _wbg_fields(row[12:])
+                if non_finite:
+                    wbg_fields["summary"] = values.dumps(non_finite)
+                run.summary.update({**explicit, WBG_SUMMARY_KEY: wbg_fields})
             finally:
                 run.finish(exit_code=exit_code if exit_code is not None else 1)
             result = ExportResult(run_id, "exported", existing_export(directory, run_id))
