@@ -11,7 +11,17 @@ from typing import Annotated
 
 import typer
 
-from wbg.cli.options import DbOpt, StateOpt, TagOpt, WhereOpt, open_db
+from wbg.cli.options import (
+    DbOpt,
+    GroupFilterOpt,
+    JobTypeFilterOpt,
+    ProjectFilterOpt,
+    StateOpt,
+    TagOpt,
+    WhereOpt,
+    filters_from,
+    open_db,
+)
 
 import_app = typer.Typer(
     help="Bring runs recorded by other tools into the database.",
@@ -119,13 +129,9 @@ def export_wandb(
             show_default=False,
         ),
     ],
-    project: Annotated[
-        str | None, typer.Option("--project", "-p", help="Only this project.")
-    ] = None,
-    group: Annotated[str | None, typer.Option("--group", "-g", help="Only this group.")] = None,
-    job_type: Annotated[
-        str | None, typer.Option("--job-type", "-j", help="Only this job type.")
-    ] = None,
+    project: ProjectFilterOpt = None,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
@@ -137,13 +143,9 @@ def export_wandb(
     steps and summary. Runs still running are skipped; runs already in DIR are not
     written twice.
     """
-    from wbg import runs, wandb_io
-    from wbg.errors import InvalidInput
-    from wbg.query import Filters
+    from wbg import wandb_io
 
-    if state is not None and state not in runs.STATES:
-        raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(runs.STATES))
-    filters = Filters(project, group, job_type, state, tag, tuple(where or ()))
+    filters = filters_from(project, group, job_type, state, tag, where)
     sql, params = filters.sql()
     wandb_io.require_wandb("exporting to W&B")
     conn, _ = open_db(db)
