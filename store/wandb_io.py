@@ -185,6 +185,16 @@ def _item_path(item: Any) -> tuple[str, ...]:
     return (item.key,) if item.key else tuple(item.nested_key)
 
 
+def _item_name(item: Any) -> str:
+    """A history or summary item's key; a nested one joined with dots."""
+    name = item.key
+    if not name:
+        # W&B's own writer sends most keys as a one-part nested_key: skip the join then.
+        nested = item.nested_key
+        name = nested[0] if len(nested) == 1 else ".".join(nested)
+    return name
+
+
 def _flatten_numbers(prefix: str, value: Any, out: list[tuple[str, float]]) -> None:
     """History values: numbers kept (nested dicts as dotted keys), everything else dropped."""
     if values.is_number(value):
@@ -237,7 +247,7 @@ def decode_run(path: Path) -> WandbRun:
     log = RecordLog(path)
     # Summary updates come with every logged step: keep the last JSON text per path and
     # decode once at the end.
-    summary_updates: dict[tuple[str, ...], str] = {}
+    summary_updates: dict[str, str] = {}
     seen_run = False
     step_counter = 0
     last_time: float | None = None
@@ -256,20 +266,21 @@ def decode_run(path: Path) -> WandbRun:
             if kind == "history":
                 step, points, timestamp = None, [], None
                 for item in record.history.item:
-                    path = _item_path(item)
-                    if not path:
+                    name = _item_name(item)
+                    if not name:
                         continue
                     text = item.value_json
-                    if not text and item.WhichOneof("value"):
-                        value = getattr(item, item.WhichOneof("value"))
-                    else:
+                    if text:
                         value = _json_value(text)
-                    if path[0] == "_step" and len(path) == 1 and values.is_number(value):
+                    else:
+                        kind = item.WhichOneof("value")
+                        value = getattr(item, kind) if kind else None
+                    if name[0] != "_":
+                        _flatten_numbers(name, value, points)
+                    elif name == "_step" and values.is_number(value):
                         step = int(value)
-                    elif path[0] == "_timestamp" and len(path) == 1 and values.is_number(value):
+                    elif name == "_timestamp" and values.is_number(value):
                         timestamp = float(value)
-                    elif not path[0].startswith("_"):
-                        _flatten_numbers(".".join(path), value, points)
                 if record.history.HasField("step"):
                     step = record.history.step.num
                 if step is None:
@@ -281,12 +292,12 @@ def decode_run(path: Path) -> WandbRun:
                 run.history.extend((step, key, value, when) for key, value in points)
             elif kind == "summary":
                 for item in record.summary.update:
-                    path = _item_path(item)
-                    if path:
-                        summary_updates[path] = item.value_json
+                    summary_updates[_item_name(item)] = item.value_json
                 for item in record.summary.remove:
-                    path = _item_path(item)
-                    for known in [p for p in summary_updates if p[: len(path)] == path]:
+                    name = _item_name(item)
+                    for known in [
+                        k for k in summary_updates if k == name or k.startswith(name + ".")
+                    ]:
                         del summary_updates[known]
             elif kind == "config":
                 _apply_config(run.config, record.config)
@@ -310,12 +321,12 @@ def decode_run(path: Path) -> WandbRun:
         raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
     run.complete, run.problem = log.complete, log.problem
     wbg_fields: dict[str, Any] = {}
-    for path_, text in summary_updates.items():
-        if path_[0] == WBG_SUMMARY_KEY:
-            _set_path(wbg_fields, path_, _json_value(text))
-        elif not path_[0].startswith("_"):
+    for name, text in summary_updates.items():
+        if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
+            _set_path(wbg_fields, name.split("."), _json_value(text))
+        elif name and not name.startswith("_"):
             # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
-            run.summary[".".join(path_)] = _json_value(text)
+            run.summary[name] = _json_value(text)
     run.summary = {k: v for k, v in run.summary.items() if v is not None}
     if run.exit_code is not None and run.complete:
         run.state = _state_for(run.exit_code)
@@ -336,9 +347,27 @@ def decode_run(path: Path) -> WandbRun:
     return run
 
 
-def _read_run_record(
-    run: WandbRun, record: Any, summary_updates: dict[tuple[str, ...], str]
-) -> None:
+def read_run_header(path: Path) -> WandbRun:
+    """Only what the run record of a log says (id, project, group...): a cheap look."""
+    pb = require_wandb("reading W&B runs")
+    run = WandbRun(path=path)
+    record = pb.Record()
+    try:
+        for payload in RecordLog(path):
+            record.Clear()
+            try:
+                record.ParseFromString(payload)
+            except Exception:  # protobuf's DecodeError
+                break
+            if record.WhichOneof("record_type") == "run":
+                _read_run_record(run, record.run, {})
+                return run
+    except OSError as exc:
+        raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
+
+
+def _read_run_record(run: WandbRun, record: Any, summary_updates: dict[str, str]) -> None:
     run.id = record.run_id
     run.project = record.project or DEFAULT_PROJECT
     run.name = record.display_name or None
@@ -355,9 +384,7 @@ def _read_run_record(
         _apply_config(run.config, record.config)
     if record.HasField("summary"):
         for item in record.summary.update:
-            path = _item_path(item)
-            if path:
-                summary_updates[path] = item.value_json
+            summary_updates[_item_name(item)] = item.value_json
 
 
 # --- finding run logs --------------------------------------------------------------------
@@ -460,10 +487,14 @@ def import_logs(
     results: list[ImportResult] = []
     for index, path in enumerate(logs, start=1):
         try:
-            run = decode_run(path)
-            if project is not None:
-                run.project = project
-            stored = store_run(conn, run)
+            header = read_run_header(path)
+            if runs.run_exists(conn, header.id):
+                run, stored = header, False
+            else:
+                run = decode_run(path)
+                if project is not None:
+                    run.project = project
+                stored = store_run(conn, run)
             result = ImportResult(path, "imported" if stored else "present", run)
         except MissingExtra:
             raise
