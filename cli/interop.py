@@ -153,25 +153,31 @@ def export_wandb(
         results = wandb_io.export_runs(
             conn, directory, sql, params, progress=Progress("exported", first_after=5.0)
         )
-    counts = {"exported": 0, "present": 0, "running": 0}
+    counts = {"exported": 0, "present": 0, "running": 0, "error": 0}
     for result in results:
         counts[result.status] += 1
         if result.status == "exported":
             typer.echo(f"exported  {result.run_id}  {result.path}")
         elif result.status == "present":
             typer.echo(f"present   {result.run_id}  {result.path}  (exported before)")
-        else:
+        elif result.status == "running":
             typer.echo(f"skipped   {result.run_id}  (still running)")
-    typer.echo(
+        else:
+            typer.echo(f"warning: run {result.run_id} not exported: {result.message}", err=True)
+    summary = (
         f"{counts['exported']} exported, {counts['present']} already there, "
-        f"{counts['running']} still running",
-        err=True,
+        f"{counts['running']} still running"
     )
+    if counts["error"]:
+        summary += f", {counts['error']} refused by wandb"
+    typer.echo(summary, err=True)
     if counts["exported"]:
         typer.echo(
             f"upload with: wandb sync {directory / 'wandb'}/offline-run-*",
             err=True,
         )
+    if counts["error"]:
+        raise typer.Exit(1)
 
 
 export_app.command("wandb")(export_wandb)

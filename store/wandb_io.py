@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sqlite3
 import struct
 import zlib
@@ -512,8 +513,9 @@ def import_logs(
 @dataclass
 class ExportResult:
     run_id: str
-    status: str  # "exported", "present" (already in DIR), "running" (skipped)
+    status: str  # "exported", "present" (already in DIR), "running" (skipped), "error"
     path: Path | None = None
+    message: str | None = None
 
 
 def existing_export(directory: Path, run_id: str) -> Path | None:
@@ -654,53 +656,89 @@ def export_runs(
         list(params),
     ).fetchall()
     results: list[ExportResult] = []
-    for index, row in enumerate(rows, start=1):
-        num, run_id, project, name, group, job_type, tags, notes, state, exit_code = row[:10]
-        config, summary = values.loads(row[10], {}), values.loads(row[11], {})
-        existing = existing_export(directory, run_id)
-        if state == "running":
-            result = ExportResult(run_id, "running")
-        elif existing is not None:
-            result = ExportResult(run_id, "present", existing)
-        else:
-            # A fresh Settings for each run: wandb.init writes the run's fields into it.
-            settings = wandb.Settings(
-                mode="offline",
-                silent=True,
-                console="off",
-                save_code=False,
-                disable_git=True,
-                disable_job_creation=True,
-                x_disable_stats=True,
-            )
-            run = wandb.init(
-                id=run_id,
-                project=project,
-                group=group,
-                job_type=job_type,
-                name=name,
-                tags=values.loads(tags, []) or None,
-                notes=notes,
-                config=config,
-                dir=str(directory),
-                settings=settings,
-            )
-            try:
-                last: dict[str, float] = {}
-                for step, metrics, when in _points_by_step(conn, num):
-                    # commit now: a step left pending would be written at finish and its
-                    # values would then overwrite the summary set below.
-                    run.log({**metrics, "_timestamp": when}, step=step, commit=True)
-                    last.update(metrics)
-                explicit, non_finite = _explicit_summary(summary, last)
-                wbg_fields = _wbg_fields(row[12:])
-                if non_finite:
-                    wbg_fields["summary"] = values.dumps(non_finite)
-                run.summary.update({**explicit, WBG_SUMMARY_KEY: wbg_fields})
-            finally:
-                run.finish(exit_code=exit_code if exit_code is not None else 1)
-            result = ExportResult(run_id, "exported", existing_export(directory, run_id))
-        results.append(result)
-        if progress is not None:
-            progress(index, len(rows), result)
+    with _without_run_variables():
+        for index, row in enumerate(rows, start=1):
+            run_id, state = row[1], row[8]
+            existing = existing_export(directory, run_id)
+            if state == "running":
+                result = ExportResult(run_id, "running")
+            elif existing is not None:
+                result = ExportResult(run_id, "present", existing)
+            else:
+                try:
+                    _replay(wandb, conn, directory, row)
+                except Exception as exc:  # wandb refuses the run (a project name it forbids...)
+                    result = ExportResult(run_id, "error", message=str(exc) or type(exc).__name__)
+                else:
+                    result = ExportResult(run_id, "exported", existing_export(directory, run_id))
+            results.append(result)
+            if progress is not None:
+                progress(index, len(rows), result)
     return results
+
+
+# What wandb.init reads from the environment when an argument is None: a run without a
+# group must not pick up the group of the shell that runs the export.
+_RUN_VARIABLES = (
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_RUN_GROUP",
+    "WANDB_JOB_TYPE",
+    "WANDB_NAME",
+    "WANDB_NOTES",
+    "WANDB_TAGS",
+    "WANDB_PROJECT",
+    "WANDB_DIR",
+    "WANDB_MODE",
+)
+
+
+@contextlib.contextmanager
+def _without_run_variables() -> Iterator[None]:
+    saved = {name: os.environ.pop(name) for name in _RUN_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _replay(wandb: Any, conn: sqlite3.Connection, directory: Path, row: Sequence[Any]) -> None:
+    """One run, through the wandb package in offline mode."""
+    num, run_id, project, name, group, job_type, tags, notes, _state, exit_code = row[:10]
+    config, summary = values.loads(row[10], {}), values.loads(row[11], {})
+    # A fresh Settings for each run: wandb.init writes the run's fields into it.
+    settings = wandb.Settings(
+        mode="offline",
+        silent=True,
+        console="off",
+        save_code=False,
+        disable_git=True,
+        disable_job_creation=True,
+        x_disable_stats=True,
+    )
+    run = wandb.init(
+        id=run_id,
+        project=project,
+        group=group,
+        job_type=job_type,
+        name=name,
+        tags=values.loads(tags, []) or None,
+        notes=notes,
+        config=config,
+        dir=str(directory),
+        settings=settings,
+    )
+    try:
+        last: dict[str, float] = {}
+        for step, metrics, when in _points_by_step(conn, num):
+            # commit now: a step left pending would be written at finish and its values
+            # would then overwrite the summary set below.
+            run.log({**metrics, "_timestamp": when}, step=step, commit=True)
+            last.update(metrics)
+        explicit, non_finite = _explicit_summary(summary, last)
+        wbg_fields = _wbg_fields(row[12:])
+        if non_finite:
+            wbg_fields["summary"] = values.dumps(non_finite)
+        run.summary.update({**explicit, WBG_SUMMARY_KEY: wbg_fields})
+    finally:
+        run.finish(exit_code=exit_code if exit_code is not None else 1)

@@ -360,3 +360,48 @@ def test_export_refuses_a_bad_filter_before_anything(cli, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == "Error: malformed --where 'lr >': the value is empty"
     assert not (tmp_path / "out").exists()
+
+
+@needs_wandb
+def test_export_ignores_the_shells_run_variables_and_reports_a_refused_run(cli, db_path, tmp_path):
+    script = textwrap.dedent(
+        """
+        import json, wbg
+        ids = []
+        for project in ("plain", "bad:name"):
+            run = wbg.init(project=project)
+            run.log({"loss": 0.5}, step=0)
+            run.finish()
+            ids.append(run.id)
+        print(json.dumps(ids))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "WBG_"))}
+    made = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "WBG_DB": str(db_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    plain, bad = json.loads(made.stdout)
+    out = tmp_path / "export"
+    shell = {"WANDB_RUN_GROUP": "intruder", "WANDB_JOB_TYPE": "x", "WANDB_TAGS": "t1,t2"}
+    exported = subprocess.run(
+        [*wbg_executable(), "export", "wandb", str(out)],
+        env={**wandb_env(tmp_path), **shell, "WBG_DB": str(db_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert exported.returncode == 1
+    assert exported.stdout.split()[:2] == ["exported", plain]
+    assert exported.stderr.splitlines()[0].startswith(
+        f"warning: run {bad} not exported: Invalid project name 'bad:name'"
+    )
+    assert "1 exported, 0 already there, 0 still running, 1 refused by wandb" in exported.stderr
+    back = tmp_path / "back.db"
+    assert cli("import", "wandb", str(out), "--db", str(back)).exit_code == 0
+    run = show(plain, back)
+    assert (run["group"], run["job_type"], run["tags"]) == (None, None, [])
