@@ -405,3 +405,15 @@ def test_export_ignores_the_shells_run_variables_and_reports_a_refused_run(cli, 
     assert cli("import", "wandb", str(out), "--db", str(back)).exit_code == 0
     run = show(plain, back)
     assert (run["group"], run["job_type"], run["tags"]) == (None, None, [])
+
+
+def test_progress_lines_only_once_a_job_is_long(monkeypatch, capsys):
+    from wbg.cli import interop
+
+    clock = iter([0.0, 0.5, 2.5, 3.0, 5.0, 9.0, 20.0])
+    monkeypatch.setattr(interop.time, "monotonic", lambda: next(clock))
+    progress = interop.Progress("imported")  # starts at 0.0: first line after 2 s
+    for done in range(1, 7):
+        progress(done, 6)
+    # at 0.5 s nothing; then at most one line every 2 s; none for the last file
+    assert capsys.readouterr().err == "imported 2/6...\nimported 4/6...\nimported 5/6...\n"
