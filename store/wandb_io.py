@@ -318,7 +318,7 @@ def decode_run(path: Path) -> WandbRun:
                 runtime = float(record.exit.runtime)
     except OSError as exc:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not seen_run:
+    if not seen_run or not run.id:
         raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
     run.complete, run.problem = log.complete, log.problem
     wbg_fields: dict[str, Any] = {}
@@ -336,6 +336,8 @@ def decode_run(path: Path) -> WandbRun:
         run.exit_code = None
     if not run.complete:
         run.reason = f"imported from an incomplete W&B log: {run.problem}"
+    elif run.exit_code is None:
+        run.reason = "imported from a W&B log without an exit record (the run did not end)"
     # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.
     ends = [t for t in (last_time,) if t is not None]
     if runtime is not None and run.started_at is not None:
@@ -403,7 +405,7 @@ def find_run_logs(paths: Iterable[Path]) -> list[Path]:
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.wandb") if p.is_file()))
+            found.extend(sorted(p for p in path.rglob("run-*.wandb") if p.is_file()))
         else:
             raise InvalidInput(f"no such file or directory: {path}")
     return list(dict.fromkeys(found))
