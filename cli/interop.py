@@ -89,8 +89,12 @@ def import_wandb(
     wandb_io.require_wandb("importing W&B runs")
     logs = wandb_io.find_run_logs(paths)
     if not logs:
-        typer.echo("no W&B run logs (run-*.wandb) found", err=True)
-        raise typer.Exit(1)
+        from wbg.errors import InvalidInput
+
+        raise InvalidInput(
+            f"no W&B run logs (run-*.wandb) in {' '.join(str(p) for p in paths)}",
+            hint="point at a wandb/ folder, a run folder or a run-<id>.wandb file",
+        )
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         results = wandb_io.import_logs(conn, logs, project=project, progress=Progress("imported"))

@@ -417,3 +417,34 @@ def test_progress_lines_only_once_a_job_is_long(monkeypatch, capsys):
         progress(done, 6)
     # at 0.5 s nothing; then at most one line every 2 s; none for the last file
     assert capsys.readouterr().err == "imported 2/6...\nimported 4/6...\nimported 5/6...\n"
+
+
+@needs_wandb
+def test_a_log_cut_anywhere_gives_a_crashed_run_with_a_prefix_of_the_history(wandb_runs, tmp_path):
+    from wbg.wandb_io import decode_run
+
+    train_id = wandb_runs["ids"]["train"]
+    log = next(wandb_runs["wandb_dir"].glob(f"*-{train_id}/run-{train_id}.wandb"))
+    whole = decode_run(log)
+    assert whole.complete and whole.state == "finished"
+    data = log.read_bytes()
+    for cut in (len(data) // 2, len(data) - 300, len(data) - 1):
+        cut_log = tmp_path / str(cut) / log.name
+        cut_log.parent.mkdir()
+        cut_log.write_bytes(data[:cut])
+        run = decode_run(cut_log)
+        assert (run.state, run.exit_code, run.complete) == ("crashed", None, False)
+        assert run.id == train_id and run.group == "exp-1"
+        assert run.history == whole.history[: len(run.history)]
+        assert run.reason.startswith("imported from an incomplete W&B log: ")
+
+
+def test_import_of_a_folder_without_run_logs(cli, tmp_path):
+    if not HAVE_WANDB:
+        pytest.skip("the `wandb` package is not installed")
+    result = cli("import", "wandb", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: no W&B run logs (run-*.wandb) in {tmp_path}\n"
+        "point at a wandb/ folder, a run folder or a run-<id>.wandb file\n"
+    )
