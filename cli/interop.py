@@ -95,26 +95,29 @@ def import_wandb(
             f"no W&B run logs (run-*.wandb) in {' '.join(str(p) for p in paths)}",
             hint="point at a wandb/ folder, a run folder or a run-<id>.wandb file",
         )
-    conn, _ = open_db(db)
-    with contextlib.closing(conn):
-        results = wandb_io.import_logs(conn, logs, project=project, progress=Progress("imported"))
     counts = {"imported": 0, "present": 0, "error": 0}
-    for result in results:
+    progress = Progress("imported")
+
+    def report(done: int, total: int, result: wandb_io.ImportResult) -> None:
         counts[result.status] += 1
         run = result.run
-        if result.status == "error":
+        if result.status == "error" or run is None:
             typer.echo(f"warning: {result.path}: {result.message}", err=True)
-            continue
-        assert run is not None
-        where = f"{run.project}/{run.group or '-'}"
-        if result.status == "present":
-            typer.echo(f"present   {run.id}  {where}  (already in the database)")
-            continue
-        note = f"  ({run.problem})" if not run.complete else ""
-        typer.echo(
-            f"imported  {run.id}  {where}  {run.job_type or '-'}  {run.state}  "
-            f"{run.steps} steps{note}"
-        )
+        elif result.status == "present":
+            typer.echo(
+                f"present   {run.id}  {run.project}/{run.group or '-'}  (already in the database)"
+            )
+        else:
+            note = f"  ({run.problem})" if not run.complete else ""
+            typer.echo(
+                f"imported  {run.id}  {run.project}/{run.group or '-'}  {run.job_type or '-'}  "
+                f"{run.state}  {result.steps} steps{note}"
+            )
+        progress(done, total)
+
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        wandb_io.import_logs(conn, logs, project=project, progress=report)
     summary = f"{counts['imported']} imported, {counts['present']} already present"
     if counts["error"]:
         summary += f", {counts['error']} unreadable"

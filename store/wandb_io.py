@@ -420,8 +420,9 @@ class ImportResult:
 
     path: Path
     status: str  # "imported", "present" (already in the database), "error"
-    run: WandbRun | None = None
+    run: WandbRun | None = None  # without its history, once stored
     message: str | None = None
+    steps: int = 0
 
 
 _INSERT_RUN = (
@@ -498,7 +499,8 @@ def import_logs(
                 if project is not None:
                     run.project = project
                 stored = store_run(conn, run)
-            result = ImportResult(path, "imported" if stored else "present", run)
+            result = ImportResult(path, "imported" if stored else "present", run, steps=run.steps)
+            run.history = []  # stored: do not keep every run's points until the end
         except MissingExtra:
             raise
         except WbgError as exc:
