@@ -249,6 +249,7 @@ def decode_run(path: Path) -> WandbRun:
     # Summary updates come with every logged step: keep the last JSON text per path and
     # decode once at the end.
     summary_updates: dict[str, str] = {}
+    removed: set[str] = set()
     seen_run = False
     step_counter = 0
     last_time: float | None = None
@@ -296,6 +297,7 @@ def decode_run(path: Path) -> WandbRun:
                     summary_updates[_item_name(item)] = item.value_json
                 for item in record.summary.remove:
                     name = _item_name(item)
+                    removed.add(name)
                     for known in [
                         k for k in summary_updates if k == name or k.startswith(name + ".")
                     ]:
@@ -321,6 +323,12 @@ def decode_run(path: Path) -> WandbRun:
     if not seen_run or not run.id:
         raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
     run.complete, run.problem = log.complete, log.problem
+    # W&B's summary is the last value of each logged metric unless set explicitly. Current
+    # W&B writes that as summary records too; older writers only wrote explicit sets, so
+    # the last history values are the base they update.
+    for _step, key, value, _time in run.history:
+        if key not in removed:
+            run.summary[key] = value
     wbg_fields: dict[str, Any] = {}
     for name, text in summary_updates.items():
         if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):

@@ -448,3 +448,46 @@ def test_import_of_a_folder_without_run_logs(cli, tmp_path):
         f"Error: no W&B run logs (run-*.wandb) in {tmp_path}\n"
         "point at a wandb/ folder, a run folder or a run-<id>.wandb file\n"
     )
+
+
+@needs_wandb
+def test_a_log_in_the_older_writers_style_imports_too(cli, tmp_path):
+    # Before wandb-core, history items were sent with `key` (not `nested_key`) and the
+    # summary records held only what was set explicitly.
+    from test_wandb_log_format import write_log
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    def record(**kind) -> bytes:
+        return pb.Record(**kind).SerializeToString()
+
+    run = pb.RunRecord(run_id="old12345", project="legacy", run_group="g", job_type="train")
+    run.start_time.FromSeconds(1_700_000_000)
+    run.config.update.add(key="lr", value_json="0.1")
+    records = [record(run=run)]
+    for step in range(3):
+        history = pb.HistoryRecord()
+        history.item.add(key="_step", value_json=str(step))
+        history.item.add(key="loss", value_json=json.dumps(1 / (step + 1)))
+        history.item.add(key="_timestamp", value_json=str(1_700_000_010 + step))
+        records.append(record(history=history))
+    summary = pb.SummaryRecord()
+    summary.update.add(key="best", value_json="0.75")
+    records.append(record(summary=summary))
+    records.append(record(exit=pb.RunExitRecord(exit_code=0, runtime=20)))
+    log = tmp_path / "run-old12345" / "run-old12345.wandb"
+    log.parent.mkdir()
+    log.write_bytes(write_log(records))
+
+    result = cli("import", "wandb", str(log))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "imported  old12345  legacy/g  train  finished  3 steps\n"
+    imported = show("old12345")
+    assert imported["summary"] == {"loss": 1 / 3, "best": 0.75}
+    assert imported["config"] == {"lr": 0.1}
+    assert [(p["step"], p["value"]) for p in imported["history"]] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, 1 / 3),
+    ]
+    assert imported["started_at"] == "2023-11-14T22:13:20.000+00:00"
+    assert imported["duration_s"] == 20  # W&B's runtime, past the last point (12 s)
