@@ -5,7 +5,8 @@ nothing.
 
 1. `wbg import wandb`: RUNS offline runs x STEPS steps (2 metrics each) written by the real
    `wandb` package (offline, no network; made once, in two processes), imported with the
-   CLI: wall time, runs/s, points/s; then the same import again (everything present).
+   CLI: wall time, runs/s, points/s; then the same import again (everything present);
+   then `wbg export wandb` of one group of them (RUNS/10 runs).
 2. `wbg merge`: a database of MERGE_RUNS runs (10 steps x 2 metrics each, 2 summary
    metrics, config) merged into an empty database, merged again (all unchanged), and
    merged into a database that already holds half of them.
@@ -89,6 +90,13 @@ def bench_import(wbg: str, tmp: Path, runs: int, steps: int, runs_dir: Path | No
     )
     again = timed([wbg, "import", "wandb", str(root)], env)
     print(f"import wandb again (all present): {again:.2f} s")
+    out = tmp / "export"
+    exported = timed([wbg, "export", "wandb", str(out), "--group", "exp-0"], env)
+    count = len(list((out / "wandb").glob("offline-run-*")))
+    print(
+        f"export wandb: {count} runs x {steps} steps through wandb in {exported:.2f} s "
+        f"({exported / max(count, 1):.2f} s/run)"
+    )
 
 
 def make_database(path: Path, runs: int, seed: int = 0) -> None:
