@@ -102,7 +102,7 @@ def import_wandb(
         counts[result.status] += 1
         run = result.run
         if result.status == "error" or run is None:
-            typer.echo(f"warning: {result.path}: {result.message}", err=True)
+            typer.echo(f"warning: {result.message}", err=True)
         elif result.status == "present":
             typer.echo(
                 f"present   {run.id}  {run.project}/{run.group or '-'}  (already in the database)"

@@ -321,7 +321,7 @@ def decode_run(path: Path) -> WandbRun:
     except OSError as exc:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not seen_run or not run.id:
-        raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
+        raise _no_run_record(path)
     run.complete, run.problem = log.complete, log.problem
     # W&B's summary is the last value of each logged metric unless set explicitly. Current
     # W&B writes that as summary records too; older writers only wrote explicit sets, so
@@ -375,7 +375,16 @@ def read_run_header(path: Path) -> WandbRun:
                 return run
     except OSError as exc:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
-    raise InvalidInput(f"{path} holds no run record (not a W&B run log, or cut too short)")
+    raise _no_run_record(path)
+
+
+def _no_run_record(path: Path) -> InvalidInput:
+    if path.stat().st_size <= BLOCK_LEN:
+        return InvalidInput(
+            f"{path} holds no run record: W&B writes its log 32 KiB at a time, and this "
+            "run's process ended (was killed?) before the first block was written"
+        )
+    return InvalidInput(f"{path} holds no run record (not a W&B run log, or damaged)")
 
 
 def _read_run_record(run: WandbRun, record: Any, summary_updates: dict[str, str]) -> None:
@@ -408,15 +417,18 @@ def find_run_logs(paths: Iterable[Path]) -> list[Path]:
     holds ``wandb/`` works too). Order: by path, which for W&B's ``run-<date>_<time>-<id>``
     folders is the order the runs started.
     """
-    found: list[Path] = []
+    found: dict[Path, Path] = {}  # real path -> path as found (wandb/latest-run links)
     for path in paths:
         if path.is_file():
-            found.append(path)
+            found.setdefault(path.resolve(), path)
         elif path.is_dir():
-            found.extend(sorted(p for p in path.rglob("run-*.wandb") if p.is_file()))
+            for log in sorted(path.rglob("run-*.wandb")):
+                # wandb/latest-run links to the newest run folder: found once, by its name
+                if log.is_file() and "latest-run" not in log.relative_to(path).parts:
+                    found.setdefault(log.resolve(), log)
         else:
             raise InvalidInput(f"no such file or directory: {path}")
-    return list(dict.fromkeys(found))
+    return list(found.values())
 
 
 # --- importing ---------------------------------------------------------------------------
@@ -512,7 +524,8 @@ def import_logs(
         except MissingExtra:
             raise
         except WbgError as exc:
-            result = ImportResult(path, "error", None, exc.message)
+            message = exc.message if str(path) in exc.message else f"{path}: {exc.message}"
+            result = ImportResult(path, "error", None, message)
         results.append(result)
         if progress is not None:
             progress(index, len(logs), result)

@@ -225,7 +225,7 @@ def test_import_reports_an_unreadable_file_and_goes_on(cli, wandb_runs, tmp_path
     good = next(wandb_runs["wandb_dir"].glob(f"*-{train_id}/run-{train_id}.wandb"))
     result = cli("import", "wandb", str(bogus), str(good))
     assert result.exit_code == 1
-    assert f"warning: {bogus}: {bogus} is not a W&B run log (bad file header)" in result.stderr
+    assert f"warning: {bogus} is not a W&B run log (bad file header)\n" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "1 imported, 0 already present, 1 unreadable"
 
 
@@ -491,3 +491,21 @@ def test_a_log_in_the_older_writers_style_imports_too(cli, tmp_path):
     ]
     assert imported["started_at"] == "2023-11-14T22:13:20.000+00:00"
     assert imported["duration_s"] == 20  # W&B's runtime, past the last point (12 s)
+
+
+@needs_wandb
+def test_a_run_killed_before_its_first_block_has_nothing_to_import(cli, wandb_runs, tmp_path):
+    # wandb writes its log a 32 KiB block at a time: a run killed early leaves the header.
+    from wbg.wandb_io import FILE_HEADER
+
+    empty = tmp_path / "offline-run-20250101_000000-early123" / "run-early123.wandb"
+    empty.parent.mkdir()
+    empty.write_bytes(FILE_HEADER)
+    assert (wandb_runs["wandb_dir"] / "latest-run").is_symlink()  # found once, not twice
+    result = cli("import", "wandb", str(empty.parent), str(wandb_runs["wandb_dir"]))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"warning: {empty} holds no run record: W&B writes its log 32 KiB at a time, and "
+        "this run's process ended (was killed?) before the first block was written"
+    )
+    assert result.stderr.splitlines()[-1] == "3 imported, 0 already present, 1 unreadable"
