@@ -84,8 +84,10 @@ def _schema_version_of(path: Path) -> int:
             ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise NotADatabase(f"{path} is not a wbg database ({exc})") from None
-    if not has_runs or version == 0:
+    if not has_runs:
         raise NotADatabase(f"{path} is not a wbg database (it has no runs table)")
+    if version == 0:
+        raise NotADatabase(f"{path} is not a wbg database (it has no wbg schema version)")
     return version
 
 
