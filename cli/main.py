@@ -15,6 +15,7 @@ import typer
 
 from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
+from wbg.cli import interop as interop_cmds
 from wbg.cli import plot as plot_cmds
 from wbg.cli import record as record_cmds
 from wbg.cli import runs as runs_cmds
@@ -38,6 +39,7 @@ app.add_typer(runs_cmds.app, name="runs")
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
 plot_cmds.register(app)
+interop_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:

@@ -64,3 +64,52 @@ def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection
 
     path = resolve_db_path(db)
     return connect(path, create=create), path
+
+
+# --- run filters (wbg table, runs list, export, group list) -------------------------------
+# The same names and signatures as on the issue-views branch (which adds completion).
+
+ProjectFilterOpt = Annotated[
+    str | None, typer.Option("--project", "-p", help="Only runs of this project.")
+]
+GroupFilterOpt = Annotated[
+    str | None, typer.Option("--group", "-g", help="Only runs of this group.")
+]
+JobTypeFilterOpt = Annotated[
+    str | None, typer.Option("--job-type", "-j", help="Only runs of this job_type.")
+]
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state", help="Only runs in this state: running, finished, failed, killed, crashed."
+    ),
+]
+TagOpt = Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        "-w",
+        metavar="'KEY OP VALUE'",
+        help="Condition on a run field or config key (repeatable, ANDed); OP one of "
+        "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
+    ),
+]
+
+
+def filters_from(
+    project: str | None,
+    group: str | None,
+    job_type: str | None,
+    state: str | None,
+    tag: str | None,
+    where: list[str] | None,
+):
+    """The ``wbg.query.Filters`` of the shared filter options (states checked here)."""
+    from wbg.errors import InvalidInput
+    from wbg.query import Filters
+    from wbg.runs import STATES
+
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(STATES))
+    return Filters(project, group, job_type, state, tag, tuple(where or ()))

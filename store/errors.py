@@ -42,3 +42,7 @@ class NotADatabase(DatabaseError):
 
 class NewerSchema(DatabaseError):
     """The database was written by a newer wbg than this one."""
+
+
+class MissingExtra(WbgError):
+    """A feature needs an optional dependency that is not installed (the hint names it)."""
