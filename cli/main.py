@@ -17,6 +17,7 @@ from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
 from wbg.cli import record as record_cmds
 from wbg.cli import runs as runs_cmds
+from wbg.cli import table as table_cmds
 
 app = typer.Typer(
     name="wbg",
@@ -28,6 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 record_cmds.register(app)
+table_cmds.register(app)
 app.add_typer(runs_cmds.app, name="runs")
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)

@@ -8,6 +8,51 @@ from typing import Annotated
 
 import typer
 
+# --- completion from the database ---------------------------------------------------------
+# Each callback opens the database read-only and returns [] on any problem: a completion
+# never creates a file and never prints.
+
+
+def _complete(ctx: typer.Context, kind: str, incomplete: str) -> list[str]:
+    try:
+        from wbg.complete import candidates
+
+        db = ctx.params.get("db") if ctx is not None else None
+        return candidates(db, kind, incomplete)
+    except Exception:
+        return []
+
+
+def complete_group(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "group", incomplete)
+
+
+def complete_job_type(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "job_type", incomplete)
+
+
+def complete_project(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "project", incomplete)
+
+
+def complete_key(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "key", incomplete)
+
+
+def complete_metric(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "metric", incomplete)
+
+
+def complete_run_id(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "run", incomplete)
+
+
+def complete_state(incomplete: str) -> list[str]:
+    from wbg.runs import STATES
+
+    return [state for state in STATES if state.startswith(incomplete)]
+
+
 DbOpt = Annotated[
     Path | None,
     typer.Option(
@@ -24,11 +69,21 @@ ProjectOpt = Annotated[
 ]
 GroupOpt = Annotated[
     str | None,
-    typer.Option("--group", "-g", help="Group (experiment) name (default: $WANDB_RUN_GROUP)."),
+    typer.Option(
+        "--group",
+        "-g",
+        help="Group (experiment) name (default: $WANDB_RUN_GROUP).",
+        autocompletion=complete_group,
+    ),
 ]
 JobTypeOpt = Annotated[
     str | None,
-    typer.Option("--job-type", "-j", help="Role of the run: train, eval... ($WANDB_JOB_TYPE)."),
+    typer.Option(
+        "--job-type",
+        "-j",
+        help="Role of the run: train, eval... ($WANDB_JOB_TYPE).",
+        autocompletion=complete_job_type,
+    ),
 ]
 FormatOpt = Annotated[
     str,
@@ -50,3 +105,61 @@ def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection
 
     path = resolve_db_path(db)
     return connect(path, create=create), path
+
+
+# --- run filters (wbg table, runs list, export, group list) -------------------------------
+
+ProjectFilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--project", "-p", help="Only runs of this project.", autocompletion=complete_project
+    ),
+]
+GroupFilterOpt = Annotated[
+    str | None,
+    typer.Option("--group", "-g", help="Only runs of this group.", autocompletion=complete_group),
+]
+JobTypeFilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--job-type", "-j", help="Only runs of this job_type.", autocompletion=complete_job_type
+    ),
+]
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="Only runs in this state: running, finished, failed, killed, crashed.",
+        autocompletion=complete_state,
+    ),
+]
+TagOpt = Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        "-w",
+        metavar="'KEY OP VALUE'",
+        help="Condition on a run field or config key (repeatable, ANDed); OP one of "
+        "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
+    ),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")]
+
+
+def filters_from(
+    project: str | None,
+    group: str | None,
+    job_type: str | None,
+    state: str | None,
+    tag: str | None,
+    where: list[str] | None,
+):
+    """The ``wbg.query.Filters`` of the shared filter options (states checked here)."""
+    from wbg.errors import InvalidInput
+    from wbg.query import Filters
+    from wbg.runs import STATES
+
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(STATES))
+    return Filters(project, group, job_type, state, tag, tuple(where or ()))

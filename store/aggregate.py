@@ -1,0 +1,348 @@
+"""The grouped summary table (SPEC §5 ``wbg table``): aggregates computed by SQLite.
+
+One statement does the work: the selected runs and their group-key values are
+materialised once; their numeric summary values (``summary_metrics``) and ``duration_s``
+are joined to them; a window gives each (group, metric) its mean, and a GROUP BY adds up
+count, mean, min, max, the sum of squared deviations from the mean (a two-pass, stable
+variance) and, when asked for, the median (by rank within the partition). Python only
+turns the (group x metric) result rows into table rows.
+
+- Sample std (n - 1); stderr = std / sqrt(n); with n = 1 both are None, never 0.
+- NaN (stored as NULL) and +-inf are excluded from every aggregate and counted:
+  ``METRIC.excluded``. ``METRIC.count`` is the number of values aggregated.
+- A run without a group-by key falls into the ``None`` group (shown as ``-``).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wbg import query
+from wbg.errors import InvalidInput
+
+AGGREGATES = ("count", "mean", "std", "stderr", "min", "max", "median")
+DEFAULT_AGGREGATES = ("count", "mean", "std")
+DURATION = "duration_s"
+NO_GROUP_KEYS = ("id", "name")
+# Any finite REAL is smaller in magnitude than 9e999, which SQLite reads as infinity.
+_FINITE = "abs(x) < 9e999"
+
+
+@dataclass
+class Table:
+    """A grouped table: ``rows`` hold the group keys by name, ``runs`` and ``METRIC.AGG``."""
+
+    keys: list[str]
+    metrics: list[str]
+    aggregates: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    grouped: bool = True
+
+    def columns(self) -> list[str]:
+        """Machine-format columns: keys, runs, then per metric its aggregates and excluded."""
+        columns = [*self.keys, "runs"]
+        for metric in self.metrics:
+            columns += [f"{metric}.{agg}" for agg in self.aggregates]
+            columns.append(f"{metric}.excluded")
+        return columns
+
+    def excluded(self) -> dict[str, int]:
+        """Metric -> how many NaN/inf values were left out of its aggregates, in all rows."""
+        totals = {m: sum(row.get(f"{m}.excluded") or 0 for row in self.rows) for m in self.metrics}
+        return {m: n for m, n in totals.items() if n}
+
+
+def parse_aggregates(text: str | Sequence[str] | None) -> list[str]:
+    """``"count,mean,std"`` -> names, checked; None -> the default set."""
+    if text is None:
+        return list(DEFAULT_AGGREGATES)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [item.strip() for item in items if item.strip()]
+    if not names:
+        raise InvalidInput("--agg is empty", hint="choose from " + ",".join(AGGREGATES))
+    for name in names:
+        if name not in AGGREGATES:
+            import difflib
+
+            close = difflib.get_close_matches(name, AGGREGATES, n=2)
+            hint = (
+                (f"did you mean: {', '.join(close)}? " if close else "")
+                + "choose from "
+                + (",".join(AGGREGATES))
+            )
+            raise InvalidInput(f"unknown aggregate {name!r}", hint=hint)
+    return list(dict.fromkeys(names))
+
+
+def split_keys(items: Sequence[str] | None) -> list[str]:
+    """``["lr,seed", "model"]`` -> ``["lr", "seed", "model"]`` (``--group-by`` values)."""
+    keys: list[str] = []
+    for item in items or ():
+        keys += [part.strip() for part in item.split(",") if part.strip()]
+    return list(dict.fromkeys(keys))
+
+
+def metric_name(name: str) -> str:
+    return name[len("summary.") :] if name.startswith("summary.") else name
+
+
+def build_table(
+    conn: sqlite3.Connection,
+    filters: query.Filters | None = None,
+    *,
+    group_by: Sequence[str] | None = None,
+    no_group: bool = False,
+    metrics: Sequence[str] | None = None,
+    aggregates: Sequence[str] | None = None,
+    sort: str | None = None,
+    desc: bool = False,
+    limit: int | None = None,
+) -> Table:
+    """The grouped summary table of the runs ``filters`` select (see the module docstring).
+
+    ``group_by`` None: by ``group`` when a selected run has one, else one row per run
+    (``no_group``), keyed by ``id`` and ``name``.
+    """
+    from wbg.runs import reap_crashed
+
+    filters = filters or query.Filters()
+    aggs = parse_aggregates(aggregates)
+    if group_by and no_group:
+        raise InvalidInput("--group-by and --no-group exclude each other")
+    reap_crashed(conn)
+    query.check_filters(conn, filters)
+    where, params = filters.sql()
+    keys = list(group_by or ())
+    resolved = [query.resolve_key(k) for k in keys]
+    if not keys and not no_group:
+        has_group = conn.execute(
+            f'SELECT 1 FROM runs WHERE ({where}) AND runs."group" IS NOT NULL LIMIT 1', params
+        ).fetchone()
+        no_group = has_group is None
+        if not no_group:
+            keys, resolved = ["group"], [query.resolve_key("group")]
+    if no_group:
+        keys, resolved = list(NO_GROUP_KEYS), [query.resolve_key(k) for k in NO_GROUP_KEYS]
+    selected = conn.execute(f"SELECT 1 FROM runs WHERE {where} LIMIT 1", params).fetchone()
+    if selected:
+        for key in resolved:
+            if not query.key_exists(conn, key, where, params):
+                raise query.unknown_key_error(conn, key)
+    wanted = [metric_name(m) for m in metrics] if metrics else None
+    if wanted:
+        wanted = list(dict.fromkeys(wanted))
+        _check_metrics(conn, wanted)
+    result = _aggregate(conn, resolved, where, params, wanted, "median" in aggs)
+    found = sorted({metric for _, metric, *_ in result if metric is not None})
+    if wanted is None:
+        names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
+    else:
+        names = wanted
+    table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=not no_group)
+    table.rows = _rows(table, result)
+    _sort(table, sort, desc)
+    if limit is not None:
+        table.rows = table.rows[:limit]
+    return table
+
+
+def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:
+    for name in wanted:
+        if name == DURATION:
+            continue
+        if conn.execute("SELECT 1 FROM summary_metrics WHERE key = ? LIMIT 1", (name,)).fetchone():
+            continue
+        import difflib
+
+        known = [k for (k,) in conn.execute("SELECT DISTINCT key FROM summary_metrics")]
+        known = sorted(known) + [DURATION]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = (
+            (f"did you mean: {', '.join(close)}? " if close else "")
+            + "known metrics: "
+            + (", ".join(known[:40]))
+        )
+        raise InvalidInput(f"unknown metric {name!r}: no run has it in its summary", hint=hint)
+
+
+def _aggregate(
+    conn: sqlite3.Connection,
+    keys: Sequence[query.Key],
+    where: str,
+    params: Sequence[Any],
+    metrics: Sequence[str] | None,
+    median: bool,
+) -> list[tuple[Any, ...]]:
+    """Rows ``(group values, metric, n, mean, min, max, sum sq dev, median, seen)``.
+
+    A row with metric None carries the group's run count in ``n``.
+
+    The selected runs go into a temporary table indexed by their group values, so the
+    second pass (squared deviations from each group's mean) is an index search per
+    (group, metric) rather than another sort of every value.
+    """
+    if not keys:  # pragma: no cover - callers always group by something
+        raise ValueError("no group keys")
+    g = [f"g{i}" for i in range(len(keys))]
+    g_list = ", ".join(g)
+    exprs: list[str] = []
+    sel_params: list[Any] = []
+    for key, name in zip(keys, g, strict=True):
+        expr, extra = key.display_sql()
+        exprs.append(f"{expr} AS {name}")
+        sel_params += extra
+    with_duration = metrics is None or DURATION in metrics
+    stored = None if metrics is None else [m for m in metrics if m != DURATION]
+    if stored is None:
+        # duration_s is the run field; a summary value of that name is not mixed into it
+        metric_filter, metric_params = " AND sm.key != ?", [DURATION]
+    elif stored:
+        metric_filter, metric_params = f" AND sm.key IN ({', '.join('?' * len(stored))})", stored
+    else:
+        metric_filter, metric_params = " AND 0", []
+    duration_part = (
+        f" UNION ALL SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel WHERE dur IS NOT NULL"
+        if with_duration
+        else ""
+    )
+    vals = (
+        f"SELECT {', '.join('s.' + name for name in g)}, sm.key AS metric, sm.value AS x "
+        f"FROM temp.wbg_sel AS s JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter}"
+        f"{duration_part}"
+    )
+    same_group = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+    _drop_temp(conn)
+    # Sorting for GROUP BY goes to temporary b-trees: keep them in memory, not in files.
+    conn.execute("PRAGMA temp_store = MEMORY")
+    try:
+        conn.execute(
+            f"CREATE TEMP TABLE wbg_sel AS SELECT runs.num AS run, {', '.join(exprs)}, "
+            f"runs.ended_at - runs.started_at AS dur FROM runs WHERE {where}",
+            [*sel_params, *params],
+        )
+        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run)")
+        conn.execute(
+            f"CREATE TEMP TABLE wbg_stats AS SELECT {g_list}, metric, count(f) AS n, "
+            "avg(f) AS mu, min(f) AS lo, max(f) AS hi, count(*) AS seen "
+            f"FROM (SELECT {g_list}, metric, CASE WHEN {_FINITE} THEN x END AS f FROM ({vals})) "
+            f"GROUP BY {g_list}, metric",
+            metric_params,
+        )
+        deviation = (
+            f"CASE WHEN st.n < 2 THEN NULL WHEN st.metric = '{DURATION}' THEN "
+            f"(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
+            f"WHERE {same_group} AND abs(s.dur) < 9e999) "
+            "ELSE (SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) "
+            "FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
+            f"ON sm.run = s.run AND sm.key = st.metric WHERE {same_group} "
+            "AND abs(sm.value) < 9e999) END"
+        )
+        rows = conn.execute(
+            f"SELECT {', '.join('st.' + name for name in g)}, st.metric, st.n, st.mu, st.lo, "
+            f"st.hi, {deviation}, NULL, st.seen FROM temp.wbg_stats AS st "
+            f"UNION ALL SELECT {g_list}, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL "
+            f"FROM temp.wbg_sel GROUP BY {g_list}"
+        ).fetchall()
+        medians = _medians(conn, g_list, vals, metric_params) if median else {}
+    finally:
+        _drop_temp(conn)
+    width = len(keys)
+    result = []
+    for row in rows:
+        group = tuple(row[:width])
+        values = list(row[width:])
+        if medians and values[0] is not None:
+            values[6] = medians.get((group, values[0]))
+        result.append((group, *values))
+    return result
+
+
+def _medians(
+    conn: sqlite3.Connection, g_list: str, vals: str, metric_params: Sequence[Any]
+) -> dict[tuple[Any, str], float | None]:
+    """(group values, metric) -> median of the finite values, by rank in the partition."""
+    rows = conn.execute(
+        f"SELECT {g_list}, metric, avg(f) FROM ("
+        f"SELECT {g_list}, metric, f, "
+        f"row_number() OVER (PARTITION BY {g_list}, metric ORDER BY f) AS rk, "
+        f"count(*) OVER (PARTITION BY {g_list}, metric) AS nn "
+        f"FROM (SELECT {g_list}, metric, x AS f FROM ({vals}) WHERE {_FINITE})"
+        f") WHERE rk IN ((nn + 1) / 2, (nn + 2) / 2) GROUP BY {g_list}, metric",
+        metric_params,
+    ).fetchall()
+    return {(tuple(row[:-2]), row[-2]): row[-1] for row in rows}
+
+
+def _drop_temp(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.wbg_stats")
+    conn.execute("DROP TABLE IF EXISTS temp.wbg_sel")
+
+
+def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
+    metrics = set(table.metrics)
+    for group, metric, n, mean, lo, hi, sumsq, median, seen in result:
+        row = by_group.get(group)
+        if row is None:
+            row = by_group[group] = dict(zip(table.keys, group, strict=True))
+            row["runs"] = 0
+            for name in table.metrics:
+                row.update({f"{name}.{agg}": None for agg in table.aggregates})
+                row[f"{name}.excluded"] = 0
+                if "count" in table.aggregates:
+                    row[f"{name}.count"] = 0
+        if metric is None:
+            row["runs"] = n
+            continue
+        if metric not in metrics:
+            continue
+        std = math.sqrt(max(sumsq, 0.0) / (n - 1)) if n >= 2 and sumsq is not None else None
+        stats = {
+            "count": n,
+            "mean": mean,
+            "std": std,
+            "stderr": None if std is None else std / math.sqrt(n),
+            "min": lo,
+            "max": hi,
+            "median": median,
+        }
+        for agg in table.aggregates:
+            row[f"{metric}.{agg}"] = stats[agg]
+        row[f"{metric}.excluded"] = seen - n
+    return list(by_group.values())
+
+
+def _order_key(value: Any) -> tuple[int, Any]:
+    """Numbers before strings, the ``-`` group (None) last."""
+    if value is None:
+        return (2, 0)
+    if isinstance(value, (int, float)):
+        return (0, value)
+    return (1, str(value))
+
+
+def _sort(table: Table, sort: str | None, desc: bool) -> None:
+    if sort is None:
+        table.rows.sort(key=lambda row: [_order_key(row.get(k)) for k in table.keys])
+        if desc:
+            table.rows.reverse()
+        return
+    columns = [*table.keys, "runs"] + [
+        f"{m}.{a}" for m in table.metrics for a in (*table.aggregates, "excluded")
+    ]
+    if sort not in columns:
+        import difflib
+
+        close = difflib.get_close_matches(sort, columns, n=3, cutoff=0.5)
+        hint = (f"did you mean: {', '.join(close)}? " if close else "") + (
+            "sort by a group key, runs, or METRIC.AGG: " + ", ".join(columns[:30])
+        )
+        raise InvalidInput(f"cannot sort by {sort!r}: not a column of this table", hint=hint)
+    present = [row for row in table.rows if row.get(sort) is not None]
+    missing = [row for row in table.rows if row.get(sort) is None]
+    present.sort(key=lambda row: _order_key(row[sort]), reverse=desc)
+    table.rows = present + missing  # rows without a value stay last either way
