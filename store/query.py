@@ -269,3 +269,8 @@ def unknown_name_error(conn: sqlite3.Connection, kind: str, value: str) -> Inval
     else:
         hint = "the database has no runs yet"
     return InvalidInput(f"unknown {kind} {value!r}", hint=hint)
+
+
+def dotted_key(fullkey: str) -> str:
+    """A ``json_tree`` path (``$.a."b c"``) as a dotted key (``a.b c``)."""
+    return _dotted(fullkey)
