@@ -127,11 +127,10 @@ def build_table(
             keys, resolved = ["group"], [query.resolve_key("group")]
     if no_group:
         keys, resolved = list(NO_GROUP_KEYS), [query.resolve_key(k) for k in NO_GROUP_KEYS]
-    selected = conn.execute(f"SELECT 1 FROM runs WHERE {where} LIMIT 1", params).fetchone()
-    if selected:
-        for key in resolved:
-            if not query.key_exists(conn, key, where, params):
-                raise query.unknown_key_error(conn, key)
+    for key in resolved:
+        # a key some other run has is not a typo: the selected runs fall into the - group
+        if not query.key_exists(conn, key):
+            raise query.unknown_key_error(conn, key)
     wanted = [metric_name(m) for m in metrics] if metrics else None
     if wanted:
         wanted = list(dict.fromkeys(wanted))
