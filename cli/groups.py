@@ -150,10 +150,12 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
         {k: ("" if v is None else v) if k in fixed else v for k, v in r.items()} for r in shown
     ]
     # summary.x columns are labelled by the metric name alone on the page
+    # metrics are labelled by name unless a config key or field has the same name
+    labels = {c: c[len("summary.") :] for c, _ in blocks if c[len("summary.") :] not in fixed}
     text, dropped = render.render_fitted(
-        shown, fixed, blocks, fmt, precision, render.output_width()
+        shown, fixed, blocks, fmt, precision, render.output_width(), labels
     )
-    parts.append("Runs\n" + text)
+    parts.append("Runs (summary values on the right)\n" + text)
     if dropped:
         parts[-1] += f"\n({len(dropped)} summary column(s) left out to fit: {', '.join(dropped)})"
     common = [{"key": k, "value": v} for k, v in page["common_config"].items()]

@@ -163,14 +163,17 @@ def render_fitted(
     fmt: str,
     precision: int,
     width: int | None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[str, list[str]]:
     """Render ``fixed`` columns plus column ``blocks`` (name, columns), dropping whole blocks
-    from the right until every line fits in ``width``; returns the text and dropped names."""
+    from the right until every line fits in ``width``; returns the text and dropped names.
+    ``labels`` renames column headers."""
     kept = list(blocks)
     dropped: list[str] = []
     while True:
         columns = [*fixed, *(c for _, cols in kept for c in cols)]
-        text = render(rows, columns, fmt, precision)
+        headers = [(labels or {}).get(c, c) for c in columns]
+        text = render(rows, columns, fmt, precision, headers=headers)
         longest = max((len(line) for line in text.splitlines()), default=0)
         if width is None or longest <= width or not kept:
             return text, dropped

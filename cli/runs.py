@@ -201,11 +201,19 @@ def tag(
     """Add and remove tags: wbg runs tag ID +best -draft (a bare name adds)."""
     from wbg import runs
 
-    add = [c[1:] if c.startswith("+") else c for c in changes if not c.startswith("-")]
-    remove = [c[1:] for c in changes if c.startswith("-")]
+    add: dict[str, None] = {}
+    remove: dict[str, None] = {}
+    for change in changes:  # in order: a later change to the same tag wins
+        if change.startswith("-"):
+            add.pop(change[1:], None)
+            remove[change[1:]] = None
+        else:
+            name = change[1:] if change.startswith("+") else change
+            remove.pop(name, None)
+            add[name] = None
     conn, _ = open_db(db)
     with contextlib.closing(conn):
-        tags = runs.set_tags(conn, run_id, add, remove)
+        tags = runs.set_tags(conn, run_id, list(add), list(remove))
     typer.echo(" ".join(tags))
 
 
