@@ -90,6 +90,14 @@ def list_groups(
 def show(
     name: GroupArg,
     project: InProjectOpt = None,
+    max_runs: Annotated[
+        int,
+        typer.Option(
+            "--runs",
+            min=0,
+            help="Runs listed in human formats (oldest first; 0 = all). Machine formats list all.",
+        ),
+    ] = 50,
     fmt: FormatOpt = "simple",
     precision: PrecisionOpt = 4,
     db: DbOpt = None,
@@ -115,7 +123,7 @@ def show(
     if fmt == "csv":
         typer.echo(render.render(rows, _run_columns(rows), "csv"))
         return
-    typer.echo(_human_page(page, rows, fmt, precision))
+    typer.echo(_human_page(page, rows, fmt, precision, max_runs))
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -126,7 +134,9 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
 
-def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int) -> str:
+def _human_page(
+    page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int, max_runs: int
+) -> str:
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
@@ -142,6 +152,9 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
     ]
     width = max(len(k) for k, _ in facts)
     parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
+    hidden = len(rows) - max_runs if max_runs and len(rows) > max_runs else 0
+    if hidden:
+        rows = rows[:max_runs]
     columns = _run_columns(rows)
     fixed = [c for c in columns if not c.startswith("summary.")]
     blocks = [(c, [c]) for c in columns if c.startswith("summary.")]
@@ -156,6 +169,8 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
         shown, fixed, blocks, fmt, precision, render.output_width(), labels
     )
     parts.append("Runs (summary values on the right)\n" + text)
+    if hidden:
+        parts[-1] += f"\n({hidden} more runs not listed: --runs 0 lists all)"
     if dropped:
         parts[-1] += f"\n({len(dropped)} summary column(s) left out to fit: {', '.join(dropped)})"
     common = [{"key": k, "value": v} for k, v in page["common_config"].items()]
