@@ -1,11 +1,11 @@
 """The grouped summary table (SPEC §5 ``wbg table``): aggregates computed by SQLite.
 
-One statement does the work: the selected runs and their group-key values are
-materialised once; their numeric summary values (``summary_metrics``) and ``duration_s``
-are joined to them; a window gives each (group, metric) its mean, and a GROUP BY adds up
-count, mean, min, max, the sum of squared deviations from the mean (a two-pass, stable
-variance) and, when asked for, the median (by rank within the partition). Python only
-turns the (group x metric) result rows into table rows.
+SQLite does the work (see ``_aggregate``): the selected runs' group-key values and their
+numeric summary values (``summary_metrics``, plus ``duration_s``) go into temporary
+tables; one pass gives count, mean, min and max per (group, metric), a second the sum of
+squared deviations from that mean (a two-pass, numerically stable variance), and the
+median is found by rank. Python only turns the (group x metric) result rows into table
+rows.
 
 - Sample std (n - 1); stderr = std / sqrt(n); with n = 1 both are None, never 0.
 - NaN (stored as NULL) and +-inf are excluded from every aggregate and counted:
@@ -180,9 +180,10 @@ def _aggregate(
 
     A row with metric None carries the group's run count in ``n``.
 
-    The selected runs go into a temporary table indexed by their group values, so the
-    second pass (squared deviations from each group's mean) is an index search per
-    (group, metric) rather than another sort of every value.
+    The values of the selected runs go into a temporary table indexed by (group values,
+    metric, value): building that index is the only sort. The first pass (count, mean,
+    min, max) then reads the index in order; the second (squared deviations from each
+    group's mean) and the median are index searches per (group, metric).
     """
     if not keys:  # pragma: no cover - callers always group by something
         raise ValueError("no group keys")
@@ -208,14 +209,21 @@ def _aggregate(
         if with_duration
         else ""
     )
-    vals = (
-        f"SELECT {', '.join('s.' + name for name in g)}, sm.key AS metric, sm.value AS x "
-        f"FROM temp.wbg_sel AS s JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter}"
-        f"{duration_part}"
+    same = " AND ".join(f"v.{name} IS st.{name}" for name in g) + " AND v.metric = st.metric"
+    finite = f"CASE WHEN {_FINITE} THEN x END"
+    deviation = (
+        "CASE WHEN st.n >= 2 THEN (SELECT sum((v.x - st.mu) * (v.x - st.mu)) "
+        f"FROM temp.wbg_vals AS v WHERE {same} AND abs(v.x) < 9e999) END"
     )
-    same_group = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+    median_sql = (
+        "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
+        f"FROM temp.wbg_vals AS v WHERE {same} AND abs(v.x) < 9e999) "
+        "WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2))"
+        if median
+        else "NULL"
+    )
     _drop_temp(conn)
-    # Sorting for GROUP BY goes to temporary b-trees: keep them in memory, not in files.
+    # Sorting for the index and GROUP BY uses temporary b-trees: in memory, not in files.
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
         conn.execute(
@@ -223,61 +231,31 @@ def _aggregate(
             f"runs.ended_at - runs.started_at AS dur FROM runs WHERE {where}",
             [*sel_params, *params],
         )
-        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run)")
         conn.execute(
-            f"CREATE TEMP TABLE wbg_stats AS SELECT {g_list}, metric, count(f) AS n, "
-            "avg(f) AS mu, min(f) AS lo, max(f) AS hi, count(*) AS seen "
-            f"FROM (SELECT {g_list}, metric, CASE WHEN {_FINITE} THEN x END AS f FROM ({vals})) "
-            f"GROUP BY {g_list}, metric",
+            f"CREATE TEMP TABLE wbg_vals AS SELECT {', '.join('s.' + name for name in g)}, "
+            "sm.key AS metric, sm.value AS x "
+            f"FROM temp.wbg_sel AS s JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter}"
+            f"{duration_part}",
             metric_params,
         )
-        deviation = (
-            f"CASE WHEN st.n < 2 THEN NULL WHEN st.metric = '{DURATION}' THEN "
-            f"(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
-            f"WHERE {same_group} AND abs(s.dur) < 9e999) "
-            "ELSE (SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) "
-            "FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
-            f"ON sm.run = s.run AND sm.key = st.metric WHERE {same_group} "
-            "AND abs(sm.value) < 9e999) END"
-        )
+        conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
         rows = conn.execute(
+            f"WITH st AS MATERIALIZED (SELECT {g_list}, metric, count({finite}) AS n, "
+            f"avg({finite}) AS mu, min({finite}) AS lo, max({finite}) AS hi, count(*) AS seen "
+            f"FROM temp.wbg_vals GROUP BY {g_list}, metric) "
             f"SELECT {', '.join('st.' + name for name in g)}, st.metric, st.n, st.mu, st.lo, "
-            f"st.hi, {deviation}, NULL, st.seen FROM temp.wbg_stats AS st "
+            f"st.hi, {deviation}, {median_sql}, st.seen FROM st "
             f"UNION ALL SELECT {g_list}, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL "
             f"FROM temp.wbg_sel GROUP BY {g_list}"
         ).fetchall()
-        medians = _medians(conn, g_list, vals, metric_params) if median else {}
     finally:
         _drop_temp(conn)
     width = len(keys)
-    result = []
-    for row in rows:
-        group = tuple(row[:width])
-        values = list(row[width:])
-        if medians and values[0] is not None:
-            values[6] = medians.get((group, values[0]))
-        result.append((group, *values))
-    return result
-
-
-def _medians(
-    conn: sqlite3.Connection, g_list: str, vals: str, metric_params: Sequence[Any]
-) -> dict[tuple[Any, str], float | None]:
-    """(group values, metric) -> median of the finite values, by rank in the partition."""
-    rows = conn.execute(
-        f"SELECT {g_list}, metric, avg(f) FROM ("
-        f"SELECT {g_list}, metric, f, "
-        f"row_number() OVER (PARTITION BY {g_list}, metric ORDER BY f) AS rk, "
-        f"count(*) OVER (PARTITION BY {g_list}, metric) AS nn "
-        f"FROM (SELECT {g_list}, metric, x AS f FROM ({vals}) WHERE {_FINITE})"
-        f") WHERE rk IN ((nn + 1) / 2, (nn + 2) / 2) GROUP BY {g_list}, metric",
-        metric_params,
-    ).fetchall()
-    return {(tuple(row[:-2]), row[-2]): row[-1] for row in rows}
+    return [(tuple(row[:width]), *row[width:]) for row in rows]
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
-    conn.execute("DROP TABLE IF EXISTS temp.wbg_stats")
+    conn.execute("DROP TABLE IF EXISTS temp.wbg_vals")
     conn.execute("DROP TABLE IF EXISTS temp.wbg_sel")
 
 
