@@ -28,8 +28,9 @@ AGGREGATES = ("count", "mean", "std", "stderr", "min", "max", "median")
 DEFAULT_AGGREGATES = ("count", "mean", "std")
 DURATION = "duration_s"
 NO_GROUP_KEYS = ("id", "name")
-# Any finite REAL is smaller in magnitude than 9e999, which SQLite reads as infinity.
-_FINITE = "abs(x) < 9e999"
+# Any finite REAL is smaller in magnitude than 9e999, which SQLite reads as infinity. The
+# non-finite test is spelled exactly as in the partial index of migration 3 so SQLite uses it.
+NON_FINITE = "(sm.value IS NULL OR abs(sm.value) >= 9e999)"
 
 
 @dataclass
@@ -136,7 +137,7 @@ def build_table(
         wanted = list(dict.fromkeys(wanted))
         _check_metrics(conn, wanted)
     result = _aggregate(conn, resolved, where, params, wanted, "median" in aggs)
-    found = sorted({metric for _, metric, *_ in result if metric is not None})
+    found = sorted({metric for _, _, metric, *_ in result if metric is not None})
     if wanted is None:
         names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
     else:
@@ -176,19 +177,23 @@ def _aggregate(
     metrics: Sequence[str] | None,
     median: bool,
 ) -> list[tuple[Any, ...]]:
-    """Rows ``(group values, metric, n, mean, min, max, sum sq dev, median, seen)``.
+    """Rows ``(kind, group values, metric, n, mean, min, max, sum sq dev, median)``.
 
-    A row with metric None carries the group's run count in ``n``.
+    kind ``stats``: the aggregates of the finite values; ``runs``: the group's run count in
+    ``n`` (metric None); ``excluded``: how many NaN/inf values ``n`` were left out.
 
-    The values of the selected runs go into a temporary table indexed by (group values,
-    metric, value): building that index is the only sort. The first pass (count, mean,
-    min, max) then reads the index in order; the second (squared deviations from each
-    group's mean) and the median are index searches per (group, metric).
+    The selected runs and their group values go into a temporary table (each config value
+    is read from JSON once), indexed by (group values, run). Pass one is a GROUP BY over it
+    joined to ``summary_metrics`` (count, mean, min, max); pass two sums the squared
+    deviations from each group's mean by an index search per (group, metric), so the
+    values are sorted once. The median (only when asked for) ranks the values through an
+    index over (group values, metric, value).
     """
     if not keys:  # pragma: no cover - callers always group by something
         raise ValueError("no group keys")
     g = [f"g{i}" for i in range(len(keys))]
     g_list = ", ".join(g)
+    s_list = ", ".join(f"s.{name}" for name in g)
     exprs: list[str] = []
     sel_params: list[Any] = []
     for key, name in zip(keys, g, strict=True):
@@ -204,54 +209,82 @@ def _aggregate(
         metric_filter, metric_params = f" AND sm.key IN ({', '.join('?' * len(stored))})", stored
     else:
         metric_filter, metric_params = " AND 0", []
-    duration_part = (
-        f" UNION ALL SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel WHERE dur IS NOT NULL"
-        if with_duration
-        else ""
+    # Non-finite values (NaN is stored as NULL) stay out of the GROUP BY that aggregates,
+    # and are counted by their own, small one.
+    finite = "abs(sm.value) < 9e999"
+    first_pass = (
+        f"SELECT {s_list}, sm.key AS metric, count(sm.value) AS n, avg(sm.value) AS mu, "
+        "min(sm.value) AS lo, max(sm.value) AS hi FROM temp.wbg_sel AS s "
+        f"JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter} AND {finite} "
+        f"GROUP BY {s_list}, sm.key"
     )
-    same = " AND ".join(f"v.{name} IS st.{name}" for name in g) + " AND v.metric = st.metric"
-    finite = f"CASE WHEN {_FINITE} THEN x END"
+    excluded = (
+        f"SELECT 'excluded', {s_list}, sm.key, count(*), NULL, NULL, NULL, NULL, NULL "
+        "FROM summary_metrics AS sm INDEXED BY summary_metrics_non_finite "
+        f"JOIN temp.wbg_sel AS s ON s.run = sm.run WHERE {NON_FINITE}{metric_filter} "
+        f"GROUP BY {s_list}, sm.key"
+    )
+    if with_duration:
+        first_pass += (
+            f" UNION ALL SELECT {g_list}, '{DURATION}', count(dur), avg(dur), min(dur), "
+            f"max(dur) FROM temp.wbg_sel WHERE abs(dur) < 9e999 GROUP BY {g_list}"
+        )
+        excluded += (
+            f" UNION ALL SELECT 'excluded', {g_list}, '{DURATION}', count(*), NULL, NULL, NULL, "
+            "NULL, NULL FROM temp.wbg_sel WHERE dur IS NOT NULL AND abs(dur) >= 9e999 "
+            f"GROUP BY {g_list}"
+        )
+    same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
     deviation = (
-        "CASE WHEN st.n >= 2 THEN (SELECT sum((v.x - st.mu) * (v.x - st.mu)) "
-        f"FROM temp.wbg_vals AS v WHERE {same} AND abs(v.x) < 9e999) END"
+        f"CASE WHEN st.n < 2 THEN NULL WHEN st.metric = '{DURATION}' THEN "
+        "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
+        f"WHERE {same} AND abs(s.dur) < 9e999) "
+        "ELSE (SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) "
+        "FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
+        f"ON sm.run = s.run AND sm.key = st.metric WHERE {same} "
+        "AND abs(sm.value) < 9e999) END"
     )
-    median_sql = (
-        "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
-        f"FROM temp.wbg_vals AS v WHERE {same} AND abs(v.x) < 9e999) "
-        "WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2))"
-        if median
-        else "NULL"
-    )
+    median_sql = "NULL"
+    if median:
+        same_v = " AND ".join(f"v.{name} IS st.{name}" for name in g)
+        median_sql = (
+            "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
+            f"FROM temp.wbg_vals AS v WHERE {same_v} AND v.metric = st.metric "
+            "AND abs(v.x) < 9e999) WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2))"
+        )
     _drop_temp(conn)
-    # Sorting for the index and GROUP BY uses temporary b-trees: in memory, not in files.
+    # Sorting for the indexes and GROUP BY uses temporary b-trees: in memory, not in files.
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
+        conn.execute(f"CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, {g_list}, dur)")
         conn.execute(
-            f"CREATE TEMP TABLE wbg_sel AS SELECT runs.num AS run, {', '.join(exprs)}, "
-            f"runs.ended_at - runs.started_at AS dur FROM runs WHERE {where}",
+            f"INSERT INTO temp.wbg_sel SELECT runs.num, {', '.join(exprs)}, "
+            f"runs.ended_at - runs.started_at FROM runs WHERE {where}",
             [*sel_params, *params],
         )
-        conn.execute(
-            f"CREATE TEMP TABLE wbg_vals AS SELECT {', '.join('s.' + name for name in g)}, "
-            "sm.key AS metric, sm.value AS x "
-            f"FROM temp.wbg_sel AS s JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter}"
-            f"{duration_part}",
-            metric_params,
-        )
-        conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
+        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run)")
+        if median:
+            conn.execute(
+                f"CREATE TEMP TABLE wbg_vals AS SELECT {s_list}, sm.key AS metric, "
+                "sm.value AS x FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
+                f"ON sm.run = s.run{metric_filter} UNION ALL "
+                f"SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel WHERE dur IS NOT NULL",
+                metric_params,
+            )
+            conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
         rows = conn.execute(
-            f"WITH st AS MATERIALIZED (SELECT {g_list}, metric, count({finite}) AS n, "
-            f"avg({finite}) AS mu, min({finite}) AS lo, max({finite}) AS hi, count(*) AS seen "
-            f"FROM temp.wbg_vals GROUP BY {g_list}, metric) "
-            f"SELECT {', '.join('st.' + name for name in g)}, st.metric, st.n, st.mu, st.lo, "
-            f"st.hi, {deviation}, {median_sql}, st.seen FROM st "
-            f"UNION ALL SELECT {g_list}, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL "
-            f"FROM temp.wbg_sel GROUP BY {g_list}"
+            f"WITH st AS MATERIALIZED ({first_pass}) "
+            f"SELECT 'stats', {', '.join('st.' + name for name in g)}, st.metric, st.n, st.mu, "
+            f"st.lo, st.hi, {deviation}, {median_sql} FROM st "
+            f"UNION ALL SELECT 'runs', {g_list}, NULL, count(*), NULL, NULL, NULL, NULL, NULL "
+            f"FROM temp.wbg_sel GROUP BY {g_list} "
+            f"UNION ALL {excluded}",
+            [*metric_params, *metric_params],
         ).fetchall()
     finally:
         _drop_temp(conn)
     width = len(keys)
-    return [(tuple(row[:width]), *row[width:]) for row in rows]
+    return [(row[0], tuple(row[1 : width + 1]), *row[width + 1 :]) for row in rows]
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
@@ -262,7 +295,7 @@ def _drop_temp(conn: sqlite3.Connection) -> None:
 def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     metrics = set(table.metrics)
-    for group, metric, n, mean, lo, hi, sumsq, median, seen in result:
+    for kind, group, metric, n, mean, lo, hi, sumsq, median in result:
         row = by_group.get(group)
         if row is None:
             row = by_group[group] = dict(zip(table.keys, group, strict=True))
@@ -272,10 +305,13 @@ def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
                 row[f"{name}.excluded"] = 0
                 if "count" in table.aggregates:
                     row[f"{name}.count"] = 0
-        if metric is None:
+        if kind == "runs":
             row["runs"] = n
             continue
         if metric not in metrics:
+            continue
+        if kind == "excluded":
+            row[f"{metric}.excluded"] = n
             continue
         std = math.sqrt(max(sumsq, 0.0) / (n - 1)) if n >= 2 and sumsq is not None else None
         stats = {
@@ -289,7 +325,6 @@ def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         }
         for agg in table.aggregates:
             row[f"{metric}.{agg}"] = stats[agg]
-        row[f"{metric}.excluded"] = seen - n
     return list(by_group.values())
 
 

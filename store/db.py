@@ -101,10 +101,20 @@ def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_started_at ON runs(started_at)")
 
 
+def _m003_non_finite_summary_index(conn: sqlite3.Connection) -> None:
+    # `wbg table` counts the NaN (NULL) and +-inf summary values it leaves out; they are
+    # rare, so a partial index lists them and the count costs nothing when there are none.
+    conn.execute(
+        "CREATE INDEX summary_metrics_non_finite ON summary_metrics(run, key) "
+        "WHERE (value IS NULL OR abs(value) >= 9e999)"
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
     _m002_output_summary_metrics_indexes,
+    _m003_non_finite_summary_index,
 ]
 
 

@@ -356,3 +356,25 @@ def test_key_resolution_is_shared_with_query():
     assert query.resolve_key("lr").source == "config"
     assert query.resolve_key("state").source == "field"
     assert aggregate.split_keys(["a,b", "c", "a"]) == ["a", "b", "c"]
+
+
+def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
+    import sqlite3
+
+    from wbg.db import migrate
+
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        assert migrate(raw, upto=2) == [
+            "m001_runs_and_history",
+            "m002_output_summary_metrics_indexes",
+        ]
+        raw.execute(
+            "INSERT INTO runs (id, project, state, started_at) "
+            "VALUES ('abcd1234', 'p', 'finished', 0)"
+        )
+        raw.execute("INSERT INTO summary_metrics VALUES (1, 'loss', NULL), (1, 'acc', 0.5)")
+    with contextlib.closing(connect(path)) as conn:
+        assert "summary_metrics_non_finite" in table_schema(conn)
+        row = aggregate.build_table(conn, no_group=True, metrics=["loss", "acc"]).rows[0]
+    assert (row["loss.count"], row["loss.excluded"], row["acc.mean"]) == (0, 1, 0.5)
