@@ -41,4 +41,8 @@ def candidates(path: Path | str | None, kind: str, incomplete: str) -> list[str]
             found = [run_id for (run_id,) in rows]
         else:
             return []
-    return [value for value in found if value.startswith(incomplete)][:LIMIT]
+    head = ""
+    if kind == "key" and "," in incomplete:  # --group-by lr,se<TAB>
+        head, _, incomplete = incomplete.rpartition(",")
+        head += ","
+    return [head + value for value in found if value.startswith(incomplete)][:LIMIT]

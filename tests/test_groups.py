@@ -241,6 +241,8 @@ def test_completion_from_the_database(db_path, tmp_path):
     assert sorted(job_types.stdout.split()) == ["eval", "preprocess", "train"]
     keys = _complete("wbg table --group-by opt", str(db_path), tmp_path)
     assert keys.stdout.split() == ["optimizer.lr"]
+    nested = _complete("wbg table --group-by lr,fo", str(db_path), tmp_path)
+    assert nested.stdout.split() == ["lr,fold"]
     runs = _complete("wbg runs show ", str(db_path), tmp_path)
     assert len(runs.stdout.split()) == 9
     metrics = _complete("wbg table -m val", str(db_path), tmp_path)
@@ -281,3 +283,14 @@ def test_help_names_the_view_commands(cli):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
     for args in (("group", "--help"), ("runs", "--help"), ("table", "--help")):
         assert cli(*args).exit_code == 0
+
+
+def test_demo_prints_its_grouped_table(cli):
+    result = cli("demo", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["group", "runs", "acc", "loss", "val_acc"]
+    assert len(lines) == 4
+    assert all(
+        re.match(r"demo-[a-z0-9]{4}-lr0\.0?1 +4 +\S+ ± \S+ \(n=3\)", line) for line in lines[2:]
+    )
