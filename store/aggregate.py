@@ -136,7 +136,15 @@ def build_table(
     if wanted:
         wanted = list(dict.fromkeys(wanted))
         _check_metrics(conn, wanted)
-    result = _aggregate(conn, resolved, where, params, wanted, "median" in aggs)
+    result = _aggregate(
+        conn,
+        resolved,
+        where,
+        params,
+        wanted,
+        median="median" in aggs,
+        deviations="std" in aggs or "stderr" in aggs,
+    )
     found = sorted({metric for _, _, metric, *_ in result if metric is not None})
     if wanted is None:
         names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
@@ -176,6 +184,7 @@ def _aggregate(
     params: Sequence[Any],
     metrics: Sequence[str] | None,
     median: bool,
+    deviations: bool = True,
 ) -> list[tuple[Any, ...]]:
     """Rows ``(kind, group values, metric, n, mean, min, max, sum sq dev, median)``.
 
@@ -183,11 +192,12 @@ def _aggregate(
     ``n`` (metric None); ``excluded``: how many NaN/inf values ``n`` were left out.
 
     The selected runs and their group values go into a temporary table (each config value
-    is read from JSON once), indexed by (group values, run). Pass one is a GROUP BY over it
-    joined to ``summary_metrics`` (count, mean, min, max); pass two sums the squared
-    deviations from each group's mean by an index search per (group, metric), so the
-    values are sorted once. The median (only when asked for) ranks the values through an
-    index over (group values, metric, value).
+    is read from JSON once), indexed by (group values, run). For each metric, pass one
+    walks that index in group order, looks the metric up by primary key and aggregates
+    count, mean, min and max with no sort; pass two walks it again and sums the squared
+    deviations from the group's mean (a two-pass, numerically stable variance). NaN/inf
+    values are counted through the partial index of migration 3. The median (only when
+    asked for) ranks the values through an index over (group values, metric, value).
     """
     if not keys:  # pragma: no cover - callers always group by something
         raise ValueError("no group keys")
@@ -196,64 +206,18 @@ def _aggregate(
     s_list = ", ".join(f"s.{name}" for name in g)
     exprs: list[str] = []
     sel_params: list[Any] = []
-    for key, name in zip(keys, g, strict=True):
+    for key in keys:
         expr, extra = key.display_sql()
-        exprs.append(f"{expr} AS {name}")
+        exprs.append(expr)
         sel_params += extra
     with_duration = metrics is None or DURATION in metrics
-    stored = None if metrics is None else [m for m in metrics if m != DURATION]
-    if stored is None:
-        # duration_s is the run field; a summary value of that name is not mixed into it
-        metric_filter, metric_params = " AND sm.key != ?", [DURATION]
-    elif stored:
-        metric_filter, metric_params = f" AND sm.key IN ({', '.join('?' * len(stored))})", stored
-    else:
-        metric_filter, metric_params = " AND 0", []
-    # Non-finite values (NaN is stored as NULL) stay out of the GROUP BY that aggregates,
-    # and are counted by their own, small one.
     finite = "abs(sm.value) < 9e999"
-    first_pass = (
-        f"SELECT {s_list}, sm.key AS metric, count(sm.value) AS n, avg(sm.value) AS mu, "
-        "min(sm.value) AS lo, max(sm.value) AS hi FROM temp.wbg_sel AS s "
-        f"JOIN summary_metrics AS sm ON sm.run = s.run{metric_filter} AND {finite} "
-        f"GROUP BY {s_list}, sm.key"
+    walk = (  # the selected runs in group order, joined to one metric's values
+        "FROM temp.wbg_sel AS s INDEXED BY wbg_sel_groups CROSS JOIN summary_metrics AS sm "
+        f"ON sm.run = s.run AND sm.key = ? AND {finite}"
     )
-    excluded = (
-        f"SELECT 'excluded', {s_list}, sm.key, count(*), NULL, NULL, NULL, NULL, NULL "
-        "FROM summary_metrics AS sm INDEXED BY summary_metrics_non_finite "
-        f"JOIN temp.wbg_sel AS s ON s.run = sm.run WHERE {NON_FINITE}{metric_filter} "
-        f"GROUP BY {s_list}, sm.key"
-    )
-    if with_duration:
-        first_pass += (
-            f" UNION ALL SELECT {g_list}, '{DURATION}', count(dur), avg(dur), min(dur), "
-            f"max(dur) FROM temp.wbg_sel WHERE abs(dur) < 9e999 GROUP BY {g_list}"
-        )
-        excluded += (
-            f" UNION ALL SELECT 'excluded', {g_list}, '{DURATION}', count(*), NULL, NULL, NULL, "
-            "NULL, NULL FROM temp.wbg_sel WHERE dur IS NOT NULL AND abs(dur) >= 9e999 "
-            f"GROUP BY {g_list}"
-        )
-    same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
-    deviation = (
-        f"CASE WHEN st.n < 2 THEN NULL WHEN st.metric = '{DURATION}' THEN "
-        "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
-        f"WHERE {same} AND abs(s.dur) < 9e999) "
-        "ELSE (SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) "
-        "FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
-        f"ON sm.run = s.run AND sm.key = st.metric WHERE {same} "
-        "AND abs(sm.value) < 9e999) END"
-    )
-    median_sql = "NULL"
-    if median:
-        same_v = " AND ".join(f"v.{name} IS st.{name}" for name in g)
-        median_sql = (
-            "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
-            f"FROM temp.wbg_vals AS v WHERE {same_v} AND v.metric = st.metric "
-            "AND abs(v.x) < 9e999) WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2))"
-        )
     _drop_temp(conn)
-    # Sorting for the indexes and GROUP BY uses temporary b-trees: in memory, not in files.
+    # Sorting for the indexes uses temporary b-trees: in memory, not in files.
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
         conn.execute(f"CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, {g_list}, dur)")
@@ -262,34 +226,128 @@ def _aggregate(
             f"runs.ended_at - runs.started_at FROM runs WHERE {where}",
             [*sel_params, *params],
         )
-        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run)")
-        if median:
+        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run, dur)")
+        # Statistics on the temporary table let the planner see how small a selection is
+        # (without them it may scan all of summary_metrics to build a Bloom filter).
+        conn.execute("ANALYZE temp.wbg_sel")
+        if metrics is None:
+            names = [
+                k
+                for (k,) in conn.execute(
+                    "SELECT DISTINCT key FROM summary_metrics WHERE key != ?", (DURATION,)
+                )
+            ]
+            if len(names) > 20:  # many keys in the file: walk only those the selection has
+                names = [
+                    k
+                    for (k,) in conn.execute(
+                        "SELECT DISTINCT sm.key FROM temp.wbg_sel AS s CROSS JOIN "
+                        "summary_metrics AS sm ON sm.run = s.run WHERE sm.key != ?",
+                        (DURATION,),
+                    )
+                ]
+        else:
+            names = [m for m in metrics if m != DURATION]
+        conn.execute(f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi)")
+        for name in names:
             conn.execute(
-                f"CREATE TEMP TABLE wbg_vals AS SELECT {s_list}, sm.key AS metric, "
-                "sm.value AS x FROM temp.wbg_sel AS s JOIN summary_metrics AS sm "
-                f"ON sm.run = s.run{metric_filter} UNION ALL "
-                f"SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel WHERE dur IS NOT NULL",
-                metric_params,
+                f"INSERT INTO temp.wbg_stats SELECT {s_list}, ?, count(sm.value), "
+                f"avg(sm.value), min(sm.value), max(sm.value) {walk} GROUP BY {s_list}",
+                (name, name),
             )
-            conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
-        rows = conn.execute(
-            f"WITH st AS MATERIALIZED ({first_pass}) "
-            f"SELECT 'stats', {', '.join('st.' + name for name in g)}, st.metric, st.n, st.mu, "
-            f"st.lo, st.hi, {deviation}, {median_sql} FROM st "
-            f"UNION ALL SELECT 'runs', {g_list}, NULL, count(*), NULL, NULL, NULL, NULL, NULL "
-            f"FROM temp.wbg_sel GROUP BY {g_list} "
-            f"UNION ALL {excluded}",
-            [*metric_params, *metric_params],
-        ).fetchall()
+        if with_duration:
+            conn.execute(
+                f"INSERT INTO temp.wbg_stats SELECT {g_list}, '{DURATION}', count(dur), "
+                "avg(dur), min(dur), max(dur) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
+                f"WHERE abs(dur) < 9e999 GROUP BY {g_list}"
+            )
+        sumsq: dict[tuple[Any, ...], float] = {}
+        if deviations:
+            # one index range per (group, metric) with two or more values
+            same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+            stored_deviation = (
+                "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
+                "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
+                f"AND {finite} WHERE {same})"
+            )
+            duration_deviation = (
+                "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
+                f"WHERE {same} AND abs(s.dur) < 9e999)"
+            )
+            for row in conn.execute(
+                f"SELECT {', '.join('st.' + name for name in g)}, st.metric, "
+                f"CASE WHEN st.metric = '{DURATION}' THEN {duration_deviation} "
+                f"ELSE {stored_deviation} END FROM temp.wbg_stats AS st WHERE st.n >= 2"
+            ):
+                sumsq[tuple(row[:-1])] = row[-1]
+        medians: dict[tuple[Any, ...], float] = {}
+        if median:
+            medians = _medians(conn, g, names, with_duration)
+        width = len(keys)
+        result: list[tuple[Any, ...]] = []
+        for row in conn.execute(f"SELECT {g_list}, metric, n, mu, lo, hi FROM temp.wbg_stats"):
+            group, metric = tuple(row[:width]), row[width]
+            found = (*group, metric)
+            result.append(
+                ("stats", group, metric, *row[width + 1 :], sumsq.get(found), medians.get(found))
+            )
+        for row in conn.execute(
+            f"SELECT {g_list}, count(*) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
+            f"GROUP BY {g_list}"
+        ):
+            result.append(("runs", tuple(row[:width]), None, row[width], *([None] * 5)))
+        excluded = (
+            f"SELECT {s_list}, sm.key, count(*) "
+            "FROM summary_metrics AS sm INDEXED BY summary_metrics_non_finite "
+            f"JOIN temp.wbg_sel AS s ON s.run = sm.run WHERE {NON_FINITE} "
+            f"AND sm.key != '{DURATION}' GROUP BY {s_list}, sm.key"
+        )
+        if with_duration:
+            excluded += (
+                f" UNION ALL SELECT {g_list}, '{DURATION}', count(*) FROM temp.wbg_sel "
+                f"WHERE dur IS NOT NULL AND abs(dur) >= 9e999 GROUP BY {g_list}"
+            )
+        for row in conn.execute(excluded):
+            result.append(("excluded", tuple(row[:width]), row[width], row[width + 1]))
+            result[-1] += (None,) * 5
     finally:
         _drop_temp(conn)
-    width = len(keys)
-    return [(row[0], tuple(row[1 : width + 1]), *row[width + 1 :]) for row in rows]
+    return result
+
+
+def _medians(
+    conn: sqlite3.Connection, g: Sequence[str], names: Sequence[str], with_duration: bool
+) -> dict[tuple[Any, ...], float]:
+    """(group values..., metric) -> median of the finite values, ranked through an index."""
+    g_list = ", ".join(g)
+    s_list = ", ".join(f"s.{name}" for name in g)
+    conn.execute(f"CREATE TEMP TABLE wbg_vals ({g_list}, metric, x)")
+    for name in names:
+        conn.execute(
+            f"INSERT INTO temp.wbg_vals SELECT {s_list}, ?, sm.value FROM temp.wbg_sel AS s "
+            "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = ? "
+            "AND abs(sm.value) < 9e999",
+            (name, name),
+        )
+    if with_duration:
+        conn.execute(
+            f"INSERT INTO temp.wbg_vals SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel "
+            "WHERE abs(dur) < 9e999"
+        )
+    conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
+    same = " AND ".join(f"v.{name} IS st.{name}" for name in g)
+    rows = conn.execute(
+        f"SELECT {', '.join('st.' + name for name in g)}, st.metric, "
+        "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
+        f"FROM temp.wbg_vals AS v WHERE {same} AND v.metric = st.metric) "
+        "WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2)) FROM temp.wbg_stats AS st"
+    ).fetchall()
+    return {tuple(row[:-1]): row[-1] for row in rows}
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
-    conn.execute("DROP TABLE IF EXISTS temp.wbg_vals")
-    conn.execute("DROP TABLE IF EXISTS temp.wbg_sel")
+    for table in ("wbg_vals", "wbg_stats", "wbg_sel"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
 def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
