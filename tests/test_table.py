@@ -378,3 +378,23 @@ def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
         assert "summary_metrics_non_finite" in table_schema(conn)
         row = aggregate.build_table(conn, no_group=True, metrics=["loss", "acc"]).rows[0]
     assert (row["loss.count"], row["loss.excluded"], row["acc.mean"]) == (0, 1, 0.5)
+
+
+def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
+    add_run(db_path, project="other", summary={f"m{i:02d}": float(i) for i in range(25)})
+    add_run(db_path, project="mine", group="g", summary={"acc": 1.0, "m03": 2.0})
+    add_run(db_path, project="mine", group="g", summary={"acc": 3.0})
+    result = cli("table", "-p", "mine", "-f", "json", "--agg", "mean")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "group": "g",
+            "runs": 2,
+            "acc.mean": 2.0,
+            "acc.excluded": 0,
+            "m03.mean": 2.0,
+            "m03.excluded": 0,
+            "duration_s.mean": json.loads(result.stdout)[0]["duration_s.mean"],
+            "duration_s.excluded": 0,
+        }
+    ]
