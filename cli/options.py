@@ -112,28 +112,45 @@ def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection
 ProjectFilterOpt = Annotated[
     str | None,
     typer.Option(
-        "--project", "-p", help="Only runs of this project.", autocompletion=complete_project
+        "--project",
+        "-p",
+        metavar="NAME",
+        help="Only runs of this project.",
+        autocompletion=complete_project,
     ),
 ]
 GroupFilterOpt = Annotated[
     str | None,
-    typer.Option("--group", "-g", help="Only runs of this group.", autocompletion=complete_group),
+    typer.Option(
+        "--group",
+        "-g",
+        metavar="NAME",
+        help="Only runs of this group.",
+        autocompletion=complete_group,
+    ),
 ]
 JobTypeFilterOpt = Annotated[
     str | None,
     typer.Option(
-        "--job-type", "-j", help="Only runs of this job_type.", autocompletion=complete_job_type
+        "--job-type",
+        "-j",
+        metavar="TYPE",
+        help="Only runs of this job_type.",
+        autocompletion=complete_job_type,
     ),
 ]
 StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
+        metavar="STATE",
         help="Only runs in this state: running, finished, failed, killed, crashed.",
         autocompletion=complete_state,
     ),
 ]
-TagOpt = Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")]
+TagOpt = Annotated[
+    str | None, typer.Option("--tag", "-t", metavar="TAG", help="Only runs with this tag.")
+]
 WhereOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -144,7 +161,9 @@ WhereOpt = Annotated[
         "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
 ]
-LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, metavar="N", help="At most N rows.")
+]
 
 
 def filters_from(

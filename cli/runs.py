@@ -175,7 +175,7 @@ def set_config(
     ],
     db: DbOpt = None,
 ) -> None:
-    """Edit the config of an ended run, e.g. to group by a value: wbg runs set ID fold=3"""
+    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3"""
     from wbg import runs, values
 
     update = values.parse_assignments(assignments)
@@ -223,12 +223,16 @@ def move(
     group: Annotated[
         str,
         typer.Option(
-            "--group", "-g", help="The group to move the runs into.", autocompletion=complete_group
+            "--group",
+            "-g",
+            metavar="NAME",
+            help="The group to move the runs into.",
+            autocompletion=complete_group,
         ),
     ],
     db: DbOpt = None,
 ) -> None:
-    """Move runs into a group: wbg runs move ID... --group G"""
+    """Move runs into another group (--group G)."""
     from wbg import runs
 
     conn, _ = open_db(db)

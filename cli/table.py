@@ -60,6 +60,7 @@ def table(
         typer.Option(
             "--metric",
             "-m",
+            metavar="NAME",
             help="Summary metric to aggregate (repeatable; default: all, plus duration_s).",
             autocompletion=complete_metric,
         ),
@@ -80,7 +81,9 @@ def table(
     where: WhereOpt = None,
     sort: Annotated[
         str | None,
-        typer.Option("--sort", help="Sort by a group key, runs, or METRIC.AGG (acc.mean)."),
+        typer.Option(
+            "--sort", metavar="KEY", help="Sort by a group key, runs, or METRIC.AGG (acc.mean)."
+        ),
     ] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: LimitOpt = None,
