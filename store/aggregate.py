@@ -197,7 +197,7 @@ def _aggregate(
     count, mean, min and max with no sort; pass two walks it again and sums the squared
     deviations from the group's mean (a two-pass, numerically stable variance). NaN/inf
     values are counted through the partial index of migration 3. The median (only when
-    asked for) ranks the values through an index over (group values, metric, value).
+    asked for) ranks each metric's values within each group with a window function.
     """
     if not keys:  # pragma: no cover - callers always group by something
         raise ValueError("no group keys")
@@ -318,31 +318,29 @@ def _aggregate(
 def _medians(
     conn: sqlite3.Connection, g: Sequence[str], names: Sequence[str], with_duration: bool
 ) -> dict[tuple[Any, ...], float]:
-    """(group values..., metric) -> median of the finite values, ranked through an index."""
+    """(group values..., metric) -> median of the finite values, ranked per metric."""
     g_list = ", ".join(g)
     s_list = ", ".join(f"s.{name}" for name in g)
-    conn.execute(f"CREATE TEMP TABLE wbg_vals ({g_list}, metric, x)")
+    ranked = (
+        f"SELECT {g_list}, avg(x) FROM (SELECT {s_list}, {{value}} AS x, "
+        f"row_number() OVER (PARTITION BY {s_list} ORDER BY {{value}}) AS rk, "
+        f"count(*) OVER (PARTITION BY {s_list}) AS nn FROM {{source}}) "
+        f"WHERE rk IN ((nn + 1) / 2, (nn + 2) / 2) GROUP BY {g_list}"
+    )
+    medians: dict[tuple[Any, ...], float] = {}
     for name in names:
-        conn.execute(
-            f"INSERT INTO temp.wbg_vals SELECT {s_list}, ?, sm.value FROM temp.wbg_sel AS s "
-            "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = ? "
-            "AND abs(sm.value) < 9e999",
-            (name, name),
+        sql = ranked.format(
+            value="sm.value",
+            source="temp.wbg_sel AS s CROSS JOIN summary_metrics AS sm ON sm.run = s.run "
+            "AND sm.key = ? AND abs(sm.value) < 9e999",
         )
+        for row in conn.execute(sql, (name,)):
+            medians[(*row[:-1], name)] = row[-1]
     if with_duration:
-        conn.execute(
-            f"INSERT INTO temp.wbg_vals SELECT {g_list}, '{DURATION}', dur FROM temp.wbg_sel "
-            "WHERE abs(dur) < 9e999"
-        )
-    conn.execute(f"CREATE INDEX temp.wbg_vals_order ON wbg_vals ({g_list}, metric, x)")
-    same = " AND ".join(f"v.{name} IS st.{name}" for name in g)
-    rows = conn.execute(
-        f"SELECT {', '.join('st.' + name for name in g)}, st.metric, "
-        "(SELECT avg(x) FROM (SELECT v.x AS x, row_number() OVER (ORDER BY v.x) AS rk "
-        f"FROM temp.wbg_vals AS v WHERE {same} AND v.metric = st.metric) "
-        "WHERE rk IN ((st.n + 1) / 2, (st.n + 2) / 2)) FROM temp.wbg_stats AS st"
-    ).fetchall()
-    return {tuple(row[:-1]): row[-1] for row in rows}
+        sql = ranked.format(value="s.dur", source="temp.wbg_sel AS s WHERE abs(s.dur) < 9e999")
+        for row in conn.execute(sql):
+            medians[(*row[:-1], DURATION)] = row[-1]
+    return medians
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
