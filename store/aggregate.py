@@ -344,7 +344,7 @@ def _medians(
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
-    for table in ("wbg_vals", "wbg_stats", "wbg_sel"):
+    for table in ("wbg_stats", "wbg_sel"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
