@@ -294,3 +294,61 @@ def test_demo_prints_its_grouped_table(cli):
     assert all(
         re.match(r"demo-[a-z0-9]{4}-lr0\.0?1 +4 +\S+ ± \S+ \(n=3\)", line) for line in lines[2:]
     )
+
+
+def test_runs_list_filters_and_formats(cli, db_path):
+    ids = fixture_experiment(db_path)
+    result = cli("runs", "list", "-j", "train", "-w", "fold >= 1", "-w", "lr = 0.1", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["id"] for r in rows) == sorted([ids["exp-a-train-1"], ids["exp-a-train-2"]])
+    assert json.loads(rows[0]["config"])["lr"] == 0.1
+    records = json.loads(cli("runs", "list", "-g", "exp-b", "-j", "eval", "-f", "json").stdout)
+    assert [r["id"] for r in records] == [ids["exp-b-eval"]]
+    assert list(records[0])[:3] == ["id", "project", "name"]
+    human = cli("runs", "list", "--limit", "2")
+    assert human.exit_code == 0 and len(human.stdout.splitlines()) == 4
+
+
+def test_group_show_csv_lists_every_run(cli, db_path):
+    ids = fixture_experiment(db_path)
+    result = cli("group", "show", "exp-b", "-f", "csv", "--runs", "1")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["id"] for r in rows] == [ids[f"exp-b-train-{i}"] for i in range(3)] + [
+        ids["exp-b-eval"]
+    ]
+    assert list(rows[0]) == [
+        "id",
+        "name",
+        "job_type",
+        "state",
+        "duration_s",
+        "fold",
+        "split",
+        "summary.acc",
+        "summary.loss",
+        "summary.val_acc",
+    ]
+    human = cli("group", "show", "exp-b", "--runs", "2")
+    assert "(2 more runs not listed: --runs 0 lists all)" in human.stdout
+
+
+def test_export_history_points(cli, db_path):
+    from wbg import runs
+
+    run_id = add_run(db_path, group="g", summary={"loss": 0.1})
+    with contextlib.closing(connect(db_path)) as conn:
+        num = runs.run_num(conn, run_id)
+        runs.log_points(conn, num, {"loss": 0.5}, step=0)
+        runs.log_points(conn, num, {"loss": float("nan")}, step=1)
+    [record] = json.loads(cli("export", "-f", "json", "--history").stdout)
+    assert [(p["step"], p["key"], p["value"]) for p in record["history"]] == [
+        (0, "loss", 0.5),
+        (1, "loss", None),
+    ]
+    rows = list(csv.DictReader(io.StringIO(cli("export", "-f", "csv", "--history").stdout)))
+    assert [(r["id"], r["step"], r["value"]) for r in rows] == [
+        (run_id, "0", "0.5"),
+        (run_id, "1", "nan"),
+    ]
