@@ -109,8 +109,9 @@ def show(
 
     render.check_format(fmt)
     conn, _ = open_db(db)
+    human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
-        page = groups.group_page(conn, name, project)
+        page = groups.group_page(conn, name, project, (max_runs or None) if human else None)
     rows = [groups.run_row(r, page["varying_keys"]) for r in page["run_records"]]
     if fmt in ("json", "jsonl"):
         obj = {k: v for k, v in page.items() if k not in ("run_records", "aggregates")}
@@ -123,7 +124,7 @@ def show(
     if fmt == "csv":
         typer.echo(render.render(rows, _run_columns(rows), "csv"))
         return
-    typer.echo(_human_page(page, rows, fmt, precision, max_runs))
+    typer.echo(_human_page(page, rows, fmt, precision))
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -134,9 +135,7 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
 
-def _human_page(
-    page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int, max_runs: int
-) -> str:
+def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int) -> str:
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
@@ -152,9 +151,7 @@ def _human_page(
     ]
     width = max(len(k) for k, _ in facts)
     parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
-    hidden = len(rows) - max_runs if max_runs and len(rows) > max_runs else 0
-    if hidden:
-        rows = rows[:max_runs]
+    hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
     fixed = [c for c in columns if not c.startswith("summary.")]
     blocks = [(c, [c]) for c in columns if c.startswith("summary.")]

@@ -76,31 +76,29 @@ def resolve_project(conn: sqlite3.Connection, name: str, project: str | None = N
     return projects[0]
 
 
-def group_page(conn: sqlite3.Connection, name: str, project: str | None = None) -> dict[str, Any]:
-    """Everything ``wbg group show`` prints: facts, runs, common config, aggregates."""
+def group_page(
+    conn: sqlite3.Connection, name: str, project: str | None = None, max_runs: int | None = None
+) -> dict[str, Any]:
+    """Everything ``wbg group show`` prints: facts, runs, common config, aggregates.
+
+    ``run_records`` holds the first ``max_runs`` runs in start order (all when None); the
+    facts and aggregates always cover every run.
+    """
     project = resolve_project(conn, name, project)
-    records = runs.list_runs(conn, project=project, group=name, oldest_first=True)
+    [facts] = list_groups(conn, query.Filters(project=project, group=name))
+    records = runs.list_runs(conn, project=project, group=name, oldest_first=True, limit=max_runs)
     common, varying = config_keys(conn, project, name)
-    durations = [r["duration_s"] for r in records if r["duration_s"] is not None]
-    starts = [r["started_at"] for r in records]
-    ends = [r["ended_at"] for r in records]
-    job_types: dict[str, int] = {}
-    states: dict[str, int] = {}
-    for record in records:
-        job_types[record["job_type"] or "-"] = job_types.get(record["job_type"] or "-", 0) + 1
-        states[record["state"]] = states.get(record["state"], 0) + 1
+    compute = conn.execute(
+        'SELECT total(ended_at - started_at) FROM runs WHERE project = ? AND "group" = ? '
+        "AND ended_at IS NOT NULL",
+        (project, name),
+    ).fetchone()[0]
     aggregates = build_table(
         conn, query.Filters(project=project, group=name), group_by=["job_type"]
     )
     return {
-        "group": name,
-        "project": project,
-        "runs": len(records),
-        "job_types": job_types,
-        "states": states,
-        "first_start": min(starts) if starts else None,
-        "last_end": None if None in ends else max(ends, default=None),
-        "compute_s": round(sum(durations), 3),
+        **facts,
+        "compute_s": round(compute, 3),
         "common_config": {key: _dotted_get(records[0]["config"], key) for key in common},
         "varying_keys": varying,
         "run_records": records,
