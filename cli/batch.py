@@ -21,7 +21,7 @@ from wbg.cli.options import open_db
 from wbg.cli.render import render
 
 if TYPE_CHECKING:
-    from wbg.batch import BatchResult, Trial
+    from wbg.batch import Trial
     from wbg.capture import ScalarCapture
     from wbg.launch import LaunchResult, RunSpec
 
@@ -49,7 +49,8 @@ def run_batch(
     if new_group:
         spec = replace(spec, group=f"experiment-{generate_id()}")
     trials = batch.plan(command, axes, repeat, spec)
-    keys = [axis.key for axis in axes] + (["repeat"] if repeat > 1 else [])
+    grid_keys = [axis.key for axis in axes]
+    keys = grid_keys + (["repeat"] if repeat > 1 else [])
     if new_group:
         _say(f"wbg: new group {spec.group}")
     if dry_run:
@@ -102,7 +103,8 @@ def run_batch(
     if outcome.not_started:
         why = "stopped" if outcome.stop_signal else "--fail-fast"
         _say(f"wbg: {why}: {_runs(outcome.not_started)} of {len(trials)} not started")
-    _print_table(db_path, outcome, keys)
+    if outcome.not_started < len(trials):
+        _print_table(db_path, spec, grid_keys)
     started = len(trials) - outcome.not_started
     _say(
         f"wbg: {_runs(started)} in group {spec.group}; "
@@ -136,34 +138,19 @@ def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
     typer.echo(render(rows, ["name", *keys, "command"]))
 
 
-def _print_table(db_path: Path, outcome: BatchResult, keys: Sequence[str]) -> None:
-    """One row per started run: its grid values, state, exit code and final metrics."""
-    from wbg import runs, values
+def _print_table(db_path: Path, spec: RunSpec, keys: Sequence[str]) -> None:
+    """The group's table, as `wbg table --group G --group-by <grid keys>` prints it."""
+    from wbg import aggregate
+    from wbg.cli.table import echo_table
     from wbg.db import connect
+    from wbg.query import Filters
 
-    started = [result.run_id for result in outcome.results if result is not None]
-    if not started:
-        return
     with contextlib.closing(connect(db_path)) as conn:
-        records = [runs.get_run(conn, run_id) for run_id in started]
-    metrics: list[str] = []
-    for record in records:
-        for key, value in record["summary"].items():
-            if values.is_number(value) and key not in metrics:
-                metrics.append(key)
-    rows = [
-        {
-            "name": record["name"],
-            "id": record["id"],
-            **_values(record["config"], keys),
-            "state": record["state"],
-            "exit_code": record["exit_code"],
-            **{key: record["summary"].get(key) for key in metrics},
-        }
-        for record in records
-    ]
+        table = aggregate.build_table(
+            conn, Filters(project=spec.project, group=spec.group), group_by=list(keys) or None
+        )
     sys.stdout.flush()
-    typer.echo(render(rows, ["name", "id", *keys, "state", "exit_code", *sorted(metrics)]))
+    echo_table(table, "simple", 4)
 
 
 def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:

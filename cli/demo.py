@@ -13,6 +13,7 @@ from wbg.cli.options import DbOpt, open_db
 
 LEARNING_RATES = (0.1, 0.01)
 SEEDS = (0, 1, 2)
+DEMO_METRICS = ("acc", "loss", "val_acc")
 
 
 def register(app: typer.Typer) -> None:
@@ -23,10 +24,10 @@ def demo(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per training run.")] = 30,
     db: DbOpt = None,
 ) -> None:
-    """Record a demo experiment (2 learning rates x 3 seeds + evals) and show it."""
-    from wbg import runs
+    """Record a demo experiment (2 learning rates x 3 seeds + evals); print its grouped table."""
+    from wbg import aggregate, query
     from wbg.capture import ScalarCapture
-    from wbg.cli import render
+    from wbg.cli.table import echo_table
     from wbg.ids import generate_id
     from wbg.launch import RunSpec, launch
 
@@ -74,26 +75,17 @@ def demo(
                 recorded.append(result.run_id)
                 typer.echo(f"  {result.run_id}  {group}  {job_type:<5}  {result.state}", err=True)
         with contextlib.closing(conn):
-            records = [runs.get_run(conn, run_id) for run_id in recorded]
+            table = aggregate.build_table(
+                conn,
+                query.Filters(project=project, where=(f"group ~ demo-{suffix}-*",)),
+                group_by=["group"],
+                metrics=DEMO_METRICS,
+            )
     finally:
         os.close(devnull)
-    rows = [
-        {
-            "id": r["id"],
-            "group": r["group"],
-            "job_type": r["job_type"],
-            "lr": r["config"].get("lr"),
-            "seed": r["config"].get("seed"),
-            "state": r["state"],
-            "loss": r["summary"].get("loss"),
-            "acc": r["summary"].get("acc"),
-            "val_acc": r["summary"].get("val_acc"),
-        }
-        for r in records
-    ]
-    typer.echo(render.render(rows, list(rows[0]), "simple", 4))
+    echo_table(table, "simple", 4)
     typer.echo(
-        f"\n{len(records)} runs in 2 groups of project {project}. Next: "
-        f"wbg runs list --project {project}",
+        f"\n{len(recorded)} runs in 2 groups of project {project}. Next: "
+        f"wbg group show {table.rows[0]['group']}, wbg table -p {project} -G lr,job_type",
         err=True,
     )

@@ -28,9 +28,6 @@ import_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-export_app = typer.Typer(
-    help="Write runs in other tools' formats.", no_args_is_help=True, rich_markup_mode=None
-)
 
 
 class Prefer(str, Enum):
@@ -40,8 +37,11 @@ class Prefer(str, Enum):
 
 
 def register(app: typer.Typer) -> None:
+    """``wbg import wandb``, ``wbg merge``; ``wbg export wandb`` joins ``wbg export``."""
+    from wbg.cli import export
+
     app.add_typer(import_app, name="import")
-    app.add_typer(export_app, name="export")
+    export.app.command("wandb")(export_wandb)
     app.command("merge", no_args_is_help=True)(merge)
 
 
@@ -185,9 +185,6 @@ def export_wandb(
         )
     if counts["error"]:
         raise typer.Exit(1)
-
-
-export_app.command("wandb")(export_wandb)
 
 
 def merge(

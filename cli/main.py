@@ -15,10 +15,13 @@ import typer
 
 from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
+from wbg.cli import export as export_cmds
+from wbg.cli import groups as group_cmds
 from wbg.cli import interop as interop_cmds
 from wbg.cli import plot as plot_cmds
 from wbg.cli import record as record_cmds
 from wbg.cli import runs as runs_cmds
+from wbg.cli import table as table_cmds
 
 
 def _new_app() -> typer.Typer:
@@ -35,6 +38,9 @@ def _new_app() -> typer.Typer:
 
 app = _new_app()
 record_cmds.register(app)
+table_cmds.register(app)
+export_cmds.register(app)
+app.add_typer(group_cmds.app, name="group")
 app.add_typer(runs_cmds.app, name="runs")
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)

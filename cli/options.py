@@ -8,6 +8,51 @@ from typing import Annotated
 
 import typer
 
+# --- completion from the database ---------------------------------------------------------
+# Each callback opens the database read-only and returns [] on any problem: a completion
+# never creates a file and never prints.
+
+
+def _complete(ctx: typer.Context, kind: str, incomplete: str) -> list[str]:
+    try:
+        from wbg.complete import candidates
+
+        db = ctx.params.get("db") if ctx is not None else None
+        return candidates(db, kind, incomplete)
+    except Exception:
+        return []
+
+
+def complete_group(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "group", incomplete)
+
+
+def complete_job_type(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "job_type", incomplete)
+
+
+def complete_project(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "project", incomplete)
+
+
+def complete_key(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "key", incomplete)
+
+
+def complete_metric(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "metric", incomplete)
+
+
+def complete_run_id(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "run", incomplete)
+
+
+def complete_state(incomplete: str) -> list[str]:
+    from wbg.runs import STATES
+
+    return [state for state in STATES if state.startswith(incomplete)]
+
+
 DbOpt = Annotated[
     Path | None,
     typer.Option(
@@ -24,11 +69,21 @@ ProjectOpt = Annotated[
 ]
 GroupOpt = Annotated[
     str | None,
-    typer.Option("--group", "-g", help="Group (experiment) name (default: $WANDB_RUN_GROUP)."),
+    typer.Option(
+        "--group",
+        "-g",
+        help="Group (experiment) name (default: $WANDB_RUN_GROUP).",
+        autocompletion=complete_group,
+    ),
 ]
 JobTypeOpt = Annotated[
     str | None,
-    typer.Option("--job-type", "-j", help="Role of the run: train, eval... ($WANDB_JOB_TYPE)."),
+    typer.Option(
+        "--job-type",
+        "-j",
+        help="Role of the run: train, eval... ($WANDB_JOB_TYPE).",
+        autocompletion=complete_job_type,
+    ),
 ]
 FormatOpt = Annotated[
     str,
@@ -36,20 +91,6 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="Output format: any tabulate format (simple, github, grid...), csv, json, jsonl.",
-    ),
-]
-StateOpt = Annotated[
-    str | None, typer.Option("--state", help="Only runs in this state.", show_default=False)
-]
-TagOpt = Annotated[
-    str | None, typer.Option("--tag", "-t", help="Only runs with this tag.", show_default=False)
-]
-WhereOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--where",
-        help="Condition 'KEY OP VALUE' (repeatable, ANDed; OP: = != < <= > >= ~ glob).",
-        show_default=False,
     ),
 ]
 PrecisionOpt = Annotated[
@@ -67,24 +108,49 @@ def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection
 
 
 # --- run filters (wbg table, runs list, export, group list) -------------------------------
-# The same names and signatures as on the issue-views branch (which adds completion).
 
 ProjectFilterOpt = Annotated[
-    str | None, typer.Option("--project", "-p", help="Only runs of this project.")
+    str | None,
+    typer.Option(
+        "--project",
+        "-p",
+        metavar="NAME",
+        help="Only runs of this project.",
+        autocompletion=complete_project,
+    ),
 ]
 GroupFilterOpt = Annotated[
-    str | None, typer.Option("--group", "-g", help="Only runs of this group.")
+    str | None,
+    typer.Option(
+        "--group",
+        "-g",
+        metavar="NAME",
+        help="Only runs of this group.",
+        autocompletion=complete_group,
+    ),
 ]
 JobTypeFilterOpt = Annotated[
-    str | None, typer.Option("--job-type", "-j", help="Only runs of this job_type.")
+    str | None,
+    typer.Option(
+        "--job-type",
+        "-j",
+        metavar="TYPE",
+        help="Only runs of this job_type.",
+        autocompletion=complete_job_type,
+    ),
 ]
 StateOpt = Annotated[
     str | None,
     typer.Option(
-        "--state", help="Only runs in this state: running, finished, failed, killed, crashed."
+        "--state",
+        metavar="STATE",
+        help="Only runs in this state: running, finished, failed, killed, crashed.",
+        autocompletion=complete_state,
     ),
 ]
-TagOpt = Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")]
+TagOpt = Annotated[
+    str | None, typer.Option("--tag", "-t", metavar="TAG", help="Only runs with this tag.")
+]
 WhereOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -94,6 +160,9 @@ WhereOpt = Annotated[
         help="Condition on a run field or config key (repeatable, ANDed); OP one of "
         "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, metavar="N", help="At most N rows.")
 ]
 
 

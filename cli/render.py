@@ -139,3 +139,42 @@ def use_color(stream: Any = None) -> bool:
         return False
     stream = stream or sys.stdout
     return hasattr(stream, "isatty") and stream.isatty()
+
+
+def output_width() -> int | None:
+    """Columns available for a human table: $COLUMNS, else the terminal's; None = no limit.
+
+    A table written to a pipe or a file is never cut (unless COLUMNS says so).
+    """
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    return None
+
+
+def render_fitted(
+    rows: Sequence[Mapping[str, Any]],
+    fixed: Sequence[str],
+    blocks: Sequence[tuple[str, Sequence[str]]],
+    fmt: str,
+    precision: int,
+    width: int | None,
+    labels: Mapping[str, str] | None = None,
+) -> tuple[str, list[str]]:
+    """Render ``fixed`` columns plus column ``blocks`` (name, columns), dropping whole blocks
+    from the right until every line fits in ``width``; returns the text and dropped names.
+    ``labels`` renames column headers."""
+    kept = list(blocks)
+    dropped: list[str] = []
+    while True:
+        columns = [*fixed, *(c for _, cols in kept for c in cols)]
+        headers = [(labels or {}).get(c, c) for c in columns]
+        text = render(rows, columns, fmt, precision, headers=headers)
+        longest = max((len(line) for line in text.splitlines()), default=0)
+        if width is None or longest <= width or not kept:
+            return text, dropped
+        dropped.insert(0, kept.pop()[0])

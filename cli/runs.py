@@ -1,4 +1,4 @@
-"""``wbg runs``: list and inspect individual runs."""
+"""``wbg runs``: list, inspect and change individual runs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,35 @@ from typing import Annotated, Any
 
 import typer
 
-from wbg.cli.options import DbOpt, FormatOpt, GroupOpt, JobTypeOpt, PrecisionOpt, open_db
+from wbg.cli.options import (
+    DbOpt,
+    FormatOpt,
+    GroupFilterOpt,
+    JobTypeFilterOpt,
+    LimitOpt,
+    PrecisionOpt,
+    ProjectFilterOpt,
+    StateOpt,
+    TagOpt,
+    WhereOpt,
+    complete_group,
+    complete_run_id,
+    filters_from,
+    open_db,
+)
 
-app = typer.Typer(help="List and inspect runs.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(
+    help="List, inspect and change runs: list, show, set, tag, move, delete.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+RunIdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Run id.", autocompletion=complete_run_id)
+]
+RunIdsArg = Annotated[
+    list[str], typer.Argument(metavar="ID...", help="Run ids.", autocompletion=complete_run_id)
+]
 
 LIST_COLUMNS = (
     "id",
@@ -31,32 +57,26 @@ def _short_time(iso: str | None) -> str:
 
 @app.command("list")
 def list_runs(
-    project: Annotated[
-        str | None, typer.Option("--project", "-p", help="Only this project.")
-    ] = None,
-    group: GroupOpt = None,
-    job_type: JobTypeOpt = None,
-    state: Annotated[
-        str | None,
-        typer.Option("--state", help="Only runs in this state (running, finished, failed...)."),
-    ] = None,
-    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N runs.")] = None,
+    project: ProjectFilterOpt = None,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
+    state: StateOpt = None,
+    tag: TagOpt = None,
+    where: WhereOpt = None,
+    limit: LimitOpt = None,
     fmt: FormatOpt = "simple",
     precision: PrecisionOpt = 4,
     db: DbOpt = None,
 ) -> None:
-    """List runs, newest first (filters: --project --group --job-type --state --tag)."""
-    from wbg import runs
+    """List runs, newest first (filters: --project --group --job-type --state --tag --where)."""
+    from wbg import query, runs
     from wbg.cli import render
 
     render.check_format(fmt)
-    if state is not None and state not in runs.STATES:
-        from wbg.errors import InvalidInput
-
-        raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(runs.STATES))
+    filters = filters_from(project, group, job_type, state, tag, where)
     conn, _ = open_db(db)
     with contextlib.closing(conn):
+        query.check_filters(conn, filters)
         records = runs.list_runs(
             conn,
             project=project,
@@ -64,6 +84,7 @@ def list_runs(
             job_type=job_type,
             state=state,
             tag=tag,
+            where=filters.where,
             limit=limit,
         )
     if fmt in ("json", "jsonl"):
@@ -78,7 +99,7 @@ def list_runs(
 
 @app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(metavar="ID", help="Run id.")],
+    run_id: RunIdArg,
     output: Annotated[
         bool, typer.Option("--output", help="Print the kept tail of the run's output.")
     ] = False,
@@ -140,3 +161,103 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
         ]
         text += "\n\n" + render.render(points, ("step", "key", "value", "time"), fmt, precision)
     return text
+
+
+@app.command("set", no_args_is_help=True)
+def set_config(
+    run_id: RunIdArg,
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Config values (typed like -c: 3, 0.1, true, [1,2]; dotted keys nest).",
+        ),
+    ],
+    db: DbOpt = None,
+) -> None:
+    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3"""
+    from wbg import runs, values
+
+    update = values.parse_assignments(assignments)
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        runs.set_config(conn, run_id, update)
+    typer.echo(f"set {', '.join(a.partition('=')[0] for a in assignments)} on {run_id}", err=True)
+
+
+@app.command(
+    "tag",
+    no_args_is_help=True,
+    context_settings={"ignore_unknown_options": True},
+)
+def tag(
+    run_id: RunIdArg,
+    changes: Annotated[
+        list[str],
+        typer.Argument(metavar="+TAG|-TAG...", help="+name adds a tag, -name removes it."),
+    ],
+    db: DbOpt = None,
+) -> None:
+    """Add and remove tags: wbg runs tag ID +best -draft (a bare name adds)."""
+    from wbg import runs
+
+    add: dict[str, None] = {}
+    remove: dict[str, None] = {}
+    for change in changes:  # in order: a later change to the same tag wins
+        if change.startswith("-"):
+            add.pop(change[1:], None)
+            remove[change[1:]] = None
+        else:
+            name = change[1:] if change.startswith("+") else change
+            remove.pop(name, None)
+            add[name] = None
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        tags = runs.set_tags(conn, run_id, list(add), list(remove))
+    typer.echo(" ".join(tags))
+
+
+@app.command("move", no_args_is_help=True)
+def move(
+    run_ids: RunIdsArg,
+    group: Annotated[
+        str,
+        typer.Option(
+            "--group",
+            "-g",
+            metavar="NAME",
+            help="The group to move the runs into.",
+            autocompletion=complete_group,
+        ),
+    ],
+    db: DbOpt = None,
+) -> None:
+    """Move runs into another group (--group G)."""
+    from wbg import runs
+
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        n = runs.move_runs(conn, run_ids, group)
+    typer.echo(f"moved {n} run(s) to group {group}", err=True)
+
+
+@app.command("delete", no_args_is_help=True)
+def delete(
+    run_ids: RunIdsArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also delete runs that are still running.")
+    ] = False,
+    db: DbOpt = None,
+) -> None:
+    """Delete runs with their history and output (asks first unless --yes)."""
+    from wbg import runs
+    from wbg.cli.groups import check_running, confirm_delete
+
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        nums = [runs.run_num(conn, run_id) for run_id in run_ids]
+        confirm_delete(f"{len(set(nums))} run(s)", yes)
+        check_running(runs.running_ids(conn, nums), force)
+        n = runs.delete_runs(conn, nums)
+    typer.echo(f"deleted {n} run(s)", err=True)

@@ -65,25 +65,27 @@ class ScalarCapture:
         self.patterns = list(patterns)
         self.step = 0
         self._seen: set[str] = set()
-        self._partial = b""
+        # An unfinished line per stream: stdout and stderr arrive interleaved, and a piece
+        # of one must not be glued to a line of the other.
+        self._partial: dict[int, bytes] = {}
 
-    def feed(self, data: bytes) -> list[Captured]:
-        """Consume output bytes; return the points of the lines completed by them."""
+    def feed(self, data: bytes, stream: int = 1) -> list[Captured]:
+        """Consume output bytes of ``stream`` (any id, e.g. the fd they were read from);
+        return the points of the lines they complete."""
         points: list[Captured] = []
-        buffer = self._partial + data
+        buffer = self._partial.get(stream, b"") + data
         lines = re.split(rb"\r\n|\r|\n", buffer)
-        self._partial = lines.pop()
-        if len(self._partial) > MAX_LINE:  # an endless line: not a metric line
-            self._partial = b""
+        rest = lines.pop()
+        self._partial[stream] = b"" if len(rest) > MAX_LINE else rest  # endless: no metric
         for line in lines:
             if len(line) <= MAX_LINE:
                 points.extend(self.parse_line(line))
         return points
 
     def close(self) -> list[Captured]:
-        """The points of a last line without a newline."""
-        rest, self._partial = self._partial, b""
-        return self.parse_line(rest) if rest else []
+        """The points of the last lines left without a newline."""
+        rests, self._partial = self._partial, {}
+        return [point for rest in rests.values() if rest for point in self.parse_line(rest)]
 
     def parse_line(self, raw: bytes) -> list[Captured]:
         text = ANSI.sub(b"", raw).decode("utf-8", "replace").strip()

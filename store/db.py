@@ -101,10 +101,20 @@ def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_started_at ON runs(started_at)")
 
 
+def _m003_non_finite_summary_index(conn: sqlite3.Connection) -> None:
+    # `wbg table` counts the NaN (NULL) and +-inf summary values it leaves out; they are
+    # rare, so a partial index lists them and the count costs nothing when there are none.
+    conn.execute(
+        "CREATE INDEX summary_metrics_non_finite ON summary_metrics(run, key) "
+        "WHERE (value IS NULL OR abs(value) >= 9e999)"
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
     _m002_output_summary_metrics_indexes,
+    _m003_non_finite_summary_index,
 ]
 
 
@@ -161,16 +171,13 @@ def _newer(conn: sqlite3.Connection, version: int) -> NewerSchema:
 
 
 def _check_path(path: Path, create: bool) -> None:
+    # Never open the file itself here: closing any descriptor of a file drops every POSIX
+    # lock this process holds on it, including those of SQLite connections already open
+    # (a batch of runs opens one per child). A file that is not SQLite is reported from
+    # SQLite's own error instead (see _translate).
     if path.exists():
         if path.is_dir():
             raise DatabaseError(f"database path is a directory: {path}")
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-        if header and header != SQLITE_HEADER:
-            raise NotADatabase(
-                f"{path} is not a wbg database (not a SQLite file)",
-                hint="point --db or WBG_DB at a wbg database, or at a new file",
-            )
         return
     if not create:
         return
@@ -197,6 +204,7 @@ def connect(path: Path | str | None = None, *, create: bool = True) -> sqlite3.C
     if not create and not db_path.exists():
         raise DatabaseError(f"no database at {db_path}")
     uri = db_path.resolve().as_uri() + ("" if create else "?mode=rw")
+    conn = None
     try:
         conn = sqlite3.connect(
             uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -210,13 +218,24 @@ def connect(path: Path | str | None = None, *, create: bool = True) -> sqlite3.C
         if version < len(MIGRATIONS):
             migrate(conn)
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
         raise _translate(exc, db_path) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
     return conn
 
 
 def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
     """Turn a low-level SQLite error met while opening into a message about the path."""
     text = str(exc)
+    if "file is not a database" in text:
+        return NotADatabase(
+            f"{path} is not a wbg database (not a SQLite file)",
+            hint="point --db or WBG_DB at a wbg database, or at a new file",
+        )
     if "not a database" in text or "malformed" in text:
         return NotADatabase(f"{path} is not a wbg database ({text})")
     if "readonly" in text or "read-only" in text:

@@ -448,7 +448,7 @@ class Supervisor:
             self._out_open[target_fd] = _write_all(target_fd, data)
         self.tail.add(data)
         if self.capture is not None:
-            self._captured(self.capture.feed(data))
+            self._captured(self.capture.feed(data, target_fd))
 
     def _captured(self, points: list[tuple[int, str, float]]) -> None:
         if points:

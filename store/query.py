@@ -61,6 +61,17 @@ class Key:
             return FIELDS[self.path], []
         return f"json_extract(runs.{self.source}, ?)", [json_path(self.path)]
 
+    def display_sql(self) -> tuple[str, list[Any]]:
+        """Like ``sql()``, but JSON booleans read ``true``/``false`` (not 1/0): group keys."""
+        if self.source == "field":
+            return self.sql()
+        path = json_path(self.path)
+        return (
+            f"CASE json_type(runs.{self.source}, ?) WHEN 'true' THEN 'true' "
+            f"WHEN 'false' THEN 'false' ELSE json_extract(runs.{self.source}, ?) END",
+            [path, path],
+        )
+
 
 def json_path(dotted: str) -> str:
     """``a.b`` -> ``$."a"."b"`` (every part quoted, so any characters are safe)."""
@@ -209,3 +220,57 @@ def unknown_key_error(conn: sqlite3.Connection, key: Key) -> InvalidInput:
     shown = [*FIELDS, *config][:40]
     hint += "known keys: " + ", ".join(shown)
     return InvalidInput(f"unknown key {key.name!r}: no selected run has it", hint=hint)
+
+
+def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
+    """Refuse filters that name nothing stored (a typo): unknown project, group, --where key.
+
+    The error lists close matches; a filter that names something real but selects no run
+    is not an error.
+    """
+    for column, kind, value in (
+        ("project", "project", filters.project),
+        ('"group"', "group", filters.group),
+        ("job_type", "job_type", filters.job_type),
+    ):
+        if (
+            value is not None
+            and not conn.execute(
+                f"SELECT 1 FROM runs WHERE {column} = ? LIMIT 1", (value,)
+            ).fetchone()
+        ):
+            raise unknown_name_error(conn, kind, value)
+    for condition in filters.conditions():
+        if not key_exists(conn, condition.key):
+            raise unknown_key_error(conn, condition.key)
+
+
+def distinct_values(conn: sqlite3.Connection, column: str, limit: int = 5000) -> list[str]:
+    """Known names of a runs column (``project``, ``group``, ``job_type``), newest first."""
+    quoted = {"project": "project", "group": '"group"', "job_type": "job_type"}[column]
+    rows = conn.execute(
+        f"SELECT {quoted} FROM runs WHERE {quoted} IS NOT NULL GROUP BY {quoted} "
+        "ORDER BY max(started_at) DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [value for (value,) in rows]
+
+
+def unknown_name_error(conn: sqlite3.Connection, kind: str, value: str) -> InvalidInput:
+    """``unknown group 'x'`` with close matches among the stored names."""
+    import difflib
+
+    known = distinct_values(conn, kind)
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    if close:
+        hint = f"did you mean: {', '.join(close)}?"
+    elif known:
+        hint = f"known {kind}s: " + ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+    else:
+        hint = "the database has no runs yet"
+    return InvalidInput(f"unknown {kind} {value!r}", hint=hint)
+
+
+def dotted_key(fullkey: str) -> str:
+    """A ``json_tree`` path (``$.a."b c"``) as a dotted key (``a.b c``)."""
+    return _dotted(fullkey)

@@ -365,25 +365,17 @@ def list_runs(
     job_type: str | None = None,
     state: str | None = None,
     tag: str | None = None,
+    where: Sequence[str] = (),
     limit: int | None = None,
+    oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run records, newest first, filtered by the given fields."""
+    """Run records, newest first, filtered by the given fields and ``--where`` conditions."""
+    from wbg.query import Filters
+
     reap_crashed(conn)
-    clauses, params = [], []
-    for column, value in (("project", project), ('"group"', group), ("job_type", job_type)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if state is not None:
-        clauses.append("state = ?")
-        params.append(state)
-    if tag is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)")
-        params.append(tag)
-    sql = f"SELECT {_COLUMNS} FROM runs"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY started_at DESC, id"
+    clause, params = Filters(project, group, job_type, state, tag, tuple(where)).sql()
+    order = "started_at, id" if oldest_first else "started_at DESC, id"
+    sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [record_from_row(row) for row in conn.execute(sql, params)]
@@ -426,3 +418,76 @@ def get_output(conn: sqlite3.Connection, run_id: str) -> tuple[bytes, bool] | No
 
 def run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
     return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+
+# --- changing runs after the fact (wbg runs set|tag|move|delete, wbg group delete) -------
+
+
+def _running_check(conn: sqlite3.Connection, run_id: str, action: str) -> None:
+    reap_crashed(conn)
+    row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+    if row[0] == "running":
+        from wbg.errors import InvalidInput
+
+        raise InvalidInput(
+            f"run {run_id} is still running: cannot {action} it",
+            hint="wait for it to end (or set config from inside it: run.config[KEY] = VALUE)",
+        )
+
+
+def set_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
+    """Edit the config of an ended run (``wbg runs set ID KEY=VALUE``; dotted keys nest)."""
+    _running_check(conn, run_id, "edit the config of")
+    with transaction(conn):
+        merge_config(conn, run_id, update)
+
+
+def set_tags(
+    conn: sqlite3.Connection, run_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()
+) -> list[str]:
+    """Add and remove tags of a run; return its tags afterwards."""
+    values.check_tags(add)
+    with transaction(conn):
+        row = conn.execute("SELECT tags FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+        tags = [t for t in values.loads(row[0], []) if t not in remove]
+        tags += [t for t in values.check_tags(add) if t not in tags]
+        conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (values.dumps(tags), run_id))
+    return tags
+
+
+def move_runs(conn: sqlite3.Connection, run_ids: Sequence[str], group: str | None) -> int:
+    """Put runs into ``group`` (None: no group); every id must exist, else nothing moves."""
+    values.check_group(group)
+    with transaction(conn):
+        for run_id in run_ids:
+            run_num(conn, run_id)
+        conn.executemany(
+            'UPDATE runs SET "group" = ? WHERE id = ?', [(group, run_id) for run_id in run_ids]
+        )
+    return len(set(run_ids))
+
+
+def delete_runs(conn: sqlite3.Connection, nums: Sequence[int]) -> int:
+    """Delete runs (by ``num``) with their history, summary metrics and output."""
+    with transaction(conn):
+        for table in ("history", "summary_metrics", "run_output"):
+            conn.executemany(f"DELETE FROM {table} WHERE run = ?", [(n,) for n in nums])
+        conn.executemany("DELETE FROM runs WHERE num = ?", [(n,) for n in nums])
+    return len(set(nums))
+
+
+def running_ids(conn: sqlite3.Connection, nums: Sequence[int]) -> list[str]:
+    """Ids of the runs among ``nums`` that are still running (after reaping)."""
+    reap_crashed(conn)
+    found = []
+    for num in nums:
+        row = conn.execute(
+            "SELECT id FROM runs WHERE num = ? AND state = 'running'", (num,)
+        ).fetchone()
+        if row:
+            found.append(row[0])
+    return found

@@ -206,4 +206,7 @@ def test_demo_records_through_the_real_paths(db_path, cli):
     evals = [r for r in listed if r["job_type"] == "eval"]
     assert all(set(r["summary"]) == {"loss", "acc"} for r in train)
     assert all("val_acc" in r["summary"] and r["config"]["split"] == "validation" for r in evals)
-    assert "train" in proc.stdout
+    # it ends with the grouped table of its two groups
+    table = proc.stdout.splitlines()
+    assert table[0].split()[:2] == ["group", "runs"]
+    assert sorted(line.split()[0] for line in table[2:]) == sorted({r["group"] for r in listed})

@@ -191,3 +191,33 @@ def test_concurrent_first_open_migrates_once(db_path):
         dbmod.MIGRATIONS
     )
     conn.close()
+
+
+def test_connect_never_opens_the_file_outside_sqlite(db_path, monkeypatch):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included. connect() once read the header itself; in a batch (a connection per
+    child) another process then took the database for its own, removed the WAL, and our
+    next write undid its summary update (seen as lost summaries, 1 run in 10)."""
+    import builtins
+    import io
+    from pathlib import Path
+
+    dbmod.connect(db_path).close()
+    first = dbmod.connect(db_path)
+    opened = []
+    real_open, real_path_open, real_os_open = builtins.open, Path.open, os.open
+
+    def watch(target, *args, **kwargs):
+        if str(target).startswith(str(db_path)):
+            opened.append(str(target))
+        return target
+
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(watch(f), *a, **k))
+    monkeypatch.setattr(io, "open", builtins.open)
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: real_path_open(watch(self), *a, **k))
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: real_os_open(watch(f), *a, **k))
+    second = dbmod.connect(db_path)
+    dbmod.migrate_file(db_path)
+    second.close()
+    first.close()
+    assert opened == []

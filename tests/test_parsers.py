@@ -172,3 +172,13 @@ def test_custom_patterns_need_key_and_value_groups():
     assert capture_all(["val top1 = 0.5"], [r"val (?P<key>\w+) = (?P<value>\S+)"]) == [
         (0, "top1", 0.5)
     ]
+
+
+def test_streams_keep_their_own_unfinished_lines():
+    # stdout writes "loss:" and " 0.25\n" in pieces while stderr lines arrive between them
+    capture = ScalarCapture()
+    assert capture.feed(b"loss:", 1) == []
+    assert capture.feed(b"warning: slow\n", 2) == []
+    assert capture.feed(b" 0.25\nacc: 0.5", 1) == [(0, "loss", 0.25)]
+    assert capture.feed(b"grad: 1", 2) == []
+    assert sorted(capture.close()) == [(0, "acc", 0.5), (0, "grad", 1.0)]

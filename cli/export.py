@@ -1,0 +1,135 @@
+"""``wbg export``: run records for other programs (json, jsonl, csv)."""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from wbg.cli.options import (
+    DbOpt,
+    GroupFilterOpt,
+    JobTypeFilterOpt,
+    LimitOpt,
+    ProjectFilterOpt,
+    StateOpt,
+    TagOpt,
+    WhereOpt,
+    filters_from,
+    open_db,
+)
+
+
+class ExportFormat(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+HELP = """Export run records (oldest first) with the field names of `wbg runs list -f json`.
+
+json/jsonl: nested records; --history adds each run's points as "history".
+csv: one row per run, config and summary flattened to config.KEY / summary.KEY columns;
+with --history, one row per history point instead (id, group, job_type, step, key,
+value, time), ready for pandas.
+"""
+
+
+app = typer.Typer(rich_markup_mode=None)
+
+
+def register(main_app: typer.Typer) -> None:
+    main_app.add_typer(app, name="export")
+
+
+@app.callback(
+    invoke_without_command=True, help=HELP + "\n`wbg export wandb DIR` writes W&B offline runs."
+)
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ExportFormat.jsonl,
+    history: Annotated[bool, typer.Option("--history", help="Include history points.")] = False,
+    project: ProjectFilterOpt = None,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
+    state: StateOpt = None,
+    tag: TagOpt = None,
+    where: WhereOpt = None,
+    limit: LimitOpt = None,
+    db: DbOpt = None,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return  # `wbg export wandb ...`: its own options apply
+    from wbg import query, runs
+    from wbg.cli import render
+
+    filters = filters_from(project, group, job_type, state, tag, where)
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        query.check_filters(conn, filters)
+        records = runs.list_runs(
+            conn,
+            project=project,
+            group=group,
+            job_type=job_type,
+            state=state,
+            tag=tag,
+            where=filters.where,
+            limit=limit,
+            oldest_first=True,
+        )
+        if history:
+            for record in records:
+                record["history"] = runs.get_history(conn, record["id"])
+    if fmt is ExportFormat.csv:
+        rows, columns = _history_rows(records) if history else _flat_rows(records)
+        typer.echo(render.render(rows, columns, "csv"))
+    else:
+        text = render.render_records(records, fmt.value)
+        if text:
+            typer.echo(text)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, out)
+    else:
+        out[prefix] = value
+
+
+def _flat_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    from wbg.runs import RECORD_FIELDS
+
+    rows = []
+    config_cols: dict[str, None] = {}
+    summary_cols: dict[str, None] = {}
+    for record in records:
+        row = {k: v for k, v in record.items() if k not in ("config", "summary")}
+        flat: dict[str, Any] = {}
+        _flatten("config", record["config"], flat)
+        _flatten("summary", record["summary"], flat)
+        flat = {k: v for k, v in flat.items() if k not in ("config", "summary")}
+        for key in flat:
+            (config_cols if key.startswith("config.") else summary_cols)[key] = None
+        rows.append({**row, **flat})
+    fields = [f for f in RECORD_FIELDS if f not in ("config", "summary")]
+    return rows, [*fields, *sorted(config_cols), *sorted(summary_cols)]
+
+
+def _history_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    rows = [
+        {
+            "id": r["id"],
+            "group": r["group"],
+            "job_type": r["job_type"],
+            **point,
+        }
+        for r in records
+        for point in r["history"]
+    ]
+    return rows, ["id", "group", "job_type", "step", "key", "value", "time"]

@@ -1,0 +1,189 @@
+"""``wbg table``: the grouped summary table (SPEC §5)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any
+
+import typer
+
+from wbg.cli.options import (
+    DbOpt,
+    FormatOpt,
+    GroupFilterOpt,
+    JobTypeFilterOpt,
+    LimitOpt,
+    PrecisionOpt,
+    ProjectFilterOpt,
+    StateOpt,
+    TagOpt,
+    WhereOpt,
+    complete_key,
+    complete_metric,
+    filters_from,
+    open_db,
+)
+
+HELP = """Show the grouped summary table: one row per group, aggregates of each summary metric.
+
+Groups by `group` when any selected run has one, else one row per run. --group-by takes
+any run field or config key (several = nested groups); a run without the key falls into
+the `-` group. NaN and +-inf values are left out of the aggregates and counted.
+
+Human formats show METRIC as `mean ± std` (when both are asked for) and add `(n=N)`
+where a metric's count differs from `runs`. A table wider than the terminal ($COLUMNS, or the
+terminal's width; pipes are never cut) loses whole metrics from the right, with a note
+on stderr: choose metrics with -m, or use --format csv/json for everything.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("table", help=HELP)(table)
+
+
+def table(
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by",
+            "-G",
+            metavar="KEY[,KEY...]",
+            help="Group by run fields / config keys (repeatable or comma-separated; nested).",
+            autocompletion=complete_key,
+        ),
+    ] = None,
+    no_group: Annotated[
+        bool, typer.Option("--no-group", help="One row per run (grouping off).")
+    ] = False,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            metavar="NAME",
+            help="Summary metric to aggregate (repeatable; default: all, plus duration_s).",
+            autocompletion=complete_metric,
+        ),
+    ] = None,
+    agg: Annotated[
+        str | None,
+        typer.Option(
+            "--agg",
+            metavar="AGG[,AGG...]",
+            help="Aggregates: count,mean,std,stderr,min,max,median (default count,mean,std).",
+        ),
+    ] = None,
+    project: ProjectFilterOpt = None,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
+    state: StateOpt = None,
+    tag: TagOpt = None,
+    where: WhereOpt = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort", metavar="KEY", help="Sort by a group key, runs, or METRIC.AGG (acc.mean)."
+        ),
+    ] = None,
+    desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = "simple",
+    precision: PrecisionOpt = 4,
+    db: DbOpt = None,
+) -> None:
+    from wbg import aggregate
+    from wbg.cli import render
+
+    render.check_format(fmt)
+    filters = filters_from(project, group, job_type, state, tag, where)
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        result = aggregate.build_table(
+            conn,
+            filters,
+            group_by=aggregate.split_keys(group_by) or None,
+            no_group=no_group,
+            metrics=metric,
+            aggregates=agg,
+            sort=sort,
+            desc=desc,
+            limit=limit,
+        )
+    echo_table(result, fmt, precision)
+
+
+def echo_table(result: Any, fmt: str, precision: int) -> None:
+    """Print a ``wbg.aggregate.Table`` in ``fmt`` (notes go to stderr)."""
+    from wbg.cli import render
+
+    if fmt in render.MACHINE_FORMATS:
+        text = render.render(result.rows, result.columns(), fmt, precision)
+        if text:
+            typer.echo(text)
+        return
+    rows, fixed, blocks = human_rows(result, precision)
+    text, dropped = render.render_fitted(rows, fixed, blocks, fmt, precision, render.output_width())
+    typer.echo(text)
+    excluded = result.excluded()
+    if excluded:
+        counts = ", ".join(f"{m} {n}" for m, n in excluded.items())
+        typer.echo(
+            f"note: non-finite values (NaN, ±inf) left out of the aggregates: {counts} "
+            "(per group: METRIC.excluded in --format csv/json)",
+            err=True,
+        )
+    if dropped:
+        typer.echo(
+            f"note: {len(dropped)} metric(s) left out to fit the terminal: "
+            f"{', '.join(dropped)} (choose with -m, or use --format csv/json)",
+            err=True,
+        )
+
+
+def human_rows(
+    result: Any, precision: int
+) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, list[str]]]]:
+    """Rows of display strings, the fixed columns and one column block per metric."""
+    from wbg.cli.render import format_number
+
+    aggs = list(result.aggregates)
+    combined = "mean" in aggs and "std" in aggs
+    value_aggs = [a for a in aggs if a != "count"]
+    # count has its own column only when it is the metric's only aggregate; otherwise a
+    # cell says (n=N) where N differs from the group's run count.
+    count_column = "count" in aggs and not value_aggs
+    annotate = "count" in aggs and bool(value_aggs)
+    first = "mean" if combined else (value_aggs[0] if value_aggs else None)
+    rows: list[dict[str, Any]] = []
+    for row in result.rows:
+        shown: dict[str, Any] = {}
+        for key in result.keys:
+            value = row.get(key)
+            shown[key] = "-" if value is None else format_number(value, precision)
+        shown["runs"] = row["runs"]
+        for name in result.metrics:
+            for agg in aggs:
+                if agg == "count" and not count_column:
+                    continue
+                if combined and agg == "std":
+                    continue
+                value = row.get(f"{name}.{agg}")
+                text = format_number(value, precision)
+                if combined and agg == "mean":
+                    std = row.get(f"{name}.std")
+                    if value is not None and std is not None:
+                        text += " ± " + format_number(std, precision)
+                count = row.get(f"{name}.count")
+                if annotate and agg == first and value is not None and count != row["runs"]:
+                    text += f" (n={count})"
+                shown[name if combined and agg == "mean" else f"{name}.{agg}"] = text
+        rows.append(shown)
+    blocks: list[tuple[str, list[str]]] = []
+    for name in result.metrics:
+        columns = [
+            name if combined and agg == "mean" else f"{name}.{agg}"
+            for agg in aggs
+            if not (agg == "count" and not count_column) and not (combined and agg == "std")
+        ]
+        blocks.append((name, columns))
+    return rows, [*result.keys, "runs"], blocks

@@ -1,0 +1,182 @@
+"""Groups (experiments): list them, the group page, rename and delete (SPEC §5 ``wbg group``).
+
+A group exists while it has runs; its name is unique within a project. A name used in
+several projects needs ``project`` to say which one is meant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from wbg import query, runs, values
+from wbg.aggregate import Table, build_table
+from wbg.errors import InvalidInput
+
+
+def list_groups(
+    conn: sqlite3.Connection, filters: query.Filters | None = None
+) -> list[dict[str, Any]]:
+    """One row per (project, group) of the selected runs, most recently started first."""
+    filters = filters or query.Filters()
+    runs.reap_crashed(conn)
+    query.check_filters(conn, filters)
+    where, params = filters.sql()
+    base = f'FROM runs WHERE ({where}) AND runs."group" IS NOT NULL'
+    rows = conn.execute(
+        f'SELECT runs."group", runs.project, count(*), min(started_at), max(ended_at), '
+        f"sum(state = 'running') {base} GROUP BY runs.project, runs.\"group\" "
+        "ORDER BY max(started_at) DESC",
+        params,
+    ).fetchall()
+    counts: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+    for column in ("job_type", "state"):
+        for project, group, value, n in conn.execute(
+            f'SELECT runs.project, runs."group", runs.{column}, count(*) {base} '
+            f'GROUP BY runs.project, runs."group", runs.{column} ORDER BY count(*) DESC',
+            params,
+        ):
+            counts.setdefault((project, group), {}).setdefault(column, {})[value or "-"] = n
+    result = []
+    for group, project, n, first, last, running in rows:
+        found = counts.get((project, group), {})
+        result.append(
+            {
+                "group": group,
+                "project": project,
+                "runs": n,
+                "job_types": found.get("job_type", {}),
+                "states": found.get("state", {}),
+                "first_start": runs.iso(first),
+                "last_end": None if running else runs.iso(last),
+            }
+        )
+    return result
+
+
+def resolve_project(conn: sqlite3.Connection, name: str, project: str | None = None) -> str:
+    """The project that holds group ``name``; unknown or ambiguous names are errors."""
+    values.check_group(name)
+    sql = 'SELECT DISTINCT project FROM runs WHERE "group" = ?'
+    params: list[Any] = [name]
+    if project is not None:
+        sql += " AND project = ?"
+        params.append(project)
+    projects = sorted(p for (p,) in conn.execute(sql, params))
+    if not projects:
+        error = query.unknown_name_error(conn, "group", name)
+        if project is not None:
+            error.message += f" in project {project!r}"
+        raise error
+    if len(projects) > 1:
+        raise InvalidInput(
+            f"group {name!r} exists in several projects: {', '.join(projects)}",
+            hint="say which with --project",
+        )
+    return projects[0]
+
+
+def group_page(
+    conn: sqlite3.Connection, name: str, project: str | None = None, max_runs: int | None = None
+) -> dict[str, Any]:
+    """Everything ``wbg group show`` prints: facts, runs, common config, aggregates.
+
+    ``run_records`` holds the first ``max_runs`` runs in start order (all when None); the
+    facts and aggregates always cover every run.
+    """
+    project = resolve_project(conn, name, project)
+    [facts] = list_groups(conn, query.Filters(project=project, group=name))
+    records = runs.list_runs(conn, project=project, group=name, oldest_first=True, limit=max_runs)
+    common, varying = config_keys(conn, project, name)
+    compute = conn.execute(
+        'SELECT total(ended_at - started_at) FROM runs WHERE project = ? AND "group" = ? '
+        "AND ended_at IS NOT NULL",
+        (project, name),
+    ).fetchone()[0]
+    aggregates = build_table(
+        conn, query.Filters(project=project, group=name), group_by=["job_type"]
+    )
+    return {
+        **facts,
+        "compute_s": round(compute, 3),
+        "common_config": {key: _dotted_get(records[0]["config"], key) for key in common},
+        "varying_keys": varying,
+        "run_records": records,
+        "aggregates": aggregates,
+    }
+
+
+def config_keys(conn: sqlite3.Connection, project: str, group: str) -> tuple[list[str], list[str]]:
+    """Config leaf keys of a group's runs: (same value in every run, the others)."""
+    total = conn.execute(
+        'SELECT count(*) FROM runs WHERE project = ? AND "group" = ?', (project, group)
+    ).fetchone()[0]
+    rows = conn.execute(
+        "SELECT j.fullkey, count(*), count(DISTINCT j.type || ':' || j.value) "
+        "FROM runs, json_tree(runs.config) AS j "
+        "WHERE runs.project = ? AND runs.\"group\" = ? AND j.type != 'object' "
+        "AND j.fullkey NOT LIKE '%[%' GROUP BY j.fullkey",
+        (project, group),
+    ).fetchall()
+    common, varying = [], []
+    for fullkey, n, distinct in rows:
+        key = query.dotted_key(fullkey)
+        (common if n == total and distinct == 1 else varying).append(key)
+    return sorted(common), sorted(varying)
+
+
+def _dotted_get(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def run_row(record: dict[str, Any], varying: list[str]) -> dict[str, Any]:
+    """A group page's row for one run: fields, varying config keys, summary values."""
+    row: dict[str, Any] = {
+        key: record[key] for key in ("id", "name", "job_type", "state", "duration_s")
+    }
+    for key in varying:
+        row[key] = _dotted_get(record["config"], key)
+    for key, value in record["summary"].items():
+        row.setdefault(f"summary.{key}", value)
+    return row
+
+
+def rename_group(
+    conn: sqlite3.Connection, old: str, new: str, project: str | None = None
+) -> tuple[str, int]:
+    """Rename a group within its project; return (project, runs renamed)."""
+    values.check_group(new)
+    project = resolve_project(conn, old, project)
+    with runs.transaction(conn):
+        if conn.execute(
+            'SELECT 1 FROM runs WHERE project = ? AND "group" = ? LIMIT 1', (project, new)
+        ).fetchone():
+            raise InvalidInput(
+                f"group {new!r} already exists in project {project!r}",
+                hint=f"to merge the groups, move the runs: wbg runs move ID... --group {new}",
+            )
+        cursor = conn.execute(
+            'UPDATE runs SET "group" = ? WHERE project = ? AND "group" = ?', (new, project, old)
+        )
+    return project, cursor.rowcount
+
+
+def group_runs(conn: sqlite3.Connection, name: str, project: str | None = None) -> list[int]:
+    """Row numbers of the runs of a group (resolving its project)."""
+    project = resolve_project(conn, name, project)
+    return [
+        num
+        for (num,) in conn.execute(
+            'SELECT num FROM runs WHERE project = ? AND "group" = ?', (project, name)
+        )
+    ]
+
+
+def summary_of(table: Table) -> list[dict[str, Any]]:
+    """The aggregate rows of a group page (machine formats)."""
+    return [{c: row.get(c) for c in table.columns()} for row in table.rows]
