@@ -1,7 +1,5 @@
 """Recording commands: ``wbg run``, ``wbg new-group``, ``wbg log``."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import sys

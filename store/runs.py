@@ -12,7 +12,6 @@ import contextlib
 import getpass
 import math
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +56,15 @@ _COLUMNS = (
 
 # A history point as written: (runs.num, step, key, value, time)
 Point = tuple[int, int, str, float, float]
+
+
+def hostname() -> str:
+    """This machine's name, as socket.gethostname() gives it (without importing socket)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # pragma: no cover - Windows
+
+    return socket.gethostname()  # pragma: no cover
 
 
 def current_user() -> str | None:
@@ -105,7 +113,7 @@ def create_run(
                     notes,
                     values.dumps(list(command)) if command is not None else None,
                     os.getcwd(),
-                    socket.gethostname(),
+                    hostname(),
                     current_user(),
                     pid if pid is not None else os.getpid(),
                     git_commit,
@@ -264,7 +272,7 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
 
     Runs of other hosts are never guessed about. Returns how many runs were marked.
     """
-    host = socket.gethostname()
+    host = hostname()
     rows = conn.execute(
         "SELECT id, owner_pid FROM runs WHERE state = 'running' AND host = ?", (host,)
     ).fetchall()

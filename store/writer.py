@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from wbg import runs
 
 FLUSH_INTERVAL_S = 1.0
-BATCH_POINTS = 20_000
+BATCH_POINTS = 50_000
 
 T = TypeVar("T")
 
