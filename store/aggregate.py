@@ -166,7 +166,7 @@ def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:
             continue
         import difflib
 
-        known = [k for (k,) in conn.execute("SELECT DISTINCT key FROM summary_metrics")]
+        known = query.metric_names(conn)
         known = sorted(known) + [DURATION]
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = (
@@ -231,12 +231,7 @@ def _aggregate(
         # (without them it may scan all of summary_metrics to build a Bloom filter).
         conn.execute("ANALYZE temp.wbg_sel")
         if metrics is None:
-            names = [
-                k
-                for (k,) in conn.execute(
-                    "SELECT DISTINCT key FROM summary_metrics WHERE key != ?", (DURATION,)
-                )
-            ]
+            names = [k for k in query.metric_names(conn) if k != DURATION]
             if len(names) > 20:  # many keys in the file: walk only those the selection has
                 names = [
                     k

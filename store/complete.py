@@ -33,9 +33,7 @@ def candidates(path: Path | str | None, kind: str, incomplete: str) -> list[str]
         elif kind == "key":
             found = [*query.FIELDS, *query.known_keys(conn, "config", limit=2000)]
         elif kind == "metric":
-            found = [
-                k for (k,) in conn.execute("SELECT DISTINCT key FROM summary_metrics ORDER BY key")
-            ] + ["duration_s"]
+            found = [*query.metric_names(conn), "duration_s"]
         elif kind == "run":
             rows = conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 5000")
             found = [run_id for (run_id,) in rows]
