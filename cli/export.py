@@ -71,17 +71,7 @@ def export(
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(
-            conn,
-            project=project,
-            group=group,
-            job_type=job_type,
-            state=state,
-            tag=tag,
-            where=filters.where,
-            limit=limit,
-            oldest_first=True,
-        )
+        records = runs.list_runs(conn, filters, limit=limit, oldest_first=True)
         if history:
             for record in records:
                 record["history"] = runs.get_history(conn, record["id"])

@@ -77,16 +77,7 @@ def list_runs(
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(
-            conn,
-            project=project,
-            group=group,
-            job_type=job_type,
-            state=state,
-            tag=tag,
-            where=filters.where,
-            limit=limit,
-        )
+        records = runs.list_runs(conn, filters, limit=limit)
     if fmt in ("json", "jsonl"):
         typer.echo(render.render_records(records, fmt))
         return

@@ -86,7 +86,9 @@ def group_page(
     """
     project = resolve_project(conn, name, project)
     [facts] = list_groups(conn, query.Filters(project=project, group=name))
-    records = runs.list_runs(conn, project=project, group=name, oldest_first=True, limit=max_runs)
+    records = runs.list_runs(
+        conn, query.Filters(project=project, group=name), oldest_first=True, limit=max_runs
+    )
     common, varying = config_keys(conn, project, name)
     compute = conn.execute(
         'SELECT total(ended_at - started_at) FROM runs WHERE project = ? AND "group" = ? '

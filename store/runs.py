@@ -16,11 +16,14 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wbg import values
 from wbg.errors import UnknownRun
 from wbg.ids import generate_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wbg.query import Filters
 
 STATES = ("running", "finished", "failed", "killed", "crashed")
 
@@ -367,21 +370,16 @@ def _close_ids_hint(conn: sqlite3.Connection, run_id: str) -> str | None:
 
 def list_runs(
     conn: sqlite3.Connection,
+    filters: Filters | None = None,
     *,
-    project: str | None = None,
-    group: str | None = None,
-    job_type: str | None = None,
-    state: str | None = None,
-    tag: str | None = None,
-    where: Sequence[str] = (),
     limit: int | None = None,
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run records, newest first, filtered by the given fields and ``--where`` conditions."""
+    """Run records, newest first, that ``filters`` select (all runs without it)."""
     from wbg.query import Filters
 
     reap_crashed(conn)
-    clause, params = Filters(project, group, job_type, state, tag, tuple(where)).sql()
+    clause, params = (filters or Filters()).sql()
     order = "started_at, id" if oldest_first else "started_at DESC, id"
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
