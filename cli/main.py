@@ -37,15 +37,16 @@ def _new_app() -> typer.Typer:
 
 
 app = _new_app()
-record_cmds.register(app)
+# Registration order is the order `wbg --help` lists the commands in.
+record_cmds.register(app)  # run, new-group, log
 table_cmds.register(app)
-export_cmds.register(app)
 app.add_typer(group_cmds.app, name="group")
 app.add_typer(runs_cmds.app, name="runs")
+plot_cmds.register(app)
+export_cmds.register(app)
+interop_cmds.register(app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
-plot_cmds.register(app)
-interop_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:
