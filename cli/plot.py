@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wbg.cli.options import DbOpt, GroupOpt, JobTypeOpt, StateOpt, TagOpt, WhereOpt, open_db
+from wbg.cli.options import (
+    DbOpt,
+    GroupFilterOpt,
+    JobTypeFilterOpt,
+    ProjectFilterOpt,
+    StateOpt,
+    TagOpt,
+    WhereOpt,
+    complete_key,
+    complete_metric,
+    open_db,
+)
 
 if TYPE_CHECKING:
     from wbg.curves import Curve, Panel
@@ -57,7 +68,11 @@ def register(app: typer.Typer) -> None:
 def plot(
     metrics: Annotated[
         list[str],
-        typer.Argument(metavar="METRIC", help="History keys to plot (one panel each)."),
+        typer.Argument(
+            metavar="METRIC",
+            help="History keys to plot (one panel each).",
+            autocompletion=complete_metric,
+        ),
     ],
     group_by: Annotated[
         str | None,
@@ -66,6 +81,7 @@ def plot(
             help="One line per value of KEY[,KEY...] (a run field or config key; "
             "default: group when any run has one, else one line per run).",
             show_default=False,
+            autocompletion=complete_key,
         ),
     ] = None,
     no_group: Annotated[
@@ -124,11 +140,9 @@ def plot(
             show_default=False,
         ),
     ] = None,
-    project: Annotated[
-        str | None, typer.Option("--project", "-p", help="Only this project.", show_default=False)
-    ] = None,
-    group: GroupOpt = None,
-    job_type: JobTypeOpt = None,
+    project: ProjectFilterOpt = None,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,

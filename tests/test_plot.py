@@ -392,3 +392,25 @@ def test_a_single_point_is_drawn(cli, db_path):
     lines = result.stdout.splitlines()
     assert lines[-1] == "  •• solo (1 run)"
     assert sum(line.count("•") for line in lines[:-1]) == 1
+
+
+def test_metric_names_and_group_by_keys_complete_from_the_database(db_path):
+    import os
+    import subprocess
+
+    from conftest import wbg_executable
+
+    import wbg
+
+    with wbg.init(project="p", group="g", config={"seed": 1}) as run:
+        run.log({"loss": 1.0, "lr_now": 0.1})
+
+    def complete(words: str, index: int) -> list[str]:
+        env = {**os.environ, "_WBG_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(index)
+        proc = subprocess.run(wbg_executable(), env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stderr == ""
+        return proc.stdout.split()
+
+    assert complete("wbg plot l", 2) == ["loss", "lr_now"]
+    assert "seed" in complete("wbg plot loss --group-by s", 4)
