@@ -96,12 +96,14 @@ def _check_other(conn: sqlite3.Connection, path: Path) -> None:
         raise InvalidInput(f"no such database: {path}")
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory, not a database")
-    with path.open("rb") as handle:
-        if handle.read(len(wbg_db.SQLITE_HEADER)) != wbg_db.SQLITE_HEADER:
-            raise NotADatabase(f"{path} is not a wbg database (not a SQLite file)")
     main = _main_path(conn)
     if main is not None and main.exists() and os.path.samefile(main, path):
         raise InvalidInput(f"{path} is the database being merged into")
+    # Only now may the file be opened outside SQLite: closing a descriptor of the file our
+    # own connection holds would drop its locks (see wbg.db._check_path).
+    with path.open("rb") as handle:
+        if handle.read(len(wbg_db.SQLITE_HEADER)) != wbg_db.SQLITE_HEADER:
+            raise NotADatabase(f"{path} is not a wbg database (not a SQLite file)")
 
 
 @contextlib.contextmanager
