@@ -31,10 +31,9 @@ class Settings:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
+    from wbg.values import toml
+
+    tomllib = toml()
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -69,6 +69,15 @@ def check_key(key: str, what: str = "config key") -> str:
     return key
 
 
+def toml() -> Any:
+    """The TOML parser: the standard library's from Python 3.11, else tomli."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib
+
+
 def parse_value(text: str) -> Any:
     """Type a command-line value: a TOML/JSON scalar or array, else the string itself.
 
@@ -78,10 +87,7 @@ def parse_value(text: str) -> Any:
     stripped = text.strip()
     if not stripped:
         return text
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    tomllib = toml()
     try:
         value = tomllib.loads(f"v = {stripped}")["v"]
     except (tomllib.TOMLDecodeError, KeyError):
@@ -176,11 +182,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def _parse_config_text(text: str, kind: str) -> Any:
     if kind == "json":
         return json.loads(text)
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return _plain_toml(tomllib.loads(text))
+    return _plain_toml(toml().loads(text))
 
 
 def _plain_toml(value: Any) -> Any:
