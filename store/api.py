@@ -263,7 +263,8 @@ class Run:
         self._finished = False
         self._unusable = False  # finished, or inherited through fork: log() must refuse
         self._attached = attached
-        self._keys: set[str] = set()
+        self._keys: set[str] = set()  # every metric logged; a superset of any batch's keys
+        self._recorder.keys_hint = self._keys
         self._step = 0
         self.id: str = run_id
         self.name: str = record["name"]

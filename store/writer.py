@@ -40,6 +40,7 @@ class Recorder:
         self._summary: dict[str, Any] = {}  # explicit values, over the last logged ones
         self._oldest: float | None = None  # time.time() of the oldest unwritten item
         self.last_values: dict[str, Any] = {}  # every summary value written so far
+        self.keys_hint: set[str] | None = None  # set by a producer that knows its keys
         self._wake = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
@@ -82,9 +83,7 @@ class Recorder:
                 summary, self._summary = self._summary, {}
                 self._oldest = None
             if points or summary:
-                # Points are in logging order, so the last one of a key is its summary value
-                # unless a value was set explicitly after it.
-                update = {key: value for _, _, key, value, _ in points}
+                update = self._last_values(points)
                 update.update(summary)
                 try:
                     with runs.transaction(self.conn):
@@ -100,6 +99,22 @@ class Recorder:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def _last_values(self, points: list[runs.Point]) -> dict[str, Any]:
+        """The last value of each key in ``points`` (they are in logging order).
+
+        With ``keys_hint`` (every key the producer has logged, a superset of the batch's),
+        the walk back from the end stops as soon as each of those keys has been found.
+        """
+        wanted = len(self.keys_hint) if self.keys_hint is not None else -1
+        last: dict[str, Any] = {}
+        for point in reversed(points):
+            key = point[2]
+            if key not in last:
+                last[key] = point[3]
+                if len(last) == wanted:
+                    break
+        return last
 
     def close(self) -> None:
         """Stop the background thread and write what is left."""

@@ -221,3 +221,37 @@ def test_connect_never_opens_the_file_outside_sqlite(db_path, monkeypatch):
     second.close()
     first.close()
     assert opened == []
+
+
+@pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 137])
+def test_write_history_stores_every_point_and_the_last_of_duplicates(db_path, count):
+    conn = dbmod.connect(db_path)
+    run_id, num = runs.create_run(conn, project="p")
+    points = [(num, i // 2, "ab"[i % 2], float(i), 1.0) for i in range(count)]
+    # a second value for an existing (step, key), inside the same batch: it must win
+    points += [(num, 0, "a", -1.0, 2.0)] if count else []
+    with runs.transaction(conn):
+        runs.write_history(conn, points)
+    stored = {(p["step"], p["key"]): p["value"] for p in runs.get_history(conn, run_id)}
+    expected = {(step, key): value for _, step, key, value, _ in points}
+    assert stored == expected
+    assert runs.history_count(conn, run_id) == len(expected)
+    conn.close()
+
+
+def test_batch_summary_is_the_last_value_of_each_key_with_and_without_hint(db_path):
+    from wbg.writer import Recorder
+
+    conn = dbmod.connect(db_path)
+    run_id, num = runs.create_run(conn, project="p")
+    recorder = Recorder(conn, num)
+    points = [(num, 0, "a", 1.0, 0.0), (num, 0, "b", 2.0, 0.0), (num, 1, "a", 3.0, 0.0)]
+    assert recorder._last_values(points) == {"a": 3.0, "b": 2.0}
+    recorder.keys_hint = {"a", "b", "c"}  # c was logged before, not in this batch
+    assert recorder._last_values(points) == {"a": 3.0, "b": 2.0}
+    recorder.keys_hint = {"a", "b"}
+    assert recorder._last_values(points) == {"a": 3.0, "b": 2.0}
+    recorder.add(points)
+    recorder.close()
+    assert runs.get_run(conn, run_id)["summary"] == {"a": 3.0, "b": 2.0}
+    conn.close()
