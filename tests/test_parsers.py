@@ -182,3 +182,16 @@ def test_streams_keep_their_own_unfinished_lines():
     assert capture.feed(b" 0.25\nacc: 0.5", 1) == [(0, "loss", 0.25)]
     assert capture.feed(b"grad: 1", 2) == []
     assert sorted(capture.close()) == [(0, "acc", 0.5), (0, "grad", 1.0)]
+
+
+def test_generated_ids_use_every_character_evenly():
+    from collections import Counter
+
+    from wbg.ids import ALPHABET, generate_id
+
+    counts = Counter("".join(generate_id() for _ in range(4500)))  # 36,000 characters
+    assert set(counts) == set(ALPHABET)
+    # 1,000 expected per character. A plain `byte % 36` would favour a-d (8/256 each
+    # instead of 7/256): 4,500 for the four together instead of 4,000 (sd about 63).
+    assert sum(counts[c] for c in "abcd") < 4250
+    assert min(counts.values()) > 800
