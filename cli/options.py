@@ -161,6 +161,17 @@ WhereOpt = Annotated[
         "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
 ]
+GroupByOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--group-by",
+        "-G",
+        metavar="KEY[,KEY...]",
+        help="Group by run fields / config keys (repeatable or comma-separated; nested). "
+        "Default: by group when any selected run has one, else one per run.",
+        autocompletion=complete_key,
+    ),
+]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", min=1, metavar="N", help="At most N rows.")
 ]

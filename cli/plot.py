@@ -21,13 +21,13 @@ import typer
 
 from wbg.cli.options import (
     DbOpt,
+    GroupByOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
     ProjectFilterOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
-    complete_key,
     complete_metric,
     open_db,
 )
@@ -74,16 +74,7 @@ def plot(
             autocompletion=complete_metric,
         ),
     ],
-    group_by: Annotated[
-        str | None,
-        typer.Option(
-            "--group-by",
-            help="One line per value of KEY[,KEY...] (a run field or config key; "
-            "default: group when any run has one, else one line per run).",
-            show_default=False,
-            autocompletion=complete_key,
-        ),
-    ] = None,
+    group_by: GroupByOpt = None,
     no_group: Annotated[
         bool, typer.Option("--no-group", help="One line per run, no grouping.")
     ] = False,
@@ -161,9 +152,7 @@ def plot(
     if no_group:
         keys = []
     elif group_by is not None:
-        keys = [k.strip() for k in group_by.split(",")]
-        if not all(keys):
-            raise InvalidInput(f"malformed --group-by {group_by!r}", hint="expected KEY[,KEY...]")
+        keys = query.split_keys(group_by)
     suffix = out.suffix.lower() if out is not None else None
     if out is not None and suffix not in FILE_SUFFIXES:
         raise InvalidInput(

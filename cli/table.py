@@ -10,6 +10,7 @@ import typer
 from wbg.cli.options import (
     DbOpt,
     FormatOpt,
+    GroupByOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
     LimitOpt,
@@ -18,7 +19,6 @@ from wbg.cli.options import (
     StateOpt,
     TagOpt,
     WhereOpt,
-    complete_key,
     complete_metric,
     filters_from,
     open_db,
@@ -42,16 +42,7 @@ def register(app: typer.Typer) -> None:
 
 
 def table(
-    group_by: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--group-by",
-            "-G",
-            metavar="KEY[,KEY...]",
-            help="Group by run fields / config keys (repeatable or comma-separated; nested).",
-            autocompletion=complete_key,
-        ),
-    ] = None,
+    group_by: GroupByOpt = None,
     no_group: Annotated[
         bool, typer.Option("--no-group", help="One row per run (grouping off).")
     ] = False,
@@ -91,17 +82,18 @@ def table(
     precision: PrecisionOpt = 4,
     db: DbOpt = None,
 ) -> None:
-    from wbg import aggregate
+    from wbg import aggregate, query
     from wbg.cli import render
 
     render.check_format(fmt)
     filters = filters_from(project, group, job_type, state, tag, where)
+    keys = query.split_keys(group_by) or None
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         result = aggregate.build_table(
             conn,
             filters,
-            group_by=aggregate.split_keys(group_by) or None,
+            group_by=keys,
             no_group=no_group,
             metrics=metric,
             aggregates=agg,

@@ -79,14 +79,6 @@ def parse_aggregates(text: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def split_keys(items: Sequence[str] | None) -> list[str]:
-    """``["lr,seed", "model"]`` -> ``["lr", "seed", "model"]`` (``--group-by`` values)."""
-    keys: list[str] = []
-    for item in items or ():
-        keys += [part.strip() for part in item.split(",") if part.strip()]
-    return list(dict.fromkeys(keys))
-
-
 def metric_name(name: str) -> str:
     return name[len("summary.") :] if name.startswith("summary.") else name
 

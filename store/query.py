@@ -73,6 +73,20 @@ class Key:
         )
 
 
+def split_keys(items: Sequence[str] | None) -> list[str]:
+    """``--group-by`` values: ``["lr,seed", "model"]`` -> ``["lr", "seed", "model"]``.
+
+    Repeats are dropped; an empty part (``"lr,"``) is a malformed option, not ignored.
+    """
+    keys: list[str] = []
+    for item in items or ():
+        parts = [part.strip() for part in item.split(",")]
+        if not all(parts):
+            raise InvalidInput(f"malformed --group-by {item!r}", hint="expected KEY[,KEY...]")
+        keys += parts
+    return list(dict.fromkeys(keys))
+
+
 def json_path(dotted: str) -> str:
     """``a.b`` -> ``$."a"."b"`` (every part quoted, so any characters are safe)."""
     parts = dotted.split(".")

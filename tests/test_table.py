@@ -355,7 +355,7 @@ def test_key_resolution_is_shared_with_query():
     # group keys and --where use the same resolution: a bare key is config, fields win
     assert query.resolve_key("lr").source == "config"
     assert query.resolve_key("state").source == "field"
-    assert aggregate.split_keys(["a,b", "c", "a"]) == ["a", "b", "c"]
+    assert query.split_keys(["a,b", "c", "a"]) == ["a", "b", "c"]
 
 
 def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
@@ -398,3 +398,14 @@ def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
             "duration_s.excluded": 0,
         }
     ]
+
+
+def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
+    import wbg
+
+    with wbg.init(project="p", group="g", config={"lr": 0.1}) as run:
+        run.log({"loss": 1.0})
+    for command in (["table"], ["plot", "loss", "--width", "40", "--height", "10"]):
+        bad = cli(*command, "--group-by", "lr,")
+        assert (bad.exit_code, bad.stderr) == (2, "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n")
+        assert cli(*command, "-G", "lr").exit_code == 0
