@@ -407,5 +407,8 @@ def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
         run.log({"loss": 1.0})
     for command in (["table"], ["plot", "loss", "--width", "40", "--height", "10"]):
         bad = cli(*command, "--group-by", "lr,")
-        assert (bad.exit_code, bad.stderr) == (2, "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n")
+        assert (bad.exit_code, bad.stderr) == (
+            2,
+            "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n",
+        )
         assert cli(*command, "-G", "lr").exit_code == 0
