@@ -177,6 +177,41 @@ def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any
         raise UnknownRun(f"no run with id {run_id!r}")
 
 
+def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
+    """Set top-level config keys as given (wandb's ``config.update``: a nested value replaces
+    the old one whole, ``None`` is stored as null). Call inside a transaction."""
+    if not update:
+        return
+    row = conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}")
+    config = values.loads(row[0], {})
+    config.update(update)
+    conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
+
+
+def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
+    """Make a run ``running`` again in this process (a resumed run: ``init(resume=...)``)."""
+    conn.execute(
+        "UPDATE runs SET state = 'running', exit_code = NULL, ended_at = NULL, reason = NULL, "
+        "pid = ?, owner_pid = ? WHERE id = ?",
+        (os.getpid(), os.getpid(), run_id),
+    )
+
+
+def last_step(conn: sqlite3.Connection, num: int) -> int | None:
+    """The highest step recorded for run ``num`` (None without history)."""
+    return conn.execute("SELECT max(step) FROM history WHERE run = ?", (num,)).fetchone()[0]
+
+
+def _numeric_leaves(prefix: str, value: Any, out: list[tuple[str, float]]) -> None:
+    if values.is_number(value):
+        out.append((prefix, float(value)))
+    elif isinstance(value, Mapping) and "_type" not in value:  # not a media description
+        for key, item in value.items():
+            _numeric_leaves(f"{prefix}.{key}", item, out)
+
+
 def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
     """Set summary values (the JSON object and the numeric mirror) of run ``num``.
 
@@ -189,14 +224,22 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
         "UPDATE runs SET summary = json_patch(summary, ?) WHERE num = ?",
         (values.dumps(update), num),
     )
+    # The numeric mirror holds numbers, and the numeric leaves of a dict value as dotted
+    # keys (a define_metric summary {"acc": {"max": 0.9}} is the metric "acc.max").
+    numbers: list[tuple[str, float]] = []
+    gone = []
+    for key, value in update.items():
+        if values.is_number(value):
+            numbers.append((key, float(value)))
+        else:
+            gone.append((num, key))
+            if isinstance(value, Mapping):
+                _numeric_leaves(key, value, numbers)
     conn.executemany(
         "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
-        [(num, key, float(value)) for key, value in update.items() if values.is_number(value)],
+        [(num, key, value) for key, value in numbers],
     )
-    conn.executemany(
-        "DELETE FROM summary_metrics WHERE run = ? AND key = ?",
-        [(num, key) for key, value in update.items() if not values.is_number(value)],
-    )
+    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", gone)
 
 
 # History points go in 50 rows per INSERT: one statement step per 50 points instead of

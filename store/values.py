@@ -59,12 +59,14 @@ def check_tags(tags: Iterable[str] | None) -> list[str]:
     return checked
 
 
-def check_key(key: str, what: str = "config key") -> str:
+def check_key(key: str, what: str = "config key", dotted: bool = True) -> str:
+    """A key typed as a dotted path (``opt.lr``); ``dotted=False`` for a literal key, as
+    stored (wandb accepts ``'a..b'`` as a config key, so a stored key may hold any dots)."""
     if not isinstance(key, str) or not key or not key.strip():
         raise InvalidName(f"{what} must not be empty")
     if _has_control(key):
         raise InvalidName(f"{what} must not contain control characters: {key!r}")
-    if any(not part for part in key.split(".")):
+    if dotted and any(not part for part in key.split(".")):
         raise InvalidName(f"{what} has an empty part between dots: {key!r}")
     return key
 
@@ -149,7 +151,7 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
 
 def check_config(config: Mapping[str, Any], prefix: str = "") -> None:
     for key, value in config.items():
-        check_key(str(key), f"config key {prefix}{key!r}")
+        check_key(str(key), f"config key {prefix}{key!r}", dotted=False)
         if isinstance(value, Mapping):
             check_config(value, f"{prefix}{key}.")
 

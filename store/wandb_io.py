@@ -173,13 +173,11 @@ class WandbRun:
 
 
 def _json_value(text: str) -> Any:
+    """A value W&B wrote as JSON text (an int stays an int; NaN and Infinity are read)."""
     try:
-        return float(text) if text not in ("true", "false") else json.loads(text)
+        return json.loads(text)
     except ValueError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        return text
 
 
 def _item_path(item: Any) -> tuple[str, ...]:
@@ -267,10 +265,13 @@ def decode_run(path: Path) -> WandbRun:
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 step, points, timestamp = None, [], None
+                media: list[str] = []  # W&B media (an image, a table) are not metrics
                 for item in record.history.item:
                     name = _item_name(item)
                     if not name:
                         continue
+                    if name.endswith("._type"):
+                        media.append(name[: -len("_type")])
                     text = item.value_json
                     if text:
                         value = _json_value(text)
@@ -291,6 +292,8 @@ def decode_run(path: Path) -> WandbRun:
                 if timestamp is not None:
                     last_time = timestamp
                 when = timestamp if timestamp is not None else (last_time or run.started_at or 0.0)
+                if media:
+                    points = [p for p in points if not p[0].startswith(tuple(media))]
                 run.history.extend((step, key, value, when) for key, value in points)
             elif kind == "summary":
                 for item in record.summary.update:
@@ -326,13 +329,22 @@ def decode_run(path: Path) -> WandbRun:
     # W&B's summary is the last value of each logged metric unless set explicitly. Current
     # W&B writes that as summary records too; older writers only wrote explicit sets, so
     # the last history values are the base they update.
+    # A log from a current writer (some logged key has a summary record) is read as it
+    # says: a metric with define_metric(summary="none") has no summary there.
+    current_writer = any(point[1] in summary_updates for point in run.history)
     for _step, key, value, _time in run.history:
-        if key not in removed:
+        if key not in removed and not current_writer:
             run.summary[key] = value
     wbg_fields: dict[str, Any] = {}
+    # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept as
+    # one description: {"img": {"_type": "image-file", "path": ...}}.
+    media = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
     for name, text in summary_updates.items():
         if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
             _set_path(wbg_fields, name.split("."), _json_value(text))
+        elif media and name.startswith(media):
+            prefix = next(m for m in media if name.startswith(m))
+            _set_path(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
         elif name and not name.startswith("_"):
             # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
             run.summary[name] = _json_value(text)

@@ -41,6 +41,8 @@ class Recorder:
         self._oldest: float | None = None  # time.time() of the oldest unwritten item
         self.last_values: dict[str, Any] = {}  # every summary value written so far
         self.keys_hint: set[str] | None = None  # set by a producer that knows its keys
+        # Keys whose summary is not their last value (define_metric): the producer sets it.
+        self.summary_skip: set[str] = set()
         self._wake = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
@@ -114,6 +116,8 @@ class Recorder:
                 last[key] = point[3]
                 if len(last) == wanted:
                     break
+        for key in self.summary_skip:
+            last.pop(key, None)
         return last
 
     def close(self) -> None:
