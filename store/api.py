@@ -554,7 +554,6 @@ class _Aggregate:
         return out or None
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 SUMMARY_OPS = ("min", "max", "mean", "last", "first", "none", "copy")
 
 
@@ -727,50 +726,14 @@ class Run:
         values only go to the summary."""
         if self._unusable:
             self._check_open()
-        if not isinstance(data, Mapping):
+        if step is not None or commit is not None or self._pending is not None:
+            self._log_row(data, step, commit)
+            return
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError("wbg.log must be passed a dictionary")
-        if step is not None:
-            step = _check_step(step)
-            if step < self._step:
-                self._drop(step)
-                return
-            if step > self._step:
-                if self._pending is not None:
-                    self._commit()
-                self._step = step
-            self._merge(data)
-            if commit:
-                self._commit()
-            return
-        if commit is False or self._pending is not None:
-            self._merge(data)
-            if commit is not False:
-                self._commit()
-            return
-        self._write_row(data, self._step)
-        self._step += 1
-
-    def _merge(self, data: Mapping[str, Any]) -> None:
-        if self._pending is None:
-            self._pending = {}
-        self._pending.update(data)
-
-    def _commit(self) -> None:
-        row, self._pending = self._pending, None
-        if row:
-            self._write_row(row, self._step)
-        self._step += 1
-
-    def _drop(self, step: int) -> None:
-        self._dropped += 1
-        if self._dropped == 1:
-            compat.termwarn(
-                f"Tried to log to step {step} that is less than the current step {self._step}. "
-                "Steps must be monotonically increasing, so this data will be ignored "
-                "(further cases are counted at finish)."
-            )
-
-    def _write_row(self, data: Mapping[str, Any], step: int) -> None:
+        # The common call (no step=, no commit=) writes its row at once; this loop is the
+        # one place a row becomes points.
+        step = self._step
         now = time.time()
         num = self._num
         keys = self._keys
@@ -779,9 +742,7 @@ class Run:
         nested: list[tuple[str, Any]] | None = None
         for key, value in data.items():
             kind = type(value)
-            if kind is int and not _INT64_MIN <= value <= _INT64_MAX:
-                value = float(value)  # as W&B stores it (a FLOP count as int, say)
-            elif kind is not float and kind is not int:
+            if kind is not float and kind is not int:
                 if isinstance(value, Mapping) and "_type" not in value:
                     if nested is None:
                         nested = []
@@ -798,8 +759,6 @@ class Run:
             points.append((num, step, key, value, now))
         if nested:
             for key, value in nested:
-                if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
-                    value = float(value)
                 if values.is_number(value):
                     if key not in keys:
                         self._new_key(key)
@@ -810,7 +769,51 @@ class Run:
                     others[key] = value
         if self._rules and points:
             others = self._apply_rules(points, others)
+        self._step = step + 1
         self._recorder.add(points, others, now)
+
+    def _log_row(self, data: Mapping[str, Any], step: Any, commit: bool | None) -> None:
+        """wandb's row rules: ``commit=False`` keeps the row open; ``step=`` above the
+        current step commits the open row and moves there; below it, the data is dropped."""
+        if not isinstance(data, Mapping):
+            raise TypeError("wbg.log must be passed a dictionary")
+        if step is not None:
+            step = _check_step(step)
+            if step < self._step:
+                self._drop(step)
+                return
+            if step > self._step:
+                if self._pending is not None:
+                    self._commit()
+                self._step = step
+            self._merge(data)
+            if commit:
+                self._commit()
+            return
+        self._merge(data)
+        if commit is not False:
+            self._commit()
+
+    def _merge(self, data: Mapping[str, Any]) -> None:
+        if self._pending is None:
+            self._pending = {}
+        self._pending.update(data)
+
+    def _commit(self) -> None:
+        row, self._pending = self._pending, None
+        if row:
+            self.log(row)  # with no row open, log() writes at the current step and advances
+        else:
+            self._step += 1
+
+    def _drop(self, step: int) -> None:
+        self._dropped += 1
+        if self._dropped == 1:
+            compat.termwarn(
+                f"Tried to log to step {step} that is less than the current step {self._step}. "
+                "Steps must be monotonically increasing, so this data will be ignored "
+                "(further cases are counted at finish)."
+            )
 
     def _new_key(self, key: Any) -> None:
         _metric_key(key)

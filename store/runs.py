@@ -252,7 +252,25 @@ _INSERT_MANY = _INSERT_POINTS + ", ".join(["(?, ?, ?, ?, ?)"] * _POINTS_PER_INSE
 
 def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
     """Store history points; a second value for the same (run, step, key) replaces the first
-    (rows are applied in order, also within one statement)."""
+    (rows are applied in order, also within one statement).
+
+    An integer value past SQLite's 64 bits (a FLOP count, say) is stored as a float, as W&B
+    stores it; the check costs nothing until SQLite refuses one, and the second pass over
+    the same rows is harmless (INSERT OR REPLACE)."""
+    try:
+        _insert_points(conn, points)
+    except OverflowError:
+        _insert_points(conn, [_huge_ints_as_floats(point) for point in points])
+
+
+def _huge_ints_as_floats(point: Point) -> Point:
+    value = point[3]
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        return (point[0], point[1], point[2], float(value), point[4])
+    return point
+
+
+def _insert_points(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
     size = _POINTS_PER_INSERT
     full = len(points) - len(points) % size
     if full:
