@@ -286,3 +286,30 @@ def test_import_wbg_is_cheap():
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.stdout.strip() == "[]"
+
+
+def test_git_facts_are_asked_once_per_process_and_directory(db_path, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.txt").write_text("1")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    monkeypatch.chdir(repo / "sub")  # the repository is found from a subdirectory
+    script = f"""
+        import pathlib, wbg
+        wbg.init(project="p").finish()
+        pathlib.Path({str(repo / "f.txt")!r}).write_text("2")  # dirty now: not asked again
+        wbg.init(project="p").finish()
+        """
+    done = run_script(script)
+    assert done.returncode == 0, done.stderr
+    assert [(r["git_commit"], r["git_dirty"]) for r in records(db_path)] == [
+        (head.strip(), False),
+        (head.strip(), False),
+    ]
+    from wbg.gitinfo import in_work_tree
+
+    assert in_work_tree(str(repo / "sub")) and not in_work_tree(str(tmp_path))
