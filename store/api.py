@@ -254,6 +254,7 @@ def init(
 
     db_path = wbg_settings.resolve_db_path(db)
     conn = _take_connection(db_path)
+    facts["db_path"] = db_path.resolve()
     try:
         attach_id = _attach_target(db_path) if run_id is None else None
         if attach_id is not None and runs.run_exists(conn, attach_id):
@@ -297,9 +298,19 @@ def init(
                 git_dirty=dirty,
                 run_id=run_id,
             )
-            run = Run(conn, new_id, num, runs.get_run(conn, new_id), attached=False, facts=facts)
+            record = {
+                "name": name or new_id,
+                "group": group,
+                "job_type": job_type,
+                "project": project,
+                "tags": tag_list,
+                "notes": notes,
+                "config": config_dict,
+                "summary": {},
+            }  # as create_run stored it: no need to read it back
+            run = Run(conn, new_id, num, record, attached=False, facts=facts)
     except BaseException:
-        _give_back(conn)
+        _give_back(conn, facts["db_path"])
         raise
     with _lock:
         _active.append(run)
@@ -344,11 +355,10 @@ def _take_connection(db_path: Path) -> Any:
     return dbmod.connect(db_path)
 
 
-def _give_back(conn: Any) -> None:
+def _give_back(conn: Any, path: Path) -> None:
     with _lock:
         if _idle_pid != os.getpid():
             return
-    path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
     identity = _identity(path)
     if identity is None:
         conn.close()
@@ -645,6 +655,7 @@ class Run:
         self._aggregates: dict[str, _Aggregate | None] = {}  # per key: its rule, if any
         self._entity: str | None = facts.get("entity")
         self._root = facts.get("root")
+        self._db_path: Path = facts.get("db_path") or Path(conn_path(conn))
         self._mode: str = facts.get("mode", "offline")
         self._resumed: bool = bool(facts.get("resumed"))
         self._settings = compat.Settings(**dict(facts.get("settings") or {}))
@@ -759,14 +770,10 @@ class Run:
             if self._root:
                 folder = Path(self._root).expanduser() / "wandb" / f"wbg-{self.id}" / "files"
             else:
-                folder = Path(self._conn_path()).parent / "files" / self.id
+                folder = self._db_path.parent / "files" / self.id
             folder.mkdir(parents=True, exist_ok=True)
             self._dir = folder
         return str(self._dir)
-
-    def _conn_path(self) -> str:
-        row = self._conn.execute("PRAGMA database_list").fetchone()
-        return row[2] if row and row[2] else os.getcwd()
 
     @property
     def step(self) -> int:
@@ -1012,7 +1019,7 @@ class Run:
                     lambda conn: runs.finish_run(conn, self.id, state=state, exit_code=exit_code)
                 )
         finally:
-            _give_back(self._conn)
+            _give_back(self._conn, self._db_path)
             with _lock:
                 if self in _active:
                     _active.remove(self)
@@ -1077,6 +1084,12 @@ def _flatten(prefix: str, value: Mapping[str, Any], out: list[tuple[str, Any]]) 
             _flatten(name, item, out)
         else:
             out.append((name, compat.plain(item)))
+
+
+def conn_path(conn: Any) -> str:
+    """The file a connection has open."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return row[2] if row and row[2] else os.getcwd()
 
 
 def _check_step(step: Any) -> int:
