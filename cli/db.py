@@ -26,7 +26,7 @@ def info(db: DbOpt = None) -> None:
     """Print the database's path, size, schema version and row counts."""
     from wbg import db as dbmod
 
-    conn, db_path = open_db(db)
+    conn, db_path = open_db(db, read_only=True)
     with contextlib.closing(conn):
         facts = dbmod.describe(conn)
     size = sum(

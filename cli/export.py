@@ -68,7 +68,7 @@ def export(
     from wbg.cli import render
 
     filters = filters_from(project, group, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
         records = runs.list_runs(conn, filters, limit=limit, oldest_first=True)

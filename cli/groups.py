@@ -64,7 +64,7 @@ def list_groups(
 
     render.check_format(fmt)
     filters = filters_from(project, None, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         rows = groups.list_groups(conn, filters)
     if limit is not None:
@@ -108,7 +108,7 @@ def show(
     from wbg.cli import render
 
     render.check_format(fmt)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
         page = groups.group_page(conn, name, project, (max_runs or None) if human else None)

@@ -155,7 +155,7 @@ def export_wandb(
     filters = filters_from(project, group, job_type, state, tag, where)
     sql, params = filters.sql()
     wandb_io.require_wandb("exporting to W&B")
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         results = wandb_io.export_runs(
             conn, directory, sql, params, progress=Progress("exported", first_after=5.0)

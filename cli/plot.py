@@ -170,7 +170,7 @@ def plot(
         where=tuple(where or ()),
     )
     filters.sql()  # malformed --where: refuse before opening anything
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         runs.reap_crashed(conn)
         selection = curves.select_runs(conn, filters, keys)

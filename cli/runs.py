@@ -74,7 +74,7 @@ def list_runs(
 
     render.check_format(fmt)
     filters = filters_from(project, group, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
         records = runs.list_runs(conn, filters, limit=limit)
@@ -104,7 +104,7 @@ def show(
     from wbg.cli import render
 
     render.check_format(fmt)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         record = runs.get_run(conn, run_id)
         if output:

@@ -227,6 +227,14 @@ def loads(text: str | None, default: Any = None) -> Any:
     return _decode(json.loads(text))
 
 
+def as_float(value: float) -> float:
+    """``float(value)``, with integers beyond a double's range as +-inf instead of an error."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def is_number(value: Any) -> bool:
     """A value that becomes a history point: int or float, not bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
