@@ -154,6 +154,9 @@ def run(
             sys.stderr.write(f"wbg: recording run {run_id}{where}\n")
             sys.stderr.flush()
 
+    def warn(message: str) -> None:  # from the recording thread: one write, whole line
+        os.write(2, f"wbg: warning: {message}\n".encode(errors="replace"))
+
     result = launch(
         conn,
         db_path,
@@ -161,6 +164,7 @@ def run(
         spec,
         capture=None if no_capture else ScalarCapture(patterns),
         announce=announce,
+        warn=warn,
     )
     conn.close()
     if result.error:

@@ -304,8 +304,7 @@ def _check_ours(conn: sqlite3.Connection, path: Path) -> int:
     conn.execute("BEGIN")  # one snapshot: another process may be migrating right now
     try:
         tables = {
-            name
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         version = schema_version(conn)
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
