@@ -214,7 +214,9 @@ def log(
     items: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Metrics to log.")],
     step: Annotated[
         int | None,
-        typer.Option("--step", min=0, help="Step of the points (default: next step)."),
+        typer.Option(
+            "--step", min=0, max=2**63 - 1, help="Step of the points (default: next step)."
+        ),
     ] = None,
     run_id: Annotated[
         str | None, typer.Option("--run", help="Run id (default: $WBG_RUN_ID).")

@@ -226,6 +226,7 @@ class Supervisor:
         self.warn = warn  # told once when recording fails (the child runs on regardless)
         self.own_group = False  # the child leads a process group of its own
         self._started = 0.0  # monotonic time of the run's creation
+        self._skip_warned = False
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -502,6 +503,11 @@ class Supervisor:
             self._captured(self.capture.feed(data, target_fd))
 
     def _captured(self, points: list[tuple[int, str, float]]) -> None:
+        capture = self.capture
+        if capture is not None and capture.skipped and not self._skip_warned:
+            self._skip_warned = True
+            if self.warn is not None:
+                self.warn(f"output lines skipped as metrics: {capture.skip_reason}")
         if points:
             now = time.time()
             num = self.recorder.num

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -90,12 +91,25 @@ def parse_value(text: str) -> Any:
     tomllib = toml()
     try:
         value = tomllib.loads(f"v = {stripped}")["v"]
-    except (tomllib.TOMLDecodeError, KeyError):
-        try:
+    except (ValueError, KeyError):  # TOMLDecodeError is a ValueError, and so is a
+        try:  # number beyond Python's digit limit for int()
             value = json.loads(stripped)
         except ValueError:
+            if _LONG_NUMBER.fullmatch(stripped):
+                raise InvalidInput(
+                    f"number too long: {stripped[:12]}... ({len(stripped)} characters)",
+                    hint="quote it to keep it as text: KEY='\"...\"'",
+                ) from None
             return text
     return value if _is_plain(value) else text
+
+
+_LONG_NUMBER = re.compile(r"[-+]?[\d_]{1000,}(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
+def storable_int(value: int) -> int | float:
+    """``value`` itself when SQLite can store it as an integer (64 bits), else a float."""
+    return value if -(2**63) <= value < 2**63 else as_float(value)
 
 
 def _is_plain(value: Any) -> bool:
