@@ -150,7 +150,7 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
         ("compute", f"{render.format_number(page['compute_s'], precision)} s (sum of durations)"),
     ]
     width = max(len(k) for k, _ in facts)
-    parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
+    parts = ["\n".join(f"{k:<{width}}  {render.safe_text(str(v))}" for k, v in facts)]
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
     fixed = [c for c in columns if not c.startswith("summary.")]

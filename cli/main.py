@@ -50,9 +50,11 @@ demo_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    sys.stderr.write(f"Error: {message}\n")
+    from wbg.cli.render import safe_text  # messages may quote stored names
+
+    sys.stderr.write(f"Error: {safe_text(message)}\n")
     if hint:
-        sys.stderr.write(f"{hint}\n")
+        sys.stderr.write(f"{safe_text(hint)}\n")
 
 
 def build_command(argv: Sequence[str]) -> typer.core.TyperGroup:

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,7 +60,37 @@ def format_number(value: Any, precision: int = 4) -> str:
 def human_cell(value: Any, precision: int) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
-    return format_number(value, precision)
+    return safe_text(format_number(value, precision))
+
+
+# Control characters (C0, DEL, C1) and the bidirectional overrides: what lets stored text
+# (a run name, a config string, a child's output) move the cursor, retitle the window,
+# set the clipboard (OSC 52) or reorder what is shown. Human formats show them escaped.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SGR = "\x1b\\[[0-9;:]*m"
+_UNSAFE_BUT_SGR = re.compile(
+    f"({_SGR})|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(char: str) -> str:
+    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def safe_text(text: str) -> str:
+    """``text`` for a human format: every control character shown as an escape (``\\x1b``)."""
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: _escape(m.group()), text)
+
+
+def safe_output(data: bytes) -> bytes:
+    """A run's kept output for a terminal: lines, tabs, carriage returns and colours kept;
+    every other control character or escape sequence (OSC, cursor moves) escaped."""
+    text = data.decode("utf-8", "replace")
+    return _UNSAFE_BUT_SGR.sub(lambda m: m.group(1) or _escape(m.group()), text).encode("utf-8")
 
 
 def json_default(value: Any) -> Any:
@@ -107,7 +138,10 @@ def render(
 
     table = [[human_cell(row.get(c), precision) for c in columns] for row in rows]
     return tabulate.tabulate(
-        table, headers=list(headers or columns), tablefmt=fmt, disable_numparse=True
+        table,
+        headers=[safe_text(str(h)) for h in headers or columns],
+        tablefmt=fmt,
+        disable_numparse=True,
     )
 
 

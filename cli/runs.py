@@ -110,7 +110,10 @@ def show(
         if output:
             kept = runs.get_output(conn, run_id)
             if kept is not None:
-                sys.stdout.buffer.write(kept[0])
+                # to a terminal, escapes that could act on it are shown, not obeyed;
+                # to a pipe or a file, the bytes as the command wrote them
+                tty = sys.stdout.isatty()
+                sys.stdout.buffer.write(render.safe_output(kept[0]) if tty else kept[0])
                 sys.stdout.buffer.flush()
             return
         record["history_points"] = runs.history_count(conn, run_id)
