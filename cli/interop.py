@@ -108,7 +108,9 @@ def import_wandb(
                 f"present   {run.id}  {run.project}/{run.group or '-'}  (already in the database)"
             )
         else:
-            note = f"  ({run.problem})" if not run.complete else ""
+            note = f"  ({run.problem})" if run.problem else ""
+            if run.complete and run.problem:  # damaged mid-file, read past the damage
+                typer.echo(f"warning: {result.path}: {run.problem}", err=True)
             typer.echo(
                 f"imported  {run.id}  {run.project}/{run.group or '-'}  {run.job_type or '-'}  "
                 f"{run.state}  {result.steps} steps{note}"

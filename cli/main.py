@@ -57,6 +57,18 @@ def _error(message: str, hint: str | None = None) -> None:
         sys.stderr.write(f"{safe_text(hint)}\n")
 
 
+def _db_argument(args: Sequence[str]) -> str:
+    """The database this invocation uses (for an error message): --db, else the usual."""
+    from wbg.settings import resolve_db_path
+
+    for index, arg in enumerate(args):
+        if arg == "--db" and index + 1 < len(args):
+            return str(resolve_db_path(args[index + 1]))
+        if arg.startswith("--db="):
+            return str(resolve_db_path(arg[5:]))
+    return str(resolve_db_path(None))
+
+
 def build_command(argv: Sequence[str]) -> typer.core.TyperGroup:
     """The click group for this invocation, building only the command ``argv`` names.
 
@@ -114,6 +126,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         # when Python flushes stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        # Damage found while reading, after the file opened fine.
+        from wbg.db import damaged
+
+        error = damaged(_db_argument(args), str(exc))
+        _error(error.message, error.hint)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 

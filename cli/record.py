@@ -188,7 +188,7 @@ def new_group(
         bool, typer.Option("--name-only", help="Print only the new group name.")
     ] = False,
 ) -> None:
-    """Print a new group name as a shell assignment: eval $(wbg new-group)"""
+    """Print a new group name as a shell assignment (for eval "$(wbg new-group)")."""
     from wbg.ids import generate_id
     from wbg.values import check_group
 

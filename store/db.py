@@ -343,6 +343,15 @@ def _no_database(path: Path) -> NoDatabase:
     return NoDatabase(f"no database at {path}", hint=hint)
 
 
+def quick_check(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's quick_check (structure, not index contents; cheap): its problems, or []."""
+    try:
+        rows = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    return [] if rows == ["ok"] else rows
+
+
 def check_integrity(path: Path | str | None = None) -> list[str]:
     """SQLite's integrity check of the database file (read-only): its problems, or []."""
     db_path = Path(path) if path is not None else resolve_db_path()

@@ -161,11 +161,40 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return base
 
 
-def check_config(config: Mapping[str, Any], prefix: str = "") -> None:
-    for key, value in config.items():
-        check_key(str(key), f"config key {prefix}{key!r}")
-        if isinstance(value, Mapping):
-            check_config(value, f"{prefix}{key}.")
+MAX_CONFIG_DEPTH = 100  # nested tables; far beyond any real config, far below recursion
+
+
+def check_config(config: Mapping[str, Any], prefix: str = "", depth: int = 1) -> None:
+    """Every key valid, nesting at most ``MAX_CONFIG_DEPTH`` deep (checked without recursion,
+    so a hostile config gets this error and not a RecursionError)."""
+    stack: list[tuple[Mapping[str, Any], str, int]] = [(config, prefix, depth)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise InvalidInput(
+                f"config nested more than {MAX_CONFIG_DEPTH} levels deep (at {path[:60]}...)"
+            )
+        for key, value in node.items():
+            check_key(str(key), f"config key {path}{key!r}")
+            if isinstance(value, Mapping):
+                stack.append((value, f"{path}{key}.", depth + 1))
+            elif isinstance(value, (list, tuple)):
+                _check_list_depth(value, f"{path}{key}", depth + 1)
+
+
+def _check_list_depth(items: Any, path: str, depth: int) -> None:
+    stack = [(items, depth)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_CONFIG_DEPTH:
+            raise InvalidInput(
+                f"config nested more than {MAX_CONFIG_DEPTH} levels deep (at {path})"
+            )
+        for item in node:
+            if isinstance(item, (list, tuple)):
+                stack.append((item, level + 1))
+            elif isinstance(item, Mapping):
+                check_config(item, f"{path}[].", level + 1)  # rare: a table in a list
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -183,6 +212,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     ]:
         try:
             data = _parse_config_text(text, kind)
+        except RecursionError:
+            raise InvalidInput(f"config file {file} is nested too deeply") from None
         except ValueError as exc:
             errors.append(f"{kind.upper()}: {exc}")
             continue
