@@ -128,9 +128,10 @@ def show(
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
+    seen: dict[str, None] = {}  # ordered, and a set: thousands of config keys stay linear
     for row in rows:
-        columns += [c for c in row if c not in columns]
+        seen.update(dict.fromkeys(row))
+    columns = list(seen)
     fixed = [c for c in columns if not c.startswith("summary.")]
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
@@ -156,8 +157,9 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
     fixed = [c for c in columns if not c.startswith("summary.")]
     blocks = [(c, [c]) for c in columns if c.startswith("summary.")]
     shown = [{**row, **{c: row.get(c) for c in columns}} for row in rows]
+    fixed_set = set(fixed)
     shown = [
-        {k: ("" if v is None else v) if k in fixed else v for k, v in r.items()} for r in shown
+        {k: ("" if v is None else v) if k in fixed_set else v for k, v in r.items()} for r in shown
     ]
     # summary.x columns are labelled by the metric name alone on the page
     # metrics are labelled by name unless a config key or field has the same name

@@ -13,8 +13,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 from wbg.errors import InvalidInput
 
@@ -160,6 +160,84 @@ def render_records(records: Sequence[Mapping[str, Any]], fmt: str) -> str:
     if fmt == "jsonl":
         return "\n".join(json.dumps(_json_safe(r), default=json_default) for r in records)
     return json.dumps([_json_safe(r) for r in records], indent=2, default=json_default)
+
+
+def write_records_streaming(
+    records: Iterable[Mapping[str, Any]],
+    fmt: str,
+    points: Callable[[Mapping[str, Any]], Iterable[Mapping[str, Any]]],
+    out: TextIO,
+    single: bool = False,
+) -> None:
+    """``render_records`` (or ``render_object`` with ``single``) of ``records`` each with a
+    last key ``history`` taken from ``points(record)`` as it is written, so a run with
+    millions of points is never held in memory. The text is the same as rendering the
+    records with their history lists."""
+    marker = "\x00wbg-history\x00"
+    if fmt == "json" and not single:
+        out.write("[")
+    first = True
+    for record in records:
+        obj = _json_safe({**record, "history": marker})
+        if fmt == "jsonl":
+            head, _, tail = json.dumps(obj, default=json_default).partition(json.dumps(marker))
+            out.write(("" if first else "\n") + head + "[")
+            for index, point in enumerate(points(record)):
+                out.write((", " if index else "") + json.dumps(_json_safe(dict(point))))
+            out.write("]" + tail)
+        else:
+            text = json.dumps(obj, indent=2, default=json_default)
+            head, _, tail = text.partition(json.dumps(marker))
+            depth = 2 if single else 4  # where the "history" key sits
+            if not single:
+                head = "\n".join("  " + line for line in head.split("\n"))
+                tail = "\n".join("  " + line if line else line for line in tail.split("\n"))
+            out.write(("" if first or single else ",") + ("" if single else "\n") + head + "[")
+            pad = " " * (depth + 2)
+            empty = True
+            for point in points(record):
+                item = json.dumps(_json_safe(dict(point)), indent=2, default=json_default)
+                out.write(("\n" if empty else ",\n") + pad + item.replace("\n", "\n" + pad))
+                empty = False
+            out.write(("]" if empty else "\n" + " " * depth + "]") + tail)
+        first = False
+    if fmt == "json" and not single:
+        out.write("\n]" if not first else "]")
+    if fmt == "json" or not first:
+        out.write("\n")
+
+
+def write_csv_streaming(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: TextIO
+) -> None:
+    """``render(rows, columns, "csv")`` written row by row (rows read as they are written)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+
+
+HUMAN_PAGE_ROWS = 10_000
+
+
+def write_human_streaming(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    fmt: str,
+    precision: int,
+    out: TextIO,
+) -> None:
+    """A human table of any length in pages of ``HUMAN_PAGE_ROWS`` rows (each page with its
+    own headers and widths): memory stays flat for a million-point history."""
+    page: list[Mapping[str, Any]] = []
+    first = True
+    for row in rows:
+        page.append(row)
+        if len(page) == HUMAN_PAGE_ROWS:
+            out.write(("" if first else "\n") + render(page, columns, fmt, precision) + "\n")
+            page, first = [], False
+    if page or first:
+        out.write(("" if first else "\n") + render(page, columns, fmt, precision) + "\n")
 
 
 def render_object(record: Mapping[str, Any]) -> str:

@@ -117,8 +117,18 @@ def show(
                 sys.stdout.buffer.flush()
             return
         record["history_points"] = runs.history_count(conn, run_id)
-        if history:
-            record["history"] = runs.get_history(conn, run_id)
+        if history:  # streamed: points are read as they are written
+            points = runs.iter_history(conn, run_id)
+            if fmt in ("json", "jsonl"):
+                render.write_records_streaming(
+                    [record], fmt, lambda _: points, sys.stdout, single=fmt == "json"
+                )
+                return
+            typer.echo(_human_record(record, fmt, precision) + "\n")
+            render.write_human_streaming(
+                points, ("step", "key", "value", "time"), fmt, precision, sys.stdout
+            )
+            return
     if fmt == "json":
         typer.echo(render.render_object(record))
     elif fmt == "jsonl":
@@ -147,14 +157,7 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
         else:
             fields.append((key, value))
     rows = [{"field": k, "value": v} for k, v in fields]
-    text = render.render(rows, ("field", "value"), fmt if fmt != "csv" else "csv", precision)
-    if "history" in record:
-        points = [
-            {"step": p["step"], "key": p["key"], "value": p["value"], "time": p["time"]}
-            for p in record["history"]
-        ]
-        text += "\n\n" + render.render(points, ("step", "key", "value", "time"), fmt, precision)
-    return text
+    return render.render(rows, ("field", "value"), fmt if fmt != "csv" else "csv", precision)
 
 
 @app.command("set", no_args_is_help=True)

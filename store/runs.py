@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -560,15 +560,24 @@ def history_count(conn: sqlite3.Connection, run_id: str) -> int:
 
 
 def get_history(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    return list(iter_history(conn, run_id))
+
+
+def iter_history(conn: sqlite3.Connection, run_id: str) -> Iterator[dict[str, Any]]:
+    """A run's history points in (step, key) order, read as they are consumed: memory
+    stays flat however many points the run has."""
     rows = conn.execute(
         "SELECT step, key, value, time FROM history "
         "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY step, key",
         (run_id,),
     )
-    return [
-        {"step": step, "key": key, "value": math.nan if value is None else value, "time": iso(t)}
-        for step, key, value, t in rows
-    ]
+    for step, key, value, t in rows:
+        yield {
+            "step": step,
+            "key": key,
+            "value": math.nan if value is None else value,
+            "time": iso(t),
+        }
 
 
 def get_output(conn: sqlite3.Connection, run_id: str) -> tuple[bytes, bool] | None:
