@@ -285,13 +285,30 @@ def connect_read(path: Path | str | None = None) -> sqlite3.Connection:
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(
-        path.resolve().as_uri() + "?mode=ro",
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(
+        uri + "?mode=ro",
         uri=True,
         timeout=BUSY_TIMEOUT_S,
         isolation_level=None,
         check_same_thread=False,
     )
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        # A WAL database needs its -shm file, which a read-only directory or mount cannot
+        # get: nothing can be writing there, so read the file as it is (its last writer
+        # checkpointed and removed the WAL on close).
+        if "unable to open" not in str(exc) or os.access(path.parent, os.W_OK):
+            raise
+        conn = sqlite3.connect(
+            uri + "?mode=ro&immutable=1",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    return conn
 
 
 def _check_ours(conn: sqlite3.Connection, path: Path) -> int:
