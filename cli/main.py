@@ -32,7 +32,9 @@ def _new_app() -> typer.Typer:
         add_completion=False,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
+        # color=True: click.echo would otherwise strip escape sequences from output to a
+        # pipe, changing stored text in csv/json; human formats escape them (render.py).
+        context_settings={"help_option_names": ["-h", "--help"], "color": True},
     )
 
 

@@ -432,6 +432,9 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
 
 
 def _shadow_crashed(conn: sqlite3.Connection, nums: Sequence[int]) -> None:
+    # Changing temp_store drops every temporary object, so it is set first (to what the
+    # grouped table sets it to, which then changes nothing).
+    conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
     conn.executemany("INSERT OR IGNORE INTO temp.wbg_crashed VALUES (?)", [(n,) for n in nums])
     columns = [row[1] for row in conn.execute("PRAGMA main.table_info(runs)")]
