@@ -31,7 +31,7 @@ from typing import Any
 from wbg import compat, runs, values
 from wbg import db as dbmod
 from wbg import settings as wbg_settings
-from wbg.errors import ConfigError, Error, UsageError
+from wbg.errors import ConfigError, Error, InvalidInput, UsageError
 from wbg.writer import Recorder
 
 _current: Run | DisabledRun | None = None  # ``wbg.run``: the run module-level calls use
@@ -129,7 +129,12 @@ def _clean_config(data: Mapping[Any, Any]) -> dict[str, Any]:
                 f"config-key:{name!r}", f"config key {name!r} has control characters; skipped"
             )
             continue
-        clean[name] = compat.plain(value)
+        try:
+            clean[name] = compat.plain(value)
+        except RecursionError:  # values.check_config gives the same error for shallower ones
+            raise InvalidInput(
+                f"config nested more than {values.MAX_CONFIG_DEPTH} levels deep (at {name[:60]})"
+            ) from None
     return clean
 
 

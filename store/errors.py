@@ -36,6 +36,10 @@ class DatabaseError(WbgError):
     """The database file cannot be used (missing directory, read-only, not SQLite...)."""
 
 
+class NoDatabase(InvalidInput):
+    """A database path to read from where there is no file (a mistyped --db, exit 2)."""
+
+
 class NotADatabase(DatabaseError):
     """The path holds a file that is not a SQLite database."""
 

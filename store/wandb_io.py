@@ -71,13 +71,28 @@ class RecordLog:
     """The records of one ``.wandb`` file, in order.
 
     Iterating yields each complete record's bytes. Afterwards ``complete`` tells whether
-    the file ended cleanly (no record cut off, no damaged chunk); ``problem`` says why not.
+    the file ended cleanly (no record cut off); ``problem`` says why not. A damaged chunk
+    in the middle costs the rest of its 32 KiB block (the records in it are skipped, as
+    LevelDB's log reader does) and reading goes on with the next block; ``damage`` then
+    says how many bytes were skipped.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.complete = True
         self.problem: str | None = None
+        self.skipped_bytes = 0
+        self.skipped_records = 0  # records known to be lost with the skipped bytes
+        self.first_damage: int | None = None
+
+    @property
+    def damage(self) -> str | None:
+        if not self.skipped_bytes:
+            return None
+        return (
+            f"damaged: {self.skipped_bytes} bytes skipped (from byte {self.first_damage}), "
+            "the records in them lost"
+        )
 
     def _stop(self, problem: str) -> None:
         self.complete = False
@@ -105,14 +120,20 @@ class RecordLog:
                     data = block[pos + HEADER_LEN : end]
                     seed = _CRC_SEED.get(kind)
                     if seed is None or zlib.crc32(data, seed) != crc:
-                        self._stop(f"damaged chunk at byte {block_start + pos}")
-                        return
+                        if self.first_damage is None:
+                            self.first_damage = block_start + pos
+                        self.skipped_bytes += size - pos
+                        pending = []  # a record begun before the damage is lost too
+                        pos = size  # resume with the next block
+                        break
                     pos = end
                     if kind == FULL:
                         pending = []
                         yield data
                     elif kind == FIRST:
                         pending = [data]
+                    elif not pending and self.skipped_bytes:
+                        self.skipped_bytes += len(data) + HEADER_LEN  # its start was lost
                     elif not pending:
                         self._stop(f"chunk without its start at byte {block_start + pos}")
                         return
@@ -123,7 +144,7 @@ class RecordLog:
                         yield b"".join(pending)
                         pending = []
                 if size < BLOCK_LEN:  # the last block
-                    if any(block[pos:]):
+                    if pos < size and any(block[pos:]):
                         self._stop(f"cut off inside a chunk header at byte {block_start + pos}")
                     elif pending:
                         self._stop("the last record was cut off")
@@ -325,7 +346,7 @@ def decode_run(path: Path) -> WandbRun:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not seen_run or not run.id:
         raise _no_run_record(path)
-    run.complete, run.problem = log.complete, log.problem
+    run.complete, run.problem = log.complete, log.problem or log.damage
     # W&B's summary is the last value of each logged metric unless set explicitly. Current
     # W&B writes that as summary records too; older writers only wrote explicit sets, so
     # the last history values are the base they update.
@@ -356,6 +377,8 @@ def decode_run(path: Path) -> WandbRun:
         run.exit_code = None
     if not run.complete:
         run.reason = f"imported from an incomplete W&B log: {run.problem}"
+    elif log.damage:
+        run.reason = f"imported from a damaged W&B log: {log.damage}"
     elif run.exit_code is None:
         run.reason = "imported from a W&B log without an exit record (the run did not end)"
     # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.
