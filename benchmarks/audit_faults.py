@@ -156,7 +156,10 @@ def deep_config(venv: Path, db: Path) -> Row:
 def long_line(venv: Path, db: Path) -> Row:
     child = "import sys; sys.stdout.write('x' * 10_000_000 + 'zz: 7\\n')"
     result = wbg(venv, "run", "--", sys.executable, "-c", child, db=db)
-    keys = [k for (k,) in sql(db, "SELECT key FROM history")]
+    keys = [
+        k if len(k) < 20 else f"{k[:6]}...{k[-4:]} ({len(k):,} chars)"
+        for (k,) in sql(db, "SELECT key FROM history")
+    ]
     return {"lost": "-", "state": states(db), "exit": str(result.returncode),
             "note": f"captured: {keys or 'nothing'}"}  # fmt: skip
 

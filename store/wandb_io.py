@@ -82,8 +82,9 @@ class RecordLog:
         self.complete = True
         self.problem: str | None = None
         self.skipped_bytes = 0
-        self.skipped_records = 0  # records known to be lost with the skipped bytes
         self.first_damage: int | None = None
+        self._last_damage: int | None = None
+        self._read_since_damage = False
 
     @property
     def damage(self) -> str | None:
@@ -122,6 +123,8 @@ class RecordLog:
                     if seed is None or zlib.crc32(data, seed) != crc:
                         if self.first_damage is None:
                             self.first_damage = block_start + pos
+                        self._last_damage = block_start + pos
+                        self._read_since_damage = False
                         self.skipped_bytes += size - pos
                         pending = []  # a record begun before the damage is lost too
                         pos = size  # resume with the next block
@@ -129,6 +132,7 @@ class RecordLog:
                     pos = end
                     if kind == FULL:
                         pending = []
+                        self._read_since_damage = True
                         yield data
                     elif kind == FIRST:
                         pending = [data]
@@ -141,10 +145,17 @@ class RecordLog:
                         pending.append(data)
                     else:
                         pending.append(data)
+                        self._read_since_damage = True
                         yield b"".join(pending)
                         pending = []
                 if size < BLOCK_LEN:  # the last block
-                    if pos < size and any(block[pos:]):
+                    if self.skipped_bytes and not self._read_since_damage:
+                        # nothing readable after the damage: the log ends there (a run
+                        # killed mid-write), as a cut-off log does
+                        self.skipped_bytes = 0
+                        self.first_damage = None
+                        self._stop(f"damaged chunk at byte {self._last_damage}")
+                    elif pos < size and any(block[pos:]):
                         self._stop(f"cut off inside a chunk header at byte {block_start + pos}")
                     elif pending:
                         self._stop("the last record was cut off")
