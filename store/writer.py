@@ -80,10 +80,9 @@ class Recorder:
         self.failing: BaseException | None = None  # the write problem in progress, if any
         self._warned = False
         self._pid = os.getpid()
-        self._wake = threading.Event()
         self._closed = False
-        self._thread: threading.Thread | None = None
-        self._start()
+        self._tick_lock = threading.RLock()  # held while the ticker looks after this run
+        _ticker.add(self)
 
     @property
     def pending(self) -> int:
@@ -117,7 +116,7 @@ class Recorder:
         if not due:
             return
         if self.background_only or self.failing is not None:
-            self._wake.set()
+            _ticker.wake.set()
         else:
             self._write(blocking=False)
 
@@ -128,7 +127,7 @@ class Recorder:
             self._deferred[name] = write
             if self._oldest is None:
                 self._oldest = time.monotonic()
-        self._wake.set()
+        _ticker.wake.set()
 
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
@@ -217,24 +216,18 @@ class Recorder:
         (they are counted in ``dropped`` too).
         """
         self._closed = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        _ticker.remove(self)
+        with self._tick_lock:  # a look the ticker already started at this run has ended
+            pass
         written = self.flush()
         if not written:
             self.dropped += len(self._points)
         return written
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._loop, name="wbg-writer", daemon=True)
-                self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._closed:
-            self._wake.wait(FLUSH_INTERVAL_S / 2)
-            self._wake.clear()
+    def _tick(self) -> None:
+        """What the ticker does for this run every half second: write what a quiet
+        producer left, retry a failed write, keep the heartbeat fresh."""
+        with self._tick_lock:
             if self._closed or self._pid != os.getpid():
                 return
             now = time.monotonic()
@@ -250,3 +243,51 @@ class Recorder:
                 )
             if due and not self._write(blocking=True):
                 self._tried_at = time.monotonic()  # the next retry is a second away
+
+
+class _Ticker:
+    """One background thread per process looks after every open recorder.
+
+    A thread per run cost more than the rest of a short run together (a sweep that starts
+    thousands of runs in one process); one thread started once costs nothing per run.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.recorders: set[Recorder] = set()
+        self.pid: int | None = None
+
+    def add(self, recorder: Recorder) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # first use, or a forked child: no thread here yet
+                self.pid = os.getpid()
+                self.recorders = set()
+                self.wake = threading.Event()
+                threading.Thread(target=self._loop, name="wbg-writer", daemon=True).start()
+            self.recorders.add(recorder)
+
+    def forked(self) -> None:
+        # The child has no ticker thread, and a lock the parent's thread held at the fork
+        # would stay held: start afresh at the child's first recorder.
+        self.lock = threading.Lock()
+        self.pid = None
+
+    def remove(self, recorder: Recorder) -> None:
+        with self.lock:
+            self.recorders.discard(recorder)
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        while self.pid == pid:
+            self.wake.wait(FLUSH_INTERVAL_S / 2)
+            self.wake.clear()
+            with self.lock:
+                recorders = list(self.recorders)
+            for recorder in recorders:
+                recorder._tick()
+
+
+_ticker = _Ticker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ticker.forked)
