@@ -257,9 +257,9 @@ def init(
                 _current = run
         return run
 
-    db_path = wbg_settings.resolve_db_path(db)
+    db_path = _resolved(wbg_settings.resolve_db_path(db))
     conn = _take_connection(db_path)
-    facts["db_path"] = db_path.resolve()
+    facts["db_path"] = db_path
     try:
         attach_id = _attach_target(db_path) if run_id is None else None
         if attach_id is not None and runs.run_exists(conn, attach_id):
@@ -340,9 +340,21 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _take_connection(db_path: Path) -> Any:
+_resolved_paths: dict[tuple[str, Path], Path] = {}
+
+
+def _resolved(db_path: Path) -> Path:
+    """The absolute, symlink-free path (remembered per working directory: resolving walks
+    every component of the path)."""
+    key = (os.getcwd(), db_path)
+    path = _resolved_paths.get(key)
+    if path is None:
+        path = _resolved_paths[key] = db_path.resolve()
+    return path
+
+
+def _take_connection(path: Path) -> Any:
     global _idle_pid
-    path = db_path.resolve()
     identity = _identity(path)
     stale = []
     with _lock:
@@ -357,7 +369,7 @@ def _take_connection(db_path: Path) -> Any:
             stale.append(conn)  # the file was removed or replaced since
     for conn in stale:
         conn.close()
-    return dbmod.connect(db_path)
+    return dbmod.connect(path)
 
 
 def _give_back(conn: Any, path: Path) -> None:
@@ -673,6 +685,7 @@ class Run:
         self._tags: tuple[str, ...] = tuple(record["tags"])
         self._notes: str | None = record["notes"]
         self.start_time: float = time.time()
+        self._started = time.monotonic()
         self.config = Config(self, record["config"], bool(facts.get("allow_val_change")))
         self.summary = Summary(self, record["summary"])
         if attached or self._resumed:
@@ -1017,11 +1030,24 @@ class Run:
             self._commit()
         self._finished = True
         self._unusable = True
+        recorder = self._recorder
         try:
-            self._recorder.close()
             if not self._attached:
-                self._recorder.execute(
-                    lambda conn: runs.finish_run(conn, self.id, state=state, exit_code=exit_code)
+                # On the monotonic clock: a wall clock stepped back cannot shorten it.
+                duration = None if self._resumed else time.monotonic() - self._started
+                recorder.defer(
+                    "finish",
+                    wake=False,
+                    write=lambda conn: runs.finish_run(
+                        conn, self.id, state=state, exit_code=exit_code, duration=duration
+                    ),
+                )
+            # The last points and the final state in one transaction.
+            if not recorder.close():
+                lost = f"{recorder.dropped} points" if recorder.dropped else "its final state"
+                later = "" if self._attached else "; the run will read as crashed"
+                compat.termwarn(
+                    f"run {self.id}: {lost} could not be stored ({recorder.failing}){later}"
                 )
         finally:
             _give_back(self._conn, self._db_path)

@@ -9,6 +9,7 @@ aggregation. History points live in ``history``, one row per (run, key, step).
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import itertools
 import math
@@ -72,6 +73,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Point = tuple[int, int, str, float, float]
 
 
+@functools.cache
 def hostname() -> str:
     """This machine's name, as socket.gethostname() gives it (without importing socket)."""
     if hasattr(os, "uname"):
@@ -96,7 +98,9 @@ def pid_namespace() -> str:
     return _namespace
 
 
+@functools.cache
 def current_user() -> str | None:
+    """The user name (asked once per process: a sweep records thousands of runs)."""
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry and no USER variable (some containers)
@@ -291,7 +295,8 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
         "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
         [(num, key, value) for key, value in numbers],
     )
-    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", gone)
+    if gone:
+        conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", gone)
 
 
 # History points go in 50 rows per INSERT: one statement step per 50 points instead of

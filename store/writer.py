@@ -120,14 +120,18 @@ class Recorder:
         else:
             self._write(blocking=False)
 
-    def defer(self, name: str, write: Callable[[sqlite3.Connection], Any]) -> None:
+    def defer(
+        self, name: str, write: Callable[[sqlite3.Connection], Any], wake: bool = True
+    ) -> None:
         """Queue ``write(conn)`` for the next flush's transaction (a later one of the same
-        ``name`` replaces it): a write the producer must not wait for."""
+        ``name`` replaces it): a write the producer must not wait for. ``wake=False`` when
+        the caller flushes next itself (a run's final state goes with its last points)."""
         with self._lock:
             self._deferred[name] = write
             if self._oldest is None:
                 self._oldest = time.monotonic()
-        _ticker.wake.set()
+        if wake:
+            _ticker.wake.set()
 
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
