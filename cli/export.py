@@ -64,7 +64,19 @@ def export(
     db: DbOpt = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
-        return  # `wbg export wandb ...`: its own options apply
+        # `wbg export -g a wandb DIR`: the filters given before `wandb` apply to it (the
+        # subcommand merges them with its own); options that mean nothing there are refused.
+        from wbg.errors import InvalidInput
+
+        for name, given in (("--format", fmt != ExportFormat.jsonl), ("--history", history),
+                            ("--limit", limit is not None)):  # fmt: skip
+            if given:
+                raise InvalidInput(f"{name} does not apply to `wbg export wandb`")
+        ctx.obj = {
+            "project": project, "group": group, "job_type": job_type, "state": state,
+            "tag": tag, "where": where, "db": db,
+        }  # fmt: skip
+        return
     from wbg import query, runs
     from wbg.cli import render
 
