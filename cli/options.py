@@ -158,7 +158,7 @@ WhereOpt = Annotated[
         "-w",
         metavar="'KEY OP VALUE'",
         help="Condition on a run field or config key (repeatable, ANDed); OP one of "
-        "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
+        "= != < <= > >= ~ (== is =; ~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
 ]
 GroupByOpt = Annotated[

@@ -42,10 +42,14 @@ FIELDS: dict[str, str] = {
     "duration_s": "(runs.ended_at - runs.started_at)",
 }
 MULTI_VALUED = ("tags", "tag")
-OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
-_WHERE = re.compile(
-    r"^\s*(?P<key>[^\s=!<>~]+)\s*(?P<op>!=|<=|>=|=|<|>|~)\s*(?P<value>.*?)\s*$", re.DOTALL
-)
+OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~")
+# Other spellings users reach for: ``==`` (Python) means ``=``; the rest are refused with
+# the operator they most likely meant.
+OPERATOR_ALIASES = {"==": "="}
+_MEANT = {"<>": "!=", "=>": ">=", "=<": "<=", "=!": "!=", "~=": "~", "=~": "~", "!": "!="}
+# The operator is the whole run of operator characters, so ``=>`` is not read as ``=``
+# followed by a value ``> 0.01``.
+_WHERE = re.compile(r"^\s*(?P<key>[^\s=!<>~]+)\s*(?P<op>[=!<>~]+)\s*(?P<value>.*?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,16 @@ def parse_where(text: str) -> Condition:
             f"malformed --where {text!r}",
             hint="expected 'KEY OP VALUE' with OP one of " + " ".join(OPERATORS),
         )
+    op = OPERATOR_ALIASES.get(match.group("op"), match.group("op"))
+    if op not in OPERATORS:
+        meant = _MEANT.get(op)
+        raise InvalidInput(
+            f"unknown operator {op!r} in --where {text!r}",
+            hint=(f"did you mean {meant!r}? " if meant else "")
+            + "operators: "
+            + " ".join(OPERATORS)
+            + " (== is the same as =; ~ is a glob)",
+        )
     raw = match.group("value")
     if raw == "":
         raise InvalidInput(f"malformed --where {text!r}: the value is empty")
@@ -137,7 +151,7 @@ def parse_where(text: str) -> Condition:
         value = values.parse_value(raw)
         if isinstance(value, list):
             value = raw
-    return Condition(resolve_key(match.group("key")), match.group("op"), value)
+    return Condition(resolve_key(match.group("key")), op, value)
 
 
 def condition_sql(condition: Condition) -> tuple[str, list[Any]]:
