@@ -178,3 +178,18 @@ def render_fitted(
         if width is None or longest <= width or not kept:
             return text, dropped
         dropped.insert(0, kept.pop()[0])
+
+
+DROPPED_HINT = "choose with -m, or use --format csv/json"
+
+
+def note_dropped(dropped: Sequence[str], hint: str = DROPPED_HINT) -> None:
+    """The one note every view prints (on stderr) when it left metrics out to fit."""
+    if dropped:
+        import typer
+
+        typer.echo(
+            f"note: {len(dropped)} metric(s) left out to fit the terminal: "
+            f"{', '.join(dropped)} ({hint})",
+            err=True,
+        )

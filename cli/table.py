@@ -124,12 +124,7 @@ def echo_table(result: Any, fmt: str, precision: int) -> None:
             "(per group: METRIC.excluded in --format csv/json)",
             err=True,
         )
-    if dropped:
-        typer.echo(
-            f"note: {len(dropped)} metric(s) left out to fit the terminal: "
-            f"{', '.join(dropped)} (choose with -m, or use --format csv/json)",
-            err=True,
-        )
+    render.note_dropped(dropped)
 
 
 def human_rows(

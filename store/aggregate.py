@@ -138,16 +138,39 @@ def build_table(
         deviations="std" in aggs or "stderr" in aggs,
     )
     found = sorted({metric for _, _, metric, *_ in result if metric is not None})
-    if wanted is None:
-        names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
-    else:
-        names = wanted
+    names = rank_metrics(conn, found, where, params) if wanted is None else wanted
     table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=not no_group)
     table.rows = _rows(table, result)
     _sort(table, sort, desc)
     if limit is not None:
         table.rows = table.rows[:limit]
     return table
+
+
+# How many of the selected runs with a metric are probed for its history: enough to tell a
+# logged metric from summary-only bookkeeping, few enough to cost milliseconds.
+_HISTORY_PROBE_RUNS = 20
+
+
+def rank_metrics(
+    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+) -> list[str]:
+    """``names`` in the order a reader wants them: metrics logged to history first (what
+    was trained and evaluated), then summary-only values, ``duration_s`` last; names keep
+    their order within each part. Views drop metrics from the right to fit a terminal, so
+    the bookkeeping goes first."""
+    logged, summary_only = [], []
+    for name in names:
+        if name == DURATION:
+            continue
+        probe = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM (SELECT sm.run FROM summary_metrics AS sm "
+            f"JOIN runs ON runs.num = sm.run WHERE sm.key = ? AND ({where}) LIMIT ?) AS r "
+            "WHERE EXISTS (SELECT 1 FROM history AS h WHERE h.run = r.run AND h.key = ?))",
+            [name, *params, _HISTORY_PROBE_RUNS, name],
+        ).fetchone()[0]
+        (logged if probe else summary_only).append(name)
+    return logged + summary_only + ([DURATION] if DURATION in names else [])
 
 
 def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:

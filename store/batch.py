@@ -470,3 +470,45 @@ class BatchRunner:
             with contextlib.suppress(Exception):
                 supervisor.close_output()
                 self._end(supervisor, returncode)
+
+
+# --- the table printed at the end of a batch ----------------------------------------------
+
+
+def batch_rows(
+    conn: Any, outcome: BatchResult, keys: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per run the batch started, in plan order: ``name``, ``id``, the grid ``keys``,
+    ``state``, ``exit_code`` and each numeric summary value; and the metric names, the
+    most telling first (``wbg.aggregate.rank_metrics``)."""
+    from wbg import aggregate, runs
+
+    rows: list[dict[str, Any]] = []
+    ids: list[str] = []
+    metrics: dict[str, None] = {}
+    for trial, result in zip(outcome.trials, outcome.results, strict=True):
+        if result is None:
+            continue
+        record = runs.get_run(conn, result.run_id)
+        row: dict[str, Any] = {"name": record["name"] or "", "id": record["id"]}
+        for key in keys:
+            row[key] = trial.params[key].value if key in trial.params else trial.repeat
+        row["state"] = record["state"]
+        row["exit_code"] = record["exit_code"]
+        for name, value in record["summary"].items():
+            if values.is_number(value):
+                row[f"summary.{name}"] = value
+                metrics[name] = None
+        rows.append(row)
+        ids.append(record["id"])
+    where = f"runs.id IN ({', '.join('?' * len(ids))})" if ids else "0"
+    return rows, aggregate.rank_metrics(conn, sorted(metrics), where, ids)
+
+
+def failures(outcome: BatchResult) -> list[tuple[Trial, LaunchResult]]:
+    """The runs that did not finish with exit code 0, in plan order."""
+    return [
+        (trial, result)
+        for trial, result in zip(outcome.trials, outcome.results, strict=True)
+        if result is not None and result.exit_code != 0
+    ]

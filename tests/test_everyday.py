@@ -43,3 +43,25 @@ def test_double_equals_means_equals(cli, db_path):
 
     assert names("lr == 0.01") == names("lr = 0.01")
     assert names("lr==0.01") == ["exp-b-eval", "exp-b-fold0", "exp-b-fold1", "exp-b-fold2"]
+
+
+# --- the table at the end of a grid ------------------------------------------------------
+
+
+def test_grid_end_table_shows_state_exit_code_and_counts_failures(db_path):
+    from helpers import run_wbg
+
+    done = run_wbg(
+        "run", "-g", "codes", "--grid", "code=0,3,4", "--", "sh", "-c", "exit $(({code} % 4))"
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["name", "id", "code", "state", "exit"]
+    assert [line.split()[2:] for line in lines[2:]] == [
+        ["0", "finished", "0"],
+        ["3", "failed", "3"],
+        ["4", "finished", "0"],
+    ]
+    assert done.stderr.splitlines()[-1] == (
+        "wbg: 3 runs in group codes, 1 failed: code=3 (exit 3); see `wbg runs list --group codes`"
+    )
