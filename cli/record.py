@@ -245,6 +245,12 @@ def log(
         num = runs.run_num(conn, target)
         if summary:
             with runs.transaction(conn):
-                runs.merge_summary(conn, num, parsed)
+                kept = runs.merge_summary(conn, num, parsed)
+            if kept:
+                typer.echo(
+                    f"wbg: not replacing the numeric summary value of {', '.join(kept)} "
+                    "with a value that is not a number",
+                    err=True,
+                )
         else:
             runs.log_points(conn, num, parsed, step)

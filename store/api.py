@@ -315,6 +315,8 @@ class Run:
                 values.check_key(key, "metric name")
                 self._keys.add(key)
             points.append((num, step, key, value, now))
+        if others is not None:
+            self._recorder.warn_not_numbers(others)
         self._recorder.add(points, others, now)
 
     def _forked(self) -> None:

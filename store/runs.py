@@ -177,14 +177,31 @@ def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any
         raise UnknownRun(f"no run with id {run_id!r}")
 
 
-def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
-    """Set summary values (the JSON object and the numeric mirror) of run ``num``.
+def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> list[str]:
+    """Set summary values (the JSON object and the numeric mirror) of run ``num``; return
+    the keys left as they were.
 
+    A value that is not a number never replaces a numeric summary value (``"0.6"`` or
+    ``"nan"`` logged as strings after numbers): the number stays, so the metric stays in
+    tables and plots. This holds for every producer, since they all write through here.
     Call inside a transaction (``transaction(conn)``) so both stay in step.
     """
     update = {key: value for key, value in update.items() if value is not None}
+    others = [key for key, value in update.items() if not values.is_number(value)]
+    kept: list[str] = []
+    if others:
+        kept = [
+            key
+            for (key,) in conn.execute(
+                f"SELECT key FROM summary_metrics WHERE run = ? AND key IN "
+                f"({', '.join('?' * len(others))})",
+                (num, *others),
+            )
+        ]
+        for key in kept:
+            del update[key]
     if not update:
-        return
+        return kept
     conn.execute(
         "UPDATE runs SET summary = json_patch(summary, ?) WHERE num = ?",
         (values.dumps(update), num),
@@ -193,10 +210,7 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
         "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
         [(num, key, float(value)) for key, value in update.items() if values.is_number(value)],
     )
-    conn.executemany(
-        "DELETE FROM summary_metrics WHERE run = ? AND key = ?",
-        [(num, key) for key, value in update.items() if not values.is_number(value)],
-    )
+    return kept
 
 
 # History points go in 50 rows per INSERT: one statement step per 50 points instead of

@@ -15,12 +15,13 @@ none of that convoy; the background thread only handles the few points of a quie
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from wbg import runs
+from wbg import runs, values
 
 FLUSH_INTERVAL_S = 1.0
 BATCH_POINTS = 50_000
@@ -41,6 +42,7 @@ class Recorder:
         self._oldest: float | None = None  # time.time() of the oldest unwritten item
         self.last_values: dict[str, Any] = {}  # every summary value written so far
         self.keys_hint: set[str] | None = None  # set by a producer that knows its keys
+        self._warned: set[str] = set()  # keys logged as strings, already reported
         self._wake = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
@@ -70,6 +72,29 @@ class Recorder:
         elif self._thread is None:
             self._start()
 
+    def warn_not_numbers(self, logged: Mapping[str, Any]) -> None:
+        """Say once per key, on stderr, that a metric logged as a string is no number: a
+        string that reads as a number, or one for a key logged as a number before (a
+        string such as ``"train"`` for ``phase`` is a string on purpose and passes quietly).
+
+        ``run.log({"acc": "0.6"})`` is kept in the summary only where the key holds no
+        number yet (``runs.merge_summary``) and is never a history point; a user who meant
+        a number learns it at once rather than from a plot that finds nothing.
+        """
+        for key, value in logged.items():
+            if not isinstance(value, str) or key in self._warned:
+                continue
+            numeric_key = key in (self.keys_hint or ()) or values.is_number(
+                self.last_values.get(key)
+            )
+            if numeric_key or _looks_numeric(value):
+                self._warned.add(key)
+                sys.stderr.write(
+                    f"wbg: {key!r} was logged as a string ({value[:20]!r}), not a number: it "
+                    "is no history point and never replaces a numeric summary value; log "
+                    "float(value) to chart it\n"
+                )
+
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
         with self._write_lock, runs.transaction(self.conn):
@@ -84,11 +109,15 @@ class Recorder:
                 self._oldest = None
             if points or summary:
                 update = self._last_values(points)
-                update.update(summary)
+                for key, value in summary.items():
+                    # as in runs.merge_summary: a number logged in this batch stays
+                    if values.is_number(value) or not values.is_number(update.get(key)):
+                        update[key] = value
                 try:
                     with runs.transaction(self.conn):
                         runs.write_history(self.conn, points)
-                        runs.merge_summary(self.conn, self.num, update)
+                        for key in runs.merge_summary(self.conn, self.num, update):
+                            del update[key]
                 except BaseException:
                     with self._lock:  # keep them for a later attempt
                         self._points[:0] = points
@@ -141,3 +170,11 @@ class Recorder:
                     self.flush()
                 except sqlite3.Error as exc:  # reported to the producer at its next flush
                     self._error = exc
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -65,3 +65,47 @@ def test_grid_end_table_shows_state_exit_code_and_counts_failures(db_path):
     assert done.stderr.splitlines()[-1] == (
         "wbg: 3 runs in group codes, 1 failed: code=3 (exit 3); see `wbg runs list --group codes`"
     )
+
+
+# --- a metric logged as a string ----------------------------------------------------------
+
+STRING_METRICS = """
+import wbg
+with wbg.init(group="strings", name="s") as run:
+    run.log({"acc": 0.5, "loss": 1.0})
+    run.log({"acc": "0.6", "loss": "nan"})
+    run.log({"acc": "0.7", "phase": "eval"})
+    run.log({"acc": 0.8})
+    run.log({"acc": "0.9"})
+"""
+
+
+def test_strings_never_replace_numbers_and_are_reported_once(cli, db_path, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "strings.py"
+    script.write_text(STRING_METRICS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"wbg: {key!r} was logged as a string ({value!r}), not a number: it is no history "
+        "point and never replaces a numeric summary value; log float(value) to chart it"
+        for key, value in (("acc", "0.6"), ("loss", "nan"))
+    ]
+    [record] = json.loads(cli("runs", "list", "-f", "json").stdout)
+    assert record["summary"] == {"acc": 0.8, "loss": 1.0, "phase": "eval"}
+    table = cli("table", "-f", "json", "--agg", "mean").stdout
+    assert json.loads(table)[0]["acc.mean"] == 0.8
+    assert json.loads(table)[0]["loss.mean"] == 1.0
+    curve = cli("plot", "acc", "--out", str(tmp_path / "acc.json"))
+    assert curve.exit_code == 0, curve.output
+    points = json.loads((tmp_path / "acc.json").read_text())
+    assert [p["line"] for p in points] == [0.5, 0.8]
+    # the same rule for `wbg log --summary`, which says so
+    run_id = record["id"]
+    logged = cli("log", "--run", run_id, "--summary", "acc=n/a", "comment=ok")
+    assert logged.exit_code == 0, logged.output
+    assert "not replacing the numeric summary value of acc" in logged.stderr
+    [record] = json.loads(cli("runs", "list", "-f", "json").stdout)
+    assert record["summary"]["acc"] == 0.8 and record["summary"]["comment"] == "ok"
