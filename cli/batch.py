@@ -51,6 +51,13 @@ def run_batch(
     trials = batch.plan(command, axes, repeat, spec)
     grid_keys = [axis.key for axis in axes]
     keys = grid_keys + (["repeat"] if repeat > 1 else [])
+    for key, files in batch.unread_keys(command, axes):
+        looked = f"the command or {', '.join(files)}" if files else "the command"
+        _say(
+            f"wbg: warning: --grid {key}: no {{{key}}} in the command, and neither "
+            f"{key.rsplit('.', 1)[-1]!r} nor {batch.param_env_name(key)} appears in {looked}; "
+            "its runs may differ only in their config"
+        )
     if new_group:
         _say(f"wbg: new group {spec.group}")
     if dry_run:

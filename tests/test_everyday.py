@@ -109,3 +109,51 @@ def test_strings_never_replace_numbers_and_are_reported_once(cli, db_path, tmp_p
     assert "not replacing the numeric summary value of acc" in logged.stderr
     [record] = json.loads(cli("runs", "list", "-f", "json").stdout)
     assert record["summary"]["acc"] == 0.8 and record["summary"]["comment"] == "ok"
+
+
+# --- values as Python and TOML users write them --------------------------------------------
+
+
+def test_config_numbers_as_python_and_toml_write_them(cli, db_path):
+    from helpers import only_record, run_wbg
+
+    typed = {".001": 0.001, "1e-3": 0.001, "-5": -5, "+1": 1, "1_000": 1000, "1.": 1.0}
+    options = [arg for i, text in enumerate(typed) for arg in ("-c", f"k{i}={text}")]
+    done = run_wbg("run", *options, "-c", "name_like=01", "--", "true")
+    assert done.returncode == 0, done.stderr
+    config = only_record(db_path)["config"]
+    assert config == {**{f"k{i}": v for i, v in enumerate(typed.values())}, "name_like": "01"}
+    assert [type(config[f"k{i}"]) for i in range(6)] == [float, float, int, int, int, float]
+    # the same typing for --where and --grid values
+    result = cli("runs", "list", "-w", "k0 = .001", "-w", "k2 > -5.5", "-f", "json")
+    assert len(json.loads(result.stdout)) == 1, result.output
+
+
+def test_grid_range_with_a_dash_suggests_two_dots(db_path):
+    from helpers import raw_count, run_wbg
+
+    done = run_wbg("run", "--grid", "fold=0-4", "--", "echo", "{fold}")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "Error: --grid fold=0-4: a range is written with two dots",
+        "--grid fold=0..4 (or quote the text: --grid 'fold=\"0-4\"')",
+    ]
+    assert raw_count(db_path, "runs") == 0
+
+
+def test_grid_key_that_nothing_reads_is_warned_about_before_launch(db_path, tmp_path):
+    from helpers import run_wbg
+
+    script = tmp_path / "train.py"
+    script.write_text("import os\nprint(os.environ['WBG_PARAM_SEED'])\n")
+    done = run_wbg(
+        "run", "--dry-run", "--grid", "fold=0..1", "--grid", "seed=0..1", "--grid", "lr=1,2",
+        "--", "python", str(script), "--lr", "{lr}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        "wbg: warning: --grid fold: no {fold} in the command, and neither 'fold' nor "
+        f"WBG_PARAM_FOLD appears in the command or {script}; its runs may differ only in "
+        "their config"
+    )
+    assert "--grid seed" not in done.stderr and "--grid lr" not in done.stderr
