@@ -13,6 +13,7 @@ from wbg.cli.options import (
     FormatOpt,
     JobTypeFilterOpt,
     LimitOpt,
+    MetricOpt,
     PrecisionOpt,
     ProjectFilterOpt,
     StateOpt,
@@ -90,6 +91,7 @@ def list_groups(
 def show(
     name: GroupArg,
     project: InProjectOpt = None,
+    metric: MetricOpt = None,
     max_runs: Annotated[
         int,
         typer.Option(
@@ -99,7 +101,7 @@ def show(
         ),
     ] = 50,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show the group page: facts, runs (with the config that differs), common config,
@@ -111,7 +113,9 @@ def show(
     conn, _ = open_db(db)
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
-        page = groups.group_page(conn, name, project, (max_runs or None) if human else None)
+        page = groups.group_page(
+            conn, name, project, (max_runs or None) if human else None, metrics=metric
+        )
     rows = [groups.run_row(r, page["varying_keys"]) for r in page["run_records"]]
     if fmt in ("json", "jsonl"):
         obj = {k: v for k, v in page.items() if k not in ("run_records", "aggregates")}
@@ -124,7 +128,9 @@ def show(
     if fmt == "csv":
         typer.echo(render.render(rows, _run_columns(rows), "csv"))
         return
-    typer.echo(_human_page(page, rows, fmt, precision))
+    text, dropped = _human_page(page, rows, fmt, precision)
+    typer.echo(text)
+    render.note_dropped(dropped)
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -135,7 +141,9 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
 
-def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int) -> str:
+def _human_page(
+    page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int | None
+) -> tuple[str, list[str]]:
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
@@ -154,32 +162,32 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
     fixed = [c for c in columns if not c.startswith("summary.")]
-    blocks = [(c, [c]) for c in columns if c.startswith("summary.")]
-    shown = [{**row, **{c: row.get(c) for c in columns}} for row in rows]
-    shown = [
-        {k: ("" if v is None else v) if k in fixed else v for k, v in r.items()} for r in shown
-    ]
-    # summary.x columns are labelled by the metric name alone on the page
+    # summary columns: the page's metrics (logged ones first, or -m), then other values
+    names = list(page["metrics"])
+    if page["aggregates"].metrics == names + ["duration_s"]:  # no -m: every summary value
+        names += sorted(c[len("summary.") :] for c in columns if c.startswith("summary."))
+    names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
+    blocks = [(n, [f"summary.{n}"]) for n in names]
+    shown = [{k: ("" if v is None and k in fixed else v) for k, v in row.items()} for row in rows]
     # metrics are labelled by name unless a config key or field has the same name
-    labels = {c: c[len("summary.") :] for c, _ in blocks if c[len("summary.") :] not in fixed}
+    labels = {f"summary.{n}": n for n in names if n not in fixed}
     text, dropped = render.render_fitted(
-        shown, fixed, blocks, fmt, precision, render.output_width(), labels
-    )
+        shown, fixed, blocks, fmt, precision, render.output_width(), labels,
+        shrink=[c for c in fixed if c not in ("id", "state", "duration_s")],
+    )  # fmt: skip
     parts.append("Runs (summary values on the right)\n" + text)
     if hidden:
         parts[-1] += f"\n({hidden} more runs not listed: --runs 0 lists all)"
-    if dropped:
-        parts[-1] += f"\n({len(dropped)} summary column(s) left out to fit: {', '.join(dropped)})"
     common = [{"key": k, "value": v} for k, v in page["common_config"].items()]
     if common:
         parts.append("Config common to all runs\n" + render.render(common, ["key", "value"], fmt))
     table = page["aggregates"]
     agg_rows, agg_fixed, agg_blocks = human_rows(table, precision)
-    agg_text, _ = render.render_fitted(
+    agg_text, agg_dropped = render.render_fitted(
         agg_rows, agg_fixed, agg_blocks, fmt, precision, render.output_width()
     )
     parts.append("Aggregates per job_type (mean ± std)\n" + agg_text)
-    return "\n\n".join(parts)
+    return "\n\n".join(parts), list(dict.fromkeys([*dropped, *agg_dropped]))
 
 
 @app.command("rename")

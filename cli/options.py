@@ -94,7 +94,15 @@ FormatOpt = Annotated[
     ),
 ]
 PrecisionOpt = Annotated[
-    int, typer.Option("--precision", min=0, max=17, help="Significant digits in human formats.")
+    int | None,
+    typer.Option(
+        "--precision",
+        min=1,
+        max=17,
+        metavar="N",
+        help="Significant digits in human formats (default: 4, and `mean ± std` to the "
+        "std's 2 significant digits).",
+    ),
 ]
 
 
@@ -170,6 +178,16 @@ GroupByOpt = Annotated[
         help="Group by run fields / config keys (repeatable or comma-separated; nested). "
         "Default: by group when any selected run has one, else one per run.",
         autocompletion=complete_key,
+    ),
+]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric",
+        "-m",
+        metavar="NAME",
+        help="Summary metric to show (repeatable; default: all, logged ones first).",
+        autocompletion=complete_metric,
     ),
 ]
 LimitOpt = Annotated[

@@ -37,8 +37,15 @@ def check_format(fmt: str) -> str:
     raise InvalidInput(f"unknown format {fmt!r}", hint=hint)
 
 
-def format_number(value: Any, precision: int = 4) -> str:
-    """Numbers for people: ``precision`` significant digits, no float noise."""
+DEFAULT_PRECISION = 4
+# Below this fraction of the mean, a spread is float noise (three equal values give a std
+# of 1e-17, not a spread anyone measured): it is shown as 0.
+_NOISE = 1e-9
+
+
+def format_number(value: Any, precision: int | None = None) -> str:
+    """A number for people: ``precision`` significant digits (default 4), no float noise;
+    floats from 10,000 up in thousands form (``123,457``), from 1e15 in exponent form."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -50,13 +57,42 @@ def format_number(value: Any, precision: int = 4) -> str:
             return "nan"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
+        digits = DEFAULT_PRECISION if precision is None else precision
+        if precision is None and 1e4 <= abs(float(f"{value:.{digits}g}")) < 1e15:
+            return f"{round(value):,}"
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        return f"{value:.{precision}g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
-def human_cell(value: Any, precision: int) -> str:
+def format_mean_spread(mean: Any, spread: Any, precision: int | None = None) -> str:
+    """``mean ± spread``, the one rule of every view: the spread to 2 significant digits
+    and the mean to the same decimal place (``0.9959 ± 0.0098``, ``12,350 ± 230``); a
+    spread that is float noise reads ``± 0``. With ``precision`` both get that many
+    significant digits instead. No spread (one value): the mean alone."""
+    if mean is None:
+        return ""
+    if spread is None:
+        return format_number(mean, precision)
+    if precision is not None or not (math.isfinite(mean) and math.isfinite(spread)):
+        return f"{format_number(mean, precision)} ± {format_number(spread, precision)}"
+    if spread <= abs(mean) * _NOISE or spread == 0:
+        return f"{format_number(mean)} ± 0"
+    last = math.floor(math.log10(spread)) - 1  # the place of the spread's second digit
+    spread = round(spread, -last)
+    last = math.floor(math.log10(spread)) - 1  # 0.0999 rounds up to 0.10
+    if last < -7 or abs(mean) >= 1e15:  # tiny or huge: one shared power of ten
+        power = 3 * math.floor(math.log10(max(abs(mean), spread)) / 3)
+        inner = format_mean_spread(mean / 10**power, spread / 10**power)
+        return f"({inner})e{power}"
+    decimals = max(0, -last)
+    if last > 0:
+        mean, spread = round(mean, -last), round(spread, -last)
+    return f"{mean:,.{decimals}f} ± {spread:,.{decimals}f}"
+
+
+def human_cell(value: Any, precision: int | None) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
     return format_number(value, precision)
@@ -80,7 +116,7 @@ def render(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
     fmt: str = "simple",
-    precision: int = 4,
+    precision: int | None = None,
     headers: Sequence[str] | None = None,
 ) -> str:
     """Rows as text in ``fmt``; ``columns`` picks and orders the keys."""
@@ -106,6 +142,9 @@ def render(
     import tabulate
 
     table = [[human_cell(row.get(c), precision) for c in columns] for row in rows]
+    # No extra padding around headers: two spaces between columns are enough, and the
+    # two more per column tabulate adds by default cost a metric in an 80-column terminal.
+    tabulate.MIN_PADDING = 0
     return tabulate.tabulate(
         table, headers=list(headers or columns), tablefmt=fmt, disable_numparse=True
     )
@@ -161,23 +200,91 @@ def render_fitted(
     fixed: Sequence[str],
     blocks: Sequence[tuple[str, Sequence[str]]],
     fmt: str,
-    precision: int,
+    precision: int | None,
     width: int | None,
     labels: Mapping[str, str] | None = None,
+    shrink: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
-    """Render ``fixed`` columns plus column ``blocks`` (name, columns), dropping whole blocks
-    from the right until every line fits in ``width``; returns the text and dropped names.
-    ``labels`` renames column headers."""
+    """Render ``fixed`` columns plus column ``blocks`` (name, columns) in ``width``; returns
+    the text and the names of the blocks left out.
+
+    To fit, the text columns in ``shrink`` (names, groups) are first cut to 16 characters
+    (ending in ``…``), then whole blocks are dropped from the right (the callers order
+    them by relevance) down to the first, then ``shrink`` columns are cut down to 6, and
+    only then is the first block dropped too. ``labels`` renames column headers.
+    """
+    labels = labels or {}
+    every = [*fixed, *(c for _, cols in blocks for c in cols)]
+    cells = [{c: human_cell(row.get(c), precision) for c in every} for row in rows]
     kept = list(blocks)
     dropped: list[str] = []
-    while True:
-        columns = [*fixed, *(c for _, cols in kept for c in cols)]
-        headers = [(labels or {}).get(c, c) for c in columns]
-        text = render(rows, columns, fmt, precision, headers=headers)
-        longest = max((len(line) for line in text.splitlines()), default=0)
-        if width is None or longest <= width or not kept:
-            return text, dropped
+    caps: dict[str, int] = {}
+
+    def attempt(floor: int) -> tuple[str, bool]:
+        """Render, narrowing ``shrink`` columns down to ``floor`` while that helps."""
+        while True:
+            columns = [*fixed, *(c for _, cols in kept for c in cols)]
+            headers = [labels.get(c, c) for c in columns]
+            text = render(_cut(cells, caps), columns, fmt, precision, headers=headers)
+            longest = max((len(line) for line in text.splitlines()), default=0)
+            if width is None or longest <= width:
+                return text, True
+            narrow = [c for c in shrink if c in columns]
+            if not _narrow(cells, caps, narrow, labels, floor, longest - width):
+                return text, False
+
+    text, fits = attempt(16)
+    while not fits and len(kept) > 1:
         dropped.insert(0, kept.pop()[0])
+        text, fits = attempt(16)
+    if fits:
+        return text, dropped
+    before = dict(caps)
+    text, fits = attempt(6)  # the most telling metric is worth shorter names
+    if fits or not kept:
+        return text, dropped
+    caps.clear()
+    caps.update(before)  # names cut for nothing: back to 16
+    dropped.insert(0, kept.pop()[0])
+    text, _ = attempt(16)
+    return text, dropped
+
+
+def _cut(cells: list[dict[str, str]], caps: Mapping[str, int]) -> list[dict[str, str]]:
+    if not caps:
+        return cells
+    return [
+        {
+            c: (v[: caps[c] - 1] + "…" if c in caps and len(v) > caps[c] else v)
+            for c, v in row.items()
+        }
+        for row in cells
+    ]
+
+
+def _narrow(
+    cells: list[dict[str, str]],
+    caps: dict[str, int],
+    columns: Sequence[str],
+    labels: Mapping[str, str],
+    floor: int,
+    overflow: int,
+) -> bool:
+    """Lower the caps of ``columns`` (the widest first, none below ``floor`` or its header)
+    by up to ``overflow`` characters in all; False when none can give any more."""
+    widths = {c: max((min(len(row[c]), caps.get(c, 10**9)) for row in cells), default=0)
+              for c in columns}  # fmt: skip
+    narrowed = False
+    while overflow > 0:
+        room = {c: w - max(floor, len(labels.get(c, c))) for c, w in widths.items()}
+        column = max(room, key=lambda c: room[c], default=None)
+        if column is None or room[column] <= 0:
+            break
+        widths[column] -= 1
+        caps[column] = widths[column]
+        overflow -= 1
+        narrowed = True
+    return narrowed
 
 
 DROPPED_HINT = "choose with -m, or use --format csv/json"

@@ -65,7 +65,7 @@ def list_runs(
     where: WhereOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     """List runs, newest first (filters: --project --group --job-type --state --tag --where)."""
@@ -96,7 +96,7 @@ def show(
     ] = False,
     history: Annotated[bool, typer.Option("--history", help="Include the history points.")] = False,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show one run: its fields, config, summary and history size."""
@@ -132,7 +132,7 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, value))
 
 
-def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
+def _human_record(record: dict[str, Any], fmt: str, precision: int | None) -> str:
     from wbg.cli import render
 
     fields: list[tuple[str, Any]] = []

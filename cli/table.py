@@ -79,7 +79,7 @@ def table(
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: LimitOpt = None,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     from wbg import aggregate, query
@@ -101,10 +101,14 @@ def table(
             desc=desc,
             limit=limit,
         )
-    echo_table(result, fmt, precision)
+    echo_table(
+        result, fmt, precision, count_column=agg is not None and "count" in result.aggregates
+    )
 
 
-def echo_table(result: Any, fmt: str, precision: int) -> None:
+def echo_table(
+    result: Any, fmt: str, precision: int | None = None, count_column: bool = False
+) -> None:
     """Print a ``wbg.aggregate.Table`` in ``fmt`` (notes go to stderr)."""
     from wbg.cli import render
 
@@ -113,7 +117,7 @@ def echo_table(result: Any, fmt: str, precision: int) -> None:
         if text:
             typer.echo(text)
         return
-    rows, fixed, blocks = human_rows(result, precision)
+    rows, fixed, blocks = human_rows(result, precision, count_column)
     text, dropped = render.render_fitted(rows, fixed, blocks, fmt, precision, render.output_width())
     typer.echo(text)
     excluded = result.excluded()
@@ -128,19 +132,31 @@ def echo_table(result: Any, fmt: str, precision: int) -> None:
 
 
 def human_rows(
-    result: Any, precision: int
+    result: Any, precision: int | None, count_column: bool = False
 ) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, list[str]]]]:
-    """Rows of display strings, the fixed columns and one column block per metric."""
-    from wbg.cli.render import format_number
+    """Rows of display strings, the fixed columns and one column block per metric.
+
+    ``count`` gets a column of its own when ``count_column`` (asked for with --agg) or when
+    it is the metric's only aggregate; otherwise a cell says (n=N) where N differs from
+    the group's run count.
+    """
+    from wbg.cli.render import format_mean_spread, format_number
 
     aggs = list(result.aggregates)
     combined = "mean" in aggs and "std" in aggs
     value_aggs = [a for a in aggs if a != "count"]
-    # count has its own column only when it is the metric's only aggregate; otherwise a
-    # cell says (n=N) where N differs from the group's run count.
-    count_column = "count" in aggs and not value_aggs
-    annotate = "count" in aggs and bool(value_aggs)
+    count_column = "count" in aggs and (count_column or not value_aggs)
+    annotate = "count" in aggs and not count_column
     first = "mean" if combined else (value_aggs[0] if value_aggs else None)
+    shown_aggs = [
+        agg
+        for agg in aggs
+        if not (agg == "count" and not count_column) and not (combined and agg == "std")
+    ]
+
+    def column(name: str, agg: str) -> str:
+        return name if combined and agg == "mean" else f"{name}.{agg}"
+
     rows: list[dict[str, Any]] = []
     for row in result.rows:
         shown: dict[str, Any] = {}
@@ -149,28 +165,16 @@ def human_rows(
             shown[key] = "-" if value is None else format_number(value, precision)
         shown["runs"] = row["runs"]
         for name in result.metrics:
-            for agg in aggs:
-                if agg == "count" and not count_column:
-                    continue
-                if combined and agg == "std":
-                    continue
+            for agg in shown_aggs:
                 value = row.get(f"{name}.{agg}")
-                text = format_number(value, precision)
                 if combined and agg == "mean":
-                    std = row.get(f"{name}.std")
-                    if value is not None and std is not None:
-                        text += " ± " + format_number(std, precision)
+                    text = format_mean_spread(value, row.get(f"{name}.std"), precision)
+                else:
+                    text = format_number(value, precision)
                 count = row.get(f"{name}.count")
                 if annotate and agg == first and value is not None and count != row["runs"]:
                     text += f" (n={count})"
-                shown[name if combined and agg == "mean" else f"{name}.{agg}"] = text
+                shown[column(name, agg)] = text
         rows.append(shown)
-    blocks: list[tuple[str, list[str]]] = []
-    for name in result.metrics:
-        columns = [
-            name if combined and agg == "mean" else f"{name}.{agg}"
-            for agg in aggs
-            if not (agg == "count" and not count_column) and not (combined and agg == "std")
-        ]
-        blocks.append((name, columns))
+    blocks = [(name, [column(name, agg) for agg in shown_aggs]) for name in result.metrics]
     return rows, [*result.keys, "runs"], blocks

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from views_helpers import fixture_experiment
+from views_helpers import add_run, fixture_experiment
 
 # --- --where: only the operators it knows -------------------------------------------------
 
@@ -157,3 +158,108 @@ def test_grid_key_that_nothing_reads_is_warned_about_before_launch(db_path, tmp_
         "their config"
     )
     assert "--grid seed" not in done.stderr and "--grid lr" not in done.stderr
+
+
+# --- 80-column views -----------------------------------------------------------------------
+
+GROUP_PAGE_80 = """\
+Runs (summary values on the right)
+id        name         job_type  state     duration_s  fold  split  acc   loss
+--------  -----------  --------  --------  ----------  ----  -----  ----  ----
+<ID>      exp-a-fold0  train     finished  10          0            0.9   0.5
+<ID>      exp-a-fold1  train     finished  11          1            0.91  0.4
+<ID>      exp-a-fold2  train     finished  12          2            0.92  0.3
+<ID>      exp-a-eval   eval      finished  5                 val
+"""
+
+
+def _section(text: str, title: str) -> str:
+    return next(part for part in text.split("\n\n") if part.startswith(title)) + "\n"
+
+
+def _no_ids(text: str, ids: dict[str, str]) -> str:
+    for run_id in ids.values():
+        text = text.replace(run_id, "<ID>".ljust(len(run_id)))
+    return text
+
+
+def test_group_page_fits_80_columns_and_says_what_it_left_out(cli, db_path, monkeypatch):
+    ids = fixture_experiment(db_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("group", "show", "exp-a")
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    assert _no_ids(_section(result.stdout, "Runs"), ids) == GROUP_PAGE_80
+    assert result.stderr == (
+        "note: 1 metric(s) left out to fit the terminal: val_acc "
+        "(choose with -m, or use --format csv/json)\n"
+    )
+    # -m picks the summary columns and the aggregates, in the order given
+    monkeypatch.delenv("COLUMNS")
+    chosen = cli("group", "show", "exp-a", "-m", "val_acc", "-m", "acc")
+    assert chosen.exit_code == 0 and chosen.stderr == "", chosen.output
+    runs = _section(chosen.stdout, "Runs").splitlines()
+    assert runs[1].split()[-2:] == ["val_acc", "acc"]
+    assert runs[-1].split()[-1] == "0.85"
+    aggregates = _section(chosen.stdout, "Aggregates").splitlines()
+    assert aggregates[1].split() == ["job_type", "runs", "val_acc", "acc"]
+    unknown = cli("group", "show", "exp-a", "-m", "val_ac")
+    assert unknown.exit_code == 2 and "did you mean: val_acc" in unknown.stderr
+
+
+def test_names_are_cut_before_the_first_metric_is_dropped(cli, db_path, monkeypatch):
+    for fold in range(2):
+        add_run(
+            db_path, group="g", name=f"a-very-long-run-name-of-fold-{fold}", summary={"acc": 0.5}
+        )
+    monkeypatch.setenv("COLUMNS", "60")
+    result = cli("group", "show", "g")
+    runs = _section(result.stdout, "Runs").splitlines()
+    assert all(len(line) <= 60 for line in runs)
+    assert runs[1].split()[-1] == "acc"
+    name = runs[3].split()[1]
+    assert name.startswith("a-very-long-") and name.endswith("…")
+
+
+def test_mean_and_spread_share_one_rounding_rule():
+    from wbg.cli.render import format_mean_spread
+
+    assert format_mean_spread(0.99587, 0.00983) == "0.9959 ± 0.0098"
+    assert format_mean_spread(0.6079, 0.001501) == "0.6079 ± 0.0015"
+    assert format_mean_spread(12345.6, 234.0) == "12,350 ± 230"
+    assert format_mean_spread(0.7, 1.36e-16) == "0.7 ± 0"  # float noise of equal values
+    assert format_mean_spread(0.5, 0.0999) == "0.50 ± 0.10"
+    assert format_mean_spread(3.4e-6, 1.23e-7) == "(3.40 ± 0.12)e-6"
+    assert format_mean_spread(0.5, None) == "0.5"
+    assert format_mean_spread(0.99587, 0.00983, precision=2) == "1 ± 0.0098"
+
+
+def test_views_use_the_rule_and_precision_wins(cli, db_path):
+    for value in (0.7, 0.7, 0.7):  # the std of three equal values is float noise
+        add_run(db_path, group="g", summary={"acc": value, "steps": 123456.7 + value})
+    table = cli("table", "-m", "acc", "-m", "steps")
+    assert re.split(r"\s\s+", table.stdout.splitlines()[2]) == ["g", "3", "0.7 ± 0", "123,457 ± 0"]
+    page = cli("group", "show", "g", "-m", "acc")
+    assert _section(page.stdout, "Aggregates").splitlines()[3].split() == [
+        "-",
+        "3",
+        "0.7",
+        "±",
+        "0",
+    ]
+    precise = cli("table", "-m", "acc", "--precision", "3")
+    assert precise.stdout.splitlines()[2].split()[2:] == ["0.7", "±", "1.36e-16"]
+
+
+def test_agg_count_shows_the_count_column_it_was_asked_for(cli, db_path):
+    fixture_experiment(db_path)
+    result = cli("table", "-G", "job_type", "-m", "acc", "--agg", "count,mean")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "job_type  runs  acc.count  acc.mean",
+        "--------  ----  ---------  --------",
+        "eval      2     0",
+        "train     6     6          0.86",
+    ]
+    default = cli("table", "-G", "job_type", "-m", "acc")
+    assert default.stdout.splitlines()[3].split() == ["train", "6", "0.860", "±", "0.055"]

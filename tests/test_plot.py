@@ -284,7 +284,7 @@ def test_image_without_matplotlib_names_the_extra(cli, two_groups, tmp_path, mon
             ("plot", "loss", "--where", "lr"),
             2,
             "Error: malformed --where 'lr'\n"
-            "expected 'KEY OP VALUE' with OP one of != <= >= = < > ~\n",
+            "expected 'KEY OP VALUE' with OP one of = != < <= > >= ~\n",
         ),
     ],
 )
