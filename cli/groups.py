@@ -19,6 +19,7 @@ from wbg.cli.options import (
     StateOpt,
     TagOpt,
     WhereOpt,
+    WideOpt,
     complete_group,
     filters_from,
     open_db,
@@ -44,10 +45,6 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
-def _short_time(iso: str | None) -> str:
-    return "" if not iso else iso[:19].replace("T", " ")
-
-
 @app.command("list")
 def list_groups(
     project: ProjectFilterOpt = None,
@@ -56,6 +53,7 @@ def list_groups(
     tag: TagOpt = None,
     where: WhereOpt = None,
     limit: LimitOpt = None,
+    wide: WideOpt = False,
     fmt: FormatOpt = "simple",
     db: DbOpt = None,
 ) -> None:
@@ -71,20 +69,32 @@ def list_groups(
     if limit is not None:
         rows = rows[:limit]
     columns = ["group", "project", "runs", "job_types", "states", "first_start", "last_end"]
-    if fmt not in render.MACHINE_FORMATS:
-        rows = [
-            {
-                **row,
-                "job_types": _counts(row["job_types"]),
-                "states": _counts(row["states"]),
-                "first_start": _short_time(row["first_start"]),
-                "last_end": _short_time(row["last_end"]) or "(running)",
-            }
-            for row in rows
-        ]
-    text = render.render(rows, columns, fmt)
-    if text:
-        typer.echo(text)
+    if fmt in render.MACHINE_FORMATS:
+        text = render.render(rows, columns, fmt)
+        if text:
+            typer.echo(text)
+        return
+    rows = [
+        {
+            **row,
+            "job_types": _counts(row["job_types"]),
+            "states": _counts(row["states"]),
+            "first_start": render.short_time(row["first_start"], wide),
+            "last_end": render.short_time(row["last_end"], wide) or "(running)",
+        }
+        for row in rows
+    ]
+    if wide:
+        typer.echo(render.render(rows, columns, fmt))
+        return
+    if len({row["project"] for row in rows}) <= 1:
+        columns.remove("project")  # one project: said once by --wide or the filter
+    text, _ = render.render_fitted(
+        rows, columns, [], fmt, None, render.output_width(),
+        labels={"first_start": "started", "last_end": "ended"},
+        shrink=("group", "project", "job_types", "states"),
+    )  # fmt: skip
+    typer.echo(text)
 
 
 @app.command("show")
@@ -147,8 +157,8 @@ def _human_page(
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
-    span = f"{_short_time(page['first_start'])} -> "
-    span += _short_time(page["last_end"]) or "(running)"
+    span = f"{render.short_time(page['first_start'], wide=True)} -> "
+    span += render.short_time(page["last_end"], wide=True) or "(running)"
     facts = [
         ("group", page["group"]),
         ("project", page["project"]),
@@ -168,7 +178,11 @@ def _human_page(
         names += sorted(c[len("summary.") :] for c in columns if c.startswith("summary."))
     names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
     blocks = [(n, [f"summary.{n}"]) for n in names]
-    shown = [{k: ("" if v is None and k in fixed else v) for k, v in row.items()} for row in rows]
+    shown = [
+        {**{k: ("" if v is None and k in fixed else v) for k, v in row.items()},
+         "name": render.shown_name(row)}
+        for row in rows
+    ]  # fmt: skip
     # metrics are labelled by name unless a config key or field has the same name
     labels = {f"summary.{n}": n for n in names if n not in fixed}
     text, dropped = render.render_fitted(

@@ -190,6 +190,13 @@ MetricOpt = Annotated[
         autocompletion=complete_metric,
     ),
 ]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Every column, whole values and full times, however wide (default: fit the terminal).",
+    ),
+]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", min=1, metavar="N", help="At most N rows.")
 ]

@@ -208,10 +208,11 @@ def render_fitted(
     """Render ``fixed`` columns plus column ``blocks`` (name, columns) in ``width``; returns
     the text and the names of the blocks left out.
 
-    To fit, the text columns in ``shrink`` (names, groups) are first cut to 16 characters
-    (ending in ``…``), then whole blocks are dropped from the right (the callers order
-    them by relevance) down to the first, then ``shrink`` columns are cut down to 6, and
-    only then is the first block dropped too. ``labels`` renames column headers.
+    To fit, the text columns in ``shrink`` (names, groups; the widest first) are first
+    cut to 16 characters (their middle as ``…``), then whole blocks are dropped from the
+    right (the callers order them by relevance) down to the first, then ``shrink``
+    columns are cut down to 6, and only then is the first block dropped too. ``labels``
+    renames column headers.
     """
     labels = labels or {}
     every = [*fixed, *(c for _, cols in blocks for c in cols)]
@@ -254,12 +255,18 @@ def _cut(cells: list[dict[str, str]], caps: Mapping[str, int]) -> list[dict[str,
     if not caps:
         return cells
     return [
-        {
-            c: (v[: caps[c] - 1] + "…" if c in caps and len(v) > caps[c] else v)
-            for c, v in row.items()
-        }
-        for row in cells
+        {c: (cut_middle(v, caps[c]) if c in caps else v) for c, v in row.items()} for row in cells
     ]
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, its middle replaced by ``…``: names made by a
+    pattern (``demo-2bmc-lr0.01``, ``experiment-x1y2``) differ at their ends."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
 
 
 def _narrow(
@@ -272,12 +279,13 @@ def _narrow(
 ) -> bool:
     """Lower the caps of ``columns`` (the widest first, none below ``floor`` or its header)
     by up to ``overflow`` characters in all; False when none can give any more."""
-    widths = {c: max((min(len(row[c]), caps.get(c, 10**9)) for row in cells), default=0)
-              for c in columns}  # fmt: skip
+    widths = {
+        c: max((min(len(row[c]), caps.get(c, 10**9)) for row in cells), default=0) for c in columns
+    }
     narrowed = False
     while overflow > 0:
         room = {c: w - max(floor, len(labels.get(c, c))) for c, w in widths.items()}
-        column = max(room, key=lambda c: room[c], default=None)
+        column = max(room, key=lambda c: (room[c], widths[c]), default=None)
         if column is None or room[column] <= 0:
             break
         widths[column] -= 1
@@ -300,3 +308,17 @@ def note_dropped(dropped: Sequence[str], hint: str = DROPPED_HINT) -> None:
             f"{', '.join(dropped)} ({hint})",
             err=True,
         )
+
+
+def short_time(iso: str | None, wide: bool = False) -> str:
+    """A start or end time for a table: ``2024-06-01 12:30:05`` with ``wide``, else
+    ``06-01 12:30`` (what fits an 80-column terminal)."""
+    if not iso:
+        return ""
+    return iso[:19].replace("T", " ") if wide else iso[5:16].replace("T", " ")
+
+
+def shown_name(record: Mapping[str, Any]) -> str:
+    """A run's name for a table: empty when the run has none but its id (no id twice)."""
+    name = record.get("name")
+    return "" if not name or name == record.get("id") else str(name)

@@ -13,12 +13,12 @@ from wbg.cli.options import (
     FormatOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
-    LimitOpt,
     PrecisionOpt,
     ProjectFilterOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
+    WideOpt,
     complete_group,
     complete_run_id,
     filters_from,
@@ -38,6 +38,9 @@ RunIdsArg = Annotated[
     list[str], typer.Argument(metavar="ID...", help="Run ids.", autocompletion=complete_run_id)
 ]
 
+# What fits an 80-column terminal (long names, groups and job types are cut to fit)
+DEFAULT_LIMIT = 50
+NARROW_COLUMNS = ("id", "name", "group", "job_type", "state", "started", "duration_s")
 LIST_COLUMNS = (
     "id",
     "name",
@@ -51,10 +54,6 @@ LIST_COLUMNS = (
 )
 
 
-def _short_time(iso: str | None) -> str:
-    return "" if not iso else iso[:19].replace("T", " ")
-
-
 @app.command("list")
 def list_runs(
     project: ProjectFilterOpt = None,
@@ -63,7 +62,12 @@ def list_runs(
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, metavar="N", help="At most N runs (default: 50)."),
+    ] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run (no limit).")] = False,
+    wide: WideOpt = False,
     fmt: FormatOpt = "simple",
     precision: PrecisionOpt = None,
     db: DbOpt = None,
@@ -77,15 +81,34 @@ def list_runs(
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(conn, filters, limit=limit)
+        if limit is None and not all_runs:
+            limit = DEFAULT_LIMIT
+        records = runs.list_runs(conn, filters, limit=None if all_runs else limit)
+        more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
     if fmt in ("json", "jsonl"):
         typer.echo(render.render_records(records, fmt))
         return
-    rows = [{**r, "started": _short_time(r["started_at"])} for r in records]
-    columns = LIST_COLUMNS if fmt != "csv" else runs.RECORD_FIELDS
     if fmt == "csv":
-        rows = records
-    typer.echo(render.render(rows, columns, fmt, precision))
+        typer.echo(render.render(records, runs.RECORD_FIELDS, fmt, precision))
+        return
+    rows = [
+        {
+            **r,
+            "name": render.shown_name(r),
+            "started": render.short_time(r["started_at"], wide),
+        }
+        for r in records
+    ]
+    if wide:
+        typer.echo(render.render(rows, LIST_COLUMNS, fmt, precision))
+        return
+    text, _ = render.render_fitted(
+        rows, NARROW_COLUMNS, [], fmt, precision, render.output_width(),
+        labels={"duration_s": "duration"}, shrink=("name", "group", "job_type"),
+    )  # fmt: skip
+    typer.echo(text)
+    if more:
+        typer.echo(f"({more} more runs: --limit N or --all)", err=True)
 
 
 @app.command("show")

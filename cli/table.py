@@ -118,7 +118,9 @@ def echo_table(
             typer.echo(text)
         return
     rows, fixed, blocks = human_rows(result, precision, count_column)
-    text, dropped = render.render_fitted(rows, fixed, blocks, fmt, precision, render.output_width())
+    text, dropped = render.render_fitted(
+        rows, fixed, blocks, fmt, precision, render.output_width(), shrink=result.keys
+    )
     typer.echo(text)
     excluded = result.excluded()
     if excluded:

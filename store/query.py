@@ -205,6 +205,12 @@ class Filters:
         return [parse_where(text) for text in self.where]
 
 
+def count_runs(conn: sqlite3.Connection, filters: Filters) -> int:
+    """How many runs ``filters`` select."""
+    where, params = filters.sql()
+    return conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
+
+
 def key_exists(
     conn: sqlite3.Connection, key: Key, where: str = "1", params: Iterable[Any] = ()
 ) -> bool:

@@ -218,7 +218,7 @@ def test_names_are_cut_before_the_first_metric_is_dropped(cli, db_path, monkeypa
     assert all(len(line) <= 60 for line in runs)
     assert runs[1].split()[-1] == "acc"
     name = runs[3].split()[1]
-    assert name.startswith("a-very-long-") and name.endswith("…")
+    assert name.startswith("a-very") and name.endswith("…fold-0") and len(name) < 16
 
 
 def test_mean_and_spread_share_one_rounding_rule():
@@ -263,3 +263,66 @@ def test_agg_count_shows_the_count_column_it_was_asked_for(cli, db_path):
     ]
     default = cli("table", "-G", "job_type", "-m", "acc")
     assert default.stdout.splitlines()[3].split() == ["train", "6", "0.860", "±", "0.055"]
+
+
+def _demo_like(db_path):
+    start = 1_700_000_000.0
+    for lr in ("0.1", "0.01"):
+        for seed in range(3):
+            add_run(
+                db_path, project="wbg-demo", group=f"demo-2bmc-lr{lr}", job_type="train",
+                name=f"train-lr{lr}-seed{seed}", config={"lr": float(lr), "seed": seed},
+                summary={"acc": 0.6}, started_at=start, duration=3.25,
+            )  # fmt: skip
+            start += 60
+    add_run(db_path, project="other", started_at=start, duration=1.0)
+
+
+RUNS_80 = """\
+id        name          group          job_type  state     started      duration
+--------  ------------  -------------  --------  --------  -----------  --------
+<ID>                                             finished  11-14 22:19  1
+<ID>      train-…seed2  demo-2…lr0.01  train     finished  11-14 22:18  3.25
+<ID>      train-…seed1  demo-2…lr0.01  train     finished  11-14 22:17  3.25
+"""
+
+GROUPS_80 = """\
+group             runs  job_types  states      started      ended
+----------------  ----  ---------  ----------  -----------  -----------
+demo-2bmc-lr0.01  3     train 3    finished 3  11-14 22:16  11-14 22:18
+demo-2bmc-lr0.1   3     train 3    finished 3  11-14 22:13  11-14 22:15
+"""
+
+
+def test_runs_and_group_lists_fit_80_columns_with_a_wide_escape(cli, db_path, monkeypatch):
+    _demo_like(db_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("runs", "list", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    ids = {r["id"]: r["id"] for r in json.loads(cli("runs", "list", "-f", "json").stdout)}
+    assert _no_ids(result.stdout, ids) == RUNS_80
+    assert result.stderr == "(4 more runs: --limit N or --all)\n"
+    wide = cli("runs", "list", "--wide", "--limit", "1")
+    assert wide.stdout.splitlines()[0].split() == [
+        "id", "name", "project", "group", "job_type", "state", "exit_code", "started",
+        "duration_s",
+    ]  # fmt: skip
+    assert "2023-11-14 22:19:20" in wide.stdout
+    groups = cli("group", "list")
+    assert groups.exit_code == 0, groups.output
+    assert groups.stdout == GROUPS_80
+    assert all(len(line) <= 80 for line in groups.stdout.splitlines())
+    wide_groups = cli("group", "list", "--wide")
+    assert wide_groups.stdout.splitlines()[0].split()[:2] == ["group", "project"]
+
+
+def test_runs_list_shows_the_newest_50_and_says_how_many_more(cli, db_path):
+    for i in range(53):
+        add_run(db_path, name=f"r{i}", started_at=1_700_000_000.0 + i)
+    result = cli("runs", "list")
+    assert len(result.stdout.splitlines()) == 2 + 50
+    assert result.stdout.splitlines()[2].split()[1] == "r52"
+    assert result.stderr == "(3 more runs: --limit N or --all)\n"
+    every = cli("runs", "list", "--all")
+    assert len(every.stdout.splitlines()) == 2 + 53 and every.stderr == ""
+    assert len(json.loads(cli("runs", "list", "--all", "-f", "json").stdout)) == 53
