@@ -75,6 +75,11 @@ def export(
         if history:
             for record in records:
                 record["history"] = runs.get_history(conn, record["id"])
+    if not records:
+        if fmt is ExportFormat.json:
+            typer.echo("[]")
+        render.note_no_runs(filters)
+        return
     if fmt is ExportFormat.csv:
         rows, columns = _history_rows(records) if history else _flat_rows(records)
         typer.echo(render.render(rows, columns, "csv"))

@@ -68,6 +68,11 @@ def list_groups(
         rows = groups.list_groups(conn, filters)
     if limit is not None:
         rows = rows[:limit]
+    if not rows:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters, "groups")
+        return
     columns = ["group", "project", "runs", "job_types", "states", "first_start", "last_end"]
     if fmt in render.MACHINE_FORMATS:
         text = render.render(rows, columns, fmt)

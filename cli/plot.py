@@ -173,7 +173,13 @@ def plot(
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         runs.reap_crashed(conn)
+        query.check_filters(conn, filters)
         selection = curves.select_runs(conn, filters, keys)
+        if not selection.groups:
+            from wbg.cli.render import note_no_runs
+
+            note_no_runs(filters)
+            return
         panels = [
             curves.panel(
                 conn,

@@ -322,3 +322,17 @@ def shown_name(record: Mapping[str, Any]) -> str:
     """A run's name for a table: empty when the run has none but its id (no id twice)."""
     name = record.get("name")
     return "" if not name or name == record.get("id") else str(name)
+
+
+def note_no_runs(filters: Any, what: str = "runs") -> None:
+    """What every view says, on stderr, when it has no run to show (and exits 0: an empty
+    selection is an answer; a filter naming nothing stored is an error before this)."""
+    import typer
+
+    described = filters.describe() if filters is not None else ""
+    if described:
+        typer.echo(f"no {what} match {described}", err=True)
+    elif what == "groups":
+        typer.echo("no groups yet (a run gets one from --group or $WANDB_RUN_GROUP)", err=True)
+    else:
+        typer.echo("no runs recorded yet", err=True)

@@ -85,6 +85,11 @@ def list_runs(
             limit = DEFAULT_LIMIT
         records = runs.list_runs(conn, filters, limit=None if all_runs else limit)
         more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
+    if not records:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters)
+        return
     if fmt in ("json", "jsonl"):
         typer.echo(render.render_records(records, fmt))
         return

@@ -101,9 +101,13 @@ def table(
             desc=desc,
             limit=limit,
         )
-    echo_table(
-        result, fmt, precision, count_column=agg is not None and "count" in result.aggregates
-    )
+    if not result.rows:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters)
+        return
+    asked_count = agg is not None and "count" in result.aggregates
+    echo_table(result, fmt, precision, count_column=asked_count)
 
 
 def echo_table(

@@ -201,6 +201,24 @@ class Filters:
             params.extend(extra)
         return (" AND ".join(clauses) or "1"), params
 
+    def describe(self) -> str:
+        """The filters as options (``--group g --where 'lr > 1'``), for messages."""
+        import shlex
+
+        parts = [
+            f"{option} {shlex.quote(value)}"
+            for option, value in (
+                ("--project", self.project),
+                ("--group", self.group),
+                ("--job-type", self.job_type),
+                ("--state", self.state),
+                ("--tag", self.tag),
+            )
+            if value is not None
+        ]
+        parts += [f"--where {shlex.quote(text)}" for text in self.where]
+        return " ".join(parts)
+
     def conditions(self) -> list[Condition]:
         return [parse_where(text) for text in self.where]
 

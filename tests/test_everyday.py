@@ -326,3 +326,29 @@ def test_runs_list_shows_the_newest_50_and_says_how_many_more(cli, db_path):
     every = cli("runs", "list", "--all")
     assert len(every.stdout.splitlines()) == 2 + 53 and every.stderr == ""
     assert len(json.loads(cli("runs", "list", "--all", "-f", "json").stdout)) == 53
+
+
+# --- empty and unmatched results -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("table",), ("runs", "list"), ("group", "list"), ("export",), ("plot", "acc")],
+)
+def test_every_view_says_no_runs_match_the_same_way(cli, db_path, command):
+    add_run(db_path, group="g", config={"lr": 0.1}, summary={"acc": 0.5})
+    result = cli(*command, "-w", "lr > 100")
+    assert (result.exit_code, result.stdout) == (0, ""), result.output
+    what = "groups" if command == ("group", "list") else "runs"
+    assert result.stderr == f"no {what} match --where 'lr > 100'\n"
+    if command != ("plot", "acc"):
+        as_json = cli(*command, "-w", "lr > 100", "-f", "json")
+        assert (as_json.exit_code, as_json.stdout) == (0, "[]\n"), as_json.output
+
+
+def test_an_empty_database_says_so(cli, db_path):
+    for command in (("table",), ("runs", "list"), ("export",)):
+        result = cli(*command)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            0, "", "no runs recorded yet\n"
+        ), command  # fmt: skip
