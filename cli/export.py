@@ -10,10 +10,12 @@ import typer
 
 from wbg.cli.options import (
     DbOpt,
+    DescOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
     LimitOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
@@ -28,7 +30,8 @@ class ExportFormat(str, Enum):
     csv = "csv"
 
 
-HELP = """Export run records (oldest first) with the field names of `wbg runs list -f json`.
+HELP = """Export run records (oldest first, or by --sort KEY) with the field names of
+`wbg runs list -f json`.
 
 json/jsonl: nested records; --history adds each run's points as "history".
 csv: one row per run, config and summary flattened to config.KEY / summary.KEY columns;
@@ -60,6 +63,8 @@ def export(
     tag: TagOpt = None,
     where: WhereOpt = None,
     limit: LimitOpt = None,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
     db: DbOpt = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
@@ -71,7 +76,9 @@ def export(
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(conn, filters, limit=limit, oldest_first=True)
+        records = runs.list_runs(
+            conn, filters, limit=limit, oldest_first=True, sort=sort, desc=desc
+        )
         if history:
             for record in records:
                 record["history"] = runs.get_history(conn, record["id"])

@@ -190,6 +190,16 @@ MetricOpt = Annotated[
         autocompletion=complete_metric,
     ),
 ]
+RunSortOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sort",
+        metavar="KEY",
+        help="Sort by a run field, config key or summary metric (runs without it last).",
+        autocompletion=complete_key,
+    ),
+]
+DescOpt = Annotated[bool, typer.Option("--desc", help="Sort descending.")]
 WideOpt = Annotated[
     bool,
     typer.Option(

@@ -10,11 +10,13 @@ import typer
 
 from wbg.cli.options import (
     DbOpt,
+    DescOpt,
     FormatOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
     PrecisionOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
@@ -67,12 +69,15 @@ def list_runs(
         typer.Option("--limit", min=1, metavar="N", help="At most N runs (default: 50)."),
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every run (no limit).")] = False,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
     wide: WideOpt = False,
     fmt: FormatOpt = "simple",
     precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """List runs, newest first (filters: --project --group --job-type --state --tag --where)."""
+    """List runs, newest first or by --sort (filters: --project --group --job-type --state
+    --tag --where, on fields, config keys and summary metrics)."""
     from wbg import query, runs
     from wbg.cli import render
 
@@ -83,7 +88,9 @@ def list_runs(
         query.check_filters(conn, filters)
         if limit is None and not all_runs:
             limit = DEFAULT_LIMIT
-        records = runs.list_runs(conn, filters, limit=None if all_runs else limit)
+        records = runs.list_runs(
+            conn, filters, limit=None if all_runs else limit, sort=sort, desc=desc
+        )
         more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
     if not records:
         if fmt == "json":

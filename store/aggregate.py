@@ -123,11 +123,11 @@ def build_table(
     for key in resolved:
         # a key some other run has is not a typo: the selected runs fall into the - group
         if not query.key_exists(conn, key):
-            raise query.unknown_key_error(conn, key)
+            raise query.unknown_key_error(conn, key, where, params)
     wanted = [metric_name(m) for m in metrics] if metrics else None
     if wanted:
         wanted = list(dict.fromkeys(wanted))
-        _check_metrics(conn, wanted)
+        _check_metrics(conn, wanted, where, params)
     result = _aggregate(
         conn,
         resolved,
@@ -173,21 +173,29 @@ def rank_metrics(
     return logged + summary_only + ([DURATION] if DURATION in names else [])
 
 
-def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:
+def _check_metrics(
+    conn: sqlite3.Connection, wanted: Sequence[str], where: str, params: Sequence[Any]
+) -> None:
     for name in wanted:
         if name == DURATION:
             continue
         if conn.execute("SELECT 1 FROM summary_metrics WHERE key = ? LIMIT 1", (name,)).fetchone():
             continue
-        import difflib
-
-        known = query.metric_names(conn)
-        known = sorted(known) + [DURATION]
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        selected = [
+            key
+            for (key,) in conn.execute(
+                "SELECT DISTINCT sm.key FROM summary_metrics AS sm JOIN runs ON runs.num = sm.run "
+                f"WHERE {where} LIMIT 5000",
+                params,
+            )
+        ]
+        known = query.metric_names(conn) + [DURATION]
+        # close matches among the selected runs' metrics first, then the whole file's
+        close = query.close_matches(name, [*selected, DURATION]) or query.close_matches(name, known)
         hint = (
             (f"did you mean: {', '.join(close)}? " if close else "")
             + "known metrics: "
-            + (", ".join(known[:40]))
+            + (", ".join(sorted(selected or known)[:40]))
         )
         raise InvalidInput(f"unknown metric {name!r}: no run has it in its summary", hint=hint)
 
@@ -412,6 +420,9 @@ def _sort(table: Table, sort: str | None, desc: bool) -> None:
     columns = [*table.keys, "runs"] + [
         f"{m}.{a}" for m in table.metrics for a in (*table.aggregates, "excluded")
     ]
+    if sort in table.metrics and sort not in columns:  # a metric alone: its mean, or first
+        aggregate = "mean" if "mean" in table.aggregates else table.aggregates[0]
+        sort = f"{sort}.{aggregate}"
     if sort not in columns:
         import difflib
 

@@ -402,13 +402,20 @@ def list_runs(
     *,
     limit: int | None = None,
     oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run records, newest first, that ``filters`` select (all runs without it)."""
-    from wbg.query import Filters
+    """Run records, newest first, that ``filters`` select (all runs without it); ``sort``
+    orders them by a field, config key or summary metric first (``wbg.query.sort_sql``)."""
+    from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
     clause, params = (filters or Filters()).sql()
     order = "started_at, id" if oldest_first else "started_at DESC, id"
+    if sort is not None:
+        by, extra = sort_sql(conn, sort, desc)
+        order = f"{by}, {order}"
+        params = [*params, *extra]
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"

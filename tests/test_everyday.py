@@ -352,3 +352,67 @@ def test_an_empty_database_says_so(cli, db_path):
         assert (result.exit_code, result.stdout, result.stderr) == (
             0, "", "no runs recorded yet\n"
         ), command  # fmt: skip
+
+
+# --- suggestions: the selection first, then the database -----------------------------------
+
+
+def test_suggestions_come_from_the_selection_first(cli, db_path):
+    add_run(db_path, project="a", group="train-b", config={"lr": 1}, summary={"val_acc": 1.0})
+    add_run(db_path, project="b", group="train-a", config={"lrs": 1}, summary={"val_acc1": 1.0})
+    group = cli("table", "-p", "a", "-g", "train-c")
+    assert group.exit_code == 2
+    assert group.stderr.splitlines() == ["Error: unknown group 'train-c'", "did you mean: train-b?"]
+    anywhere = cli("table", "-g", "train-c")
+    assert anywhere.stderr.splitlines()[1] in (
+        "did you mean: train-a, train-b?",
+        "did you mean: train-b, train-a?",
+    )
+    metric = cli("table", "-p", "a", "-m", "val_ac")
+    assert metric.stderr.splitlines()[1].startswith("did you mean: val_acc? known metrics: ")
+    key = cli("table", "-p", "b", "-G", "lrx")
+    assert key.stderr.splitlines()[1].startswith("did you mean: lrs")
+    # nothing close in the selection: the whole file is asked
+    add_run(db_path, project="a", group="zeta")
+    elsewhere = cli("table", "-p", "b", "-g", "zetaa")
+    assert elsewhere.stderr.splitlines()[1] == "did you mean: zeta?"
+
+
+# --- filters on summary metrics -------------------------------------------------------------
+
+
+def test_where_on_a_summary_metric(cli, db_path):
+    fixture_experiment(db_path)
+
+    def names(*args):
+        result = cli("runs", "list", *args, "-f", "json", "--all")
+        assert result.exit_code == 0, result.output
+        return sorted(r["name"] for r in json.loads(result.stdout))
+
+    assert names("-w", "acc > 0.9") == ["exp-a-fold1", "exp-a-fold2"]
+    assert names("-w", "summary.acc > 0.9") == ["exp-a-fold1", "exp-a-fold2"]
+    assert names("-w", "val_acc >= 0.8", "-w", "lr = 0.1") == ["exp-a-eval"]
+    table = cli("table", "-w", "acc > 0.9", "-f", "json")
+    assert [row["runs"] for row in json.loads(table.stdout)] == [2]
+    assert cli("plot", "acc", "-w", "acc > 5").stderr == "no runs match --where 'acc > 5'\n"
+    typo = cli("runs", "list", "-w", "acc_x > 0.9")
+    assert typo.exit_code == 2 and "did you mean: acc" in typo.stderr
+
+
+def test_sort_by_a_summary_metric(cli, db_path):
+    fixture_experiment(db_path)
+
+    def names(*args):
+        result = cli(*args, "--sort", "acc", "-j", "train", "-f", "json")
+        assert result.exit_code == 0, result.output
+        return [r["name"] for r in json.loads(result.stdout)]
+
+    ascending = ["exp-b-fold0", "exp-b-fold1", "exp-b-fold2", "exp-a-fold0", "exp-a-fold1"]
+    assert names("runs", "list", "--limit", "5") == ascending
+    assert names("export", "--desc")[:2] == ["exp-a-fold2", "exp-a-fold1"]
+    with_eval = cli("runs", "list", "--sort", "acc", "-f", "json")
+    assert [r["name"] for r in json.loads(with_eval.stdout)][-2:] == ["exp-b-eval", "exp-a-eval"]
+    table = cli("table", "--sort", "acc", "--desc", "-m", "acc", "-f", "json")
+    assert [row["group"] for row in json.loads(table.stdout)] == ["exp-a", "exp-b"]
+    typo = cli("runs", "list", "--sort", "acx")
+    assert typo.exit_code == 2 and "did you mean: acc?" in typo.stderr
