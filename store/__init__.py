@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from wbg.ids import generate_id
 
-__version__ = "0.1.0"
 __all__ = ["Run", "finish", "generate_id", "init", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,6 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # written once, in pyproject.toml
+        from importlib.metadata import version
+
+        return version("wbg")
     if name in ("init", "finish", "Run"):
         from wbg import api
 

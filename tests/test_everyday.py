@@ -416,3 +416,41 @@ def test_sort_by_a_summary_metric(cli, db_path):
     assert [row["group"] for row in json.loads(table.stdout)] == ["exp-a", "exp-b"]
     typo = cli("runs", "list", "--sort", "acx")
     assert typo.exit_code == 2 and "did you mean: acc?" in typo.stderr
+
+
+# --- conventions -------------------------------------------------------------------------
+
+
+def test_version_python_m_and_py_typed():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from helpers import run_wbg
+
+    import wbg
+
+    expected = f"wbg {version('wbg')}\n"
+    assert wbg.__version__ == version("wbg")
+    for flag in ("--version", "-V"):
+        done = run_wbg(flag)
+        assert (done.returncode, done.stdout, done.stderr) == (0, expected, "")
+    as_module = subprocess.run(
+        [sys.executable, "-m", "wbg", "--version"], capture_output=True, text=True
+    )
+    assert (as_module.returncode, as_module.stdout) == (0, expected), as_module.stderr
+    assert (Path(wbg.__file__).parent / "py.typed").is_file()
+
+
+def test_bare_wbg_prints_help_and_help_is_not_cut(monkeypatch):
+    from helpers import run_wbg
+
+    for args in ((), ("runs",), ("group",)):
+        done = run_wbg(*args, env={"COLUMNS": "80"})
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "" and done.stdout.startswith("Usage: wbg")
+    text = run_wbg("--help", env={"COLUMNS": "80"}).stdout
+    assert "..." not in text.split("Commands:")[1] and "-V, --version" in text
+    assert "  db         The database file: path, info, migrate.\n" in text
+    assert "field names of `wbg runs list -f json`." in text
