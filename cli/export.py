@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     DescOpt,
     GroupFilterOpt,
@@ -20,6 +21,7 @@ from wbg.cli.options import (
     TagOpt,
     WhereOpt,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -57,6 +59,7 @@ def export(
     ] = ExportFormat.jsonl,
     history: Annotated[bool, typer.Option("--history", help="Include history points.")] = False,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -72,7 +75,7 @@ def export(
     from wbg import query, runs
     from wbg.cli import render
 
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
@@ -82,6 +85,7 @@ def export(
         if history:
             for record in records:
                 record["history"] = runs.get_history(conn, record["id"])
+    note_scope(filters)
     if not records:
         if fmt is ExportFormat.json:
             typer.echo("[]")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     FormatOpt,
     JobTypeFilterOpt,
@@ -22,6 +23,7 @@ from wbg.cli.options import (
     WideOpt,
     complete_group,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -48,6 +50,7 @@ def _counts(counts: dict[str, int]) -> str:
 @app.command("list")
 def list_groups(
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
@@ -62,12 +65,13 @@ def list_groups(
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, None, job_type, state, tag, where)
+    filters = filters_from(project, None, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         rows = groups.list_groups(conn, filters)
     if limit is not None:
         rows = rows[:limit]
+    note_scope(filters)
     if not rows:
         if fmt == "json":
             typer.echo("[]")

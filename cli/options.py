@@ -212,6 +212,15 @@ LimitOpt = Annotated[
 ]
 
 
+AllProjectsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-projects",
+        help="Every project (default: $WANDB_PROJECT or the settings file's project when set).",
+    ),
+]
+
+
 def filters_from(
     project: str | None,
     group: str | None,
@@ -219,12 +228,37 @@ def filters_from(
     state: str | None,
     tag: str | None,
     where: list[str] | None,
+    all_projects: bool = False,
 ):
-    """The ``wbg.query.Filters`` of the shared filter options (states checked here)."""
+    """The ``wbg.query.Filters`` of the shared filter options (states checked here).
+
+    Without --project or --all-projects, the views show the project the user works in
+    ($WANDB_PROJECT, else the settings file's), when one is set (``note_scope`` says so).
+    """
     from wbg.errors import InvalidInput
     from wbg.query import Filters
     from wbg.runs import STATES
 
     if state is not None and state not in STATES:
         raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(STATES))
-    return Filters(project, group, job_type, state, tag, tuple(where or ()))
+    if project is not None and all_projects:
+        raise InvalidInput("--project and --all-projects exclude each other")
+    project_from = None
+    if project is None and not all_projects:
+        from wbg.settings import view_project
+
+        project, project_from = view_project()
+    filters = Filters(project, group, job_type, state, tag, tuple(where or ()))
+    filters.project_from = project_from
+    return filters
+
+
+def note_scope(filters) -> None:
+    """One line on stderr when the views show one project by default and others exist."""
+    if filters.project_from and filters.other_projects:
+        n = filters.other_projects
+        typer.echo(
+            f"note: project {filters.project} only (from {filters.project_from}); "
+            f"{n} other project{'s' if n > 1 else ''}: --all-projects",
+            err=True,
+        )

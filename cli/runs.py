@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     DescOpt,
     FormatOpt,
@@ -24,6 +25,7 @@ from wbg.cli.options import (
     complete_group,
     complete_run_id,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -59,6 +61,7 @@ LIST_COLUMNS = (
 @app.command("list")
 def list_runs(
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -82,7 +85,7 @@ def list_runs(
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
@@ -92,6 +95,7 @@ def list_runs(
             conn, filters, limit=None if all_runs else limit, sort=sort, desc=desc
         )
         more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
+    note_scope(filters)
     if not records:
         if fmt == "json":
             typer.echo("[]")

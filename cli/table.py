@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     FormatOpt,
     GroupByOpt,
@@ -21,6 +22,7 @@ from wbg.cli.options import (
     WhereOpt,
     complete_metric,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -65,6 +67,7 @@ def table(
         ),
     ] = None,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -86,7 +89,7 @@ def table(
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     keys = query.split_keys(group_by) or None
     conn, _ = open_db(db)
     with contextlib.closing(conn):
@@ -101,6 +104,7 @@ def table(
             desc=desc,
             limit=limit,
         )
+    note_scope(filters)
     if not result.rows:
         if fmt == "json":
             typer.echo("[]")

@@ -180,6 +180,10 @@ class Filters:
     where: Sequence[str] = field(default_factory=tuple)
     # bare --where keys that name a summary metric, not a config key (set by check_filters)
     metric_keys: set[str] = field(default_factory=set)
+    # where ``project`` came from when the user did not ask for it ($WANDB_PROJECT, the
+    # settings file): then it may have no runs yet, and check_filters counts the others
+    project_from: str | None = None
+    other_projects: int = 0
 
     def sql(self) -> tuple[str, list[Any]]:
         """A WHERE clause body over ``runs`` (``1`` when nothing is filtered)."""
@@ -337,8 +341,12 @@ def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
     The error lists close matches; a filter that names something real but selects no run
     is not an error.
     """
+    if filters.project_from is not None:
+        filters.other_projects = conn.execute(
+            "SELECT count(DISTINCT project) FROM runs WHERE project != ?", (filters.project,)
+        ).fetchone()[0]
     for column, kind, value in (
-        ("project", "project", filters.project),
+        ("project", "project", None if filters.project_from else filters.project),
         ('"group"', "group", filters.group),
         ("job_type", "job_type", filters.job_type),
     ):

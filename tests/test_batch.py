@@ -199,11 +199,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, db_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "name    fold    command\n"
-        "------  ------  ----------------------------------------\n"
-        "fold=0  0       python train.py --fold 0 --name 'fold 0'\n"
-        "fold=1  1       python train.py --fold 1 --name 'fold 1'\n"
-        "fold=2  2       python train.py --fold 2 --name 'fold 2'\n"
+        "name    fold  command\n"
+        "------  ----  ----------------------------------------\n"
+        "fold=0  0     python train.py --fold 0 --name 'fold 0'\n"
+        "fold=1  1     python train.py --fold 1 --name 'fold 1'\n"
+        "fold=2  2     python train.py --fold 2 --name 'fold 2'\n"
     )
     assert result.stderr == (
         'wbg: config common to all runs: {"model":"mlp"}\n'

@@ -454,3 +454,32 @@ def test_bare_wbg_prints_help_and_help_is_not_cut(monkeypatch):
     assert "..." not in text.split("Commands:")[1] and "-V, --version" in text
     assert "  db         The database file: path, info, migrate.\n" in text
     assert "field names of `wbg runs list -f json`." in text
+
+
+# --- the default scope follows the project being worked on ---------------------------------
+
+
+def test_views_show_the_current_project_with_a_note(cli, db_path, monkeypatch, tmp_path):
+    add_run(db_path, project="mine", group="g1", summary={"acc": 0.5})
+    add_run(db_path, project="theirs", group="g2", summary={"acc": 0.7})
+    note = "note: project mine only (from $WANDB_PROJECT); 1 other project: --all-projects\n"
+    monkeypatch.setenv("WANDB_PROJECT", "mine")
+    for command in (("table",), ("runs", "list"), ("group", "list"), ("export",)):
+        result = cli(*command, "-f", "json")
+        assert result.exit_code == 0, result.output
+        assert {row.get("project", "mine") for row in json.loads(result.stdout)} == {"mine"}
+        assert result.stderr == note, command
+        every = cli(*command, "-f", "json", "--all-projects")
+        assert len(json.loads(every.stdout)) == 2 and every.stderr == "", command
+    assert cli("table", "-p", "theirs").stderr == ""  # asked for: no note
+    assert cli("table", "-p", "theirs", "--all-projects").exit_code == 2
+    # a project with no runs yet is not a typo: nothing matches
+    monkeypatch.setenv("WANDB_PROJECT", "new")
+    fresh = cli("runs", "list")
+    assert fresh.exit_code == 0 and fresh.stderr.splitlines()[-1] == "no runs match --project new"
+    # the settings file's project, when the variable is not set
+    monkeypatch.delenv("WANDB_PROJECT")
+    (tmp_path / "work" / "wbg.toml").write_text('project = "theirs"\n')
+    from_file = cli("runs", "list", "-f", "json")
+    assert [r["project"] for r in json.loads(from_file.stdout)] == ["theirs"]
+    assert "(from wbg.toml)" in from_file.stderr
