@@ -23,6 +23,7 @@ from wbg.cli.options import (
     WhereOpt,
     WideOpt,
     complete_group,
+    complete_metric,
     complete_run_id,
     filters_from,
     note_scope,
@@ -134,6 +135,23 @@ def show(
         bool, typer.Option("--output", help="Print the kept tail of the run's output.")
     ] = False,
     history: Annotated[bool, typer.Option("--history", help="Include the history points.")] = False,
+    keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keys",
+            metavar="KEY[,KEY...]",
+            help="With --history: only these metrics (repeatable or comma-separated).",
+            autocompletion=complete_metric,
+        ),
+    ] = None,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", min=1, metavar="N", help="With --history: the last N steps."),
+    ] = None,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="With --history: one row per step, one column per key."),
+    ] = False,
     fmt: FormatOpt = "simple",
     precision: PrecisionOpt = None,
     db: DbOpt = None,
@@ -153,14 +171,33 @@ def show(
                 sys.stdout.buffer.flush()
             return
         record["history_points"] = runs.history_count(conn, run_id)
+        wanted = [k.strip() for item in keys or () for k in item.split(",") if k.strip()]
+        if (wanted or tail or wide) and not history:
+            history = True  # --keys, --tail and --wide are about the history
         if history:
-            record["history"] = runs.get_history(conn, run_id)
+            record["history"] = runs.get_history(conn, run_id, wanted or None, tail)
+    if history and wide and fmt not in ("json", "jsonl"):
+        typer.echo(_wide_history(record["history"], wanted, fmt, precision))
+        return
     if fmt == "json":
         typer.echo(render.render_object(record))
     elif fmt == "jsonl":
         typer.echo(render.render_records([record], "jsonl"))
     else:
         typer.echo(_human_record(record, fmt, precision))
+
+
+def _wide_history(
+    points: list[dict[str, Any]], keys: list[str], fmt: str, precision: int | None
+) -> str:
+    """One row per step, one column per key (in the order asked for, else by name)."""
+    from wbg.cli import render
+
+    rows: dict[int, dict[str, Any]] = {}
+    for point in points:
+        rows.setdefault(point["step"], {"step": point["step"]})[point["key"]] = point["value"]
+    columns = keys or sorted({p["key"] for p in points})
+    return render.render(list(rows.values()), ["step", *columns], fmt, precision)
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:

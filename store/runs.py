@@ -437,12 +437,30 @@ def history_count(conn: sqlite3.Connection, run_id: str) -> int:
     ).fetchone()[0]
 
 
-def get_history(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT step, key, value, time FROM history "
-        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY step, key",
-        (run_id,),
+def get_history(
+    conn: sqlite3.Connection,
+    run_id: str,
+    keys: Sequence[str] | None = None,
+    tail: int | None = None,
+) -> list[dict[str, Any]]:
+    """A run's points in step order: of ``keys`` only when given, of the last ``tail``
+    steps only when given."""
+    sql = (
+        "SELECT step, key, value, time FROM history WHERE run = (SELECT num FROM runs WHERE id = ?)"
     )
+    params: list[Any] = [run_id]
+    if keys:
+        sql += f" AND key IN ({', '.join('?' * len(keys))})"
+        params += keys
+    if tail is not None:
+        sql += (
+            " AND step >= coalesce((SELECT min(step) FROM (SELECT DISTINCT h.step FROM history "
+            "AS h WHERE h.run = (SELECT num FROM runs WHERE id = ?)"
+            + (f" AND h.key IN ({', '.join('?' * len(keys))})" if keys else "")
+            + " ORDER BY h.step DESC LIMIT ?)), 0)"
+        )
+        params += [run_id, *(keys or ()), tail]
+    rows = conn.execute(sql + " ORDER BY step, key", params)
     return [
         {"step": step, "key": key, "value": math.nan if value is None else value, "time": iso(t)}
         for step, key, value, t in rows

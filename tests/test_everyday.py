@@ -483,3 +483,40 @@ def test_views_show_the_current_project_with_a_note(cli, db_path, monkeypatch, t
     from_file = cli("runs", "list", "-f", "json")
     assert [r["project"] for r in json.loads(from_file.stdout)] == ["theirs"]
     assert "(from wbg.toml)" in from_file.stderr
+
+
+# --- runs show --history --keys --tail --wide ---------------------------------------------
+
+HISTORY = """
+import wbg
+with wbg.init(name="h") as run:
+    for i in range(5):
+        run.log({"loss": 1 / (i + 1), "acc": i / 10})
+    run.log({"lr": 0.1}, step=2)
+"""
+
+
+def test_history_keys_tail_and_wide(cli, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "h.py"
+    script.write_text(HISTORY)
+    subprocess.run([sys.executable, str(script)], check=True)
+    [record] = json.loads(cli("runs", "list", "-f", "json").stdout)
+    wide = cli("runs", "show", record["id"], "--history", "--wide")
+    assert wide.stdout.splitlines() == [
+        "step  acc  loss    lr",
+        "----  ---  ------  ---",
+        "0     0    1",
+        "1     0.1  0.5",
+        "2     0.2  0.3333  0.1",
+        "3     0.3  0.25",
+        "4     0.4  0.2",
+    ]
+    tail = cli(
+        "runs", "show", record["id"], "--wide", "--keys", "loss,acc", "--tail", "2", "-f", "csv"
+    )
+    assert tail.stdout == "step,loss,acc\n3,0.25,0.3\n4,0.2,0.4\n"
+    long = cli("runs", "show", record["id"], "--keys", "lr", "-f", "json")
+    assert [(p["step"], p["key"]) for p in json.loads(long.stdout)["history"]] == [(2, "lr")]
