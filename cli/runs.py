@@ -31,7 +31,7 @@ from wbg.cli.options import (
 )
 
 app = typer.Typer(
-    help="List, inspect and change runs: list, show, set, tag, move, delete.",
+    help="List, inspect and change runs: list, show, diff, set, tag, move, delete.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -234,22 +234,64 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int | None) -> st
 def set_config(
     run_id: RunIdArg,
     assignments: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            metavar="KEY=VALUE...",
+            metavar="[KEY=VALUE...]",
             help="Config values (typed like -c: 3, 0.1, true, [1,2]; dotted keys nest).",
         ),
-    ],
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", metavar="NEW", help="Rename the run.")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
-    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3"""
+    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3; rename
+    it with --name NEW."""
     from wbg import runs, values
+    from wbg.errors import InvalidInput
 
-    update = values.parse_assignments(assignments)
+    if not assignments and name is None:
+        raise InvalidInput("nothing to set", hint="give KEY=VALUE pairs and/or --name NEW")
+    update = values.parse_assignments(assignments or ())
     conn, _ = open_db(db)
     with contextlib.closing(conn):
-        runs.set_config(conn, run_id, update)
-    typer.echo(f"set {', '.join(a.partition('=')[0] for a in assignments)} on {run_id}", err=True)
+        if name is not None:
+            runs.set_name(conn, run_id, name)
+        if update:
+            runs.set_config(conn, run_id, update)
+    done = [a.partition("=")[0] for a in assignments or ()] + (["name"] if name else [])
+    typer.echo(f"set {', '.join(done)} on {run_id}", err=True)
+
+
+@app.command("diff", no_args_is_help=True)
+def diff(
+    run_a: RunIdArg,
+    run_b: RunIdArg,
+    only: Annotated[
+        bool, typer.Option("--only-diff", "-d", help="Only the rows that differ.")
+    ] = False,
+    fmt: FormatOpt = "simple",
+    precision: PrecisionOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Compare two runs side by side: fields, config and summary; * marks differences."""
+    from wbg import runs
+    from wbg.cli import render
+
+    render.check_format(fmt)
+    conn, _ = open_db(db)
+    with contextlib.closing(conn):
+        a, b = runs.get_run(conn, run_a), runs.get_run(conn, run_b)
+    rows = [row for row in runs.diff_records(a, b) if not (only and row["same"])]
+    if fmt in render.MACHINE_FORMATS:
+        typer.echo(render.render(rows, ["key", "a", "b", "same"], fmt))
+        return
+    shown = [{**row, "mark": "" if row["same"] else "*"} for row in rows]
+    text, _ = render.render_fitted(
+        shown, ["mark", "key", "a", "b"], [], fmt, precision, render.output_width(),
+        labels={"mark": "", "a": run_a, "b": run_b}, shrink=("key", "a", "b"),
+    )  # fmt: skip
+    typer.echo(text)
 
 
 @app.command(

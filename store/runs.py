@@ -503,6 +503,48 @@ def set_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any])
         merge_config(conn, run_id, update)
 
 
+def set_name(conn: sqlite3.Connection, run_id: str, name: str) -> None:
+    """Rename a run (``wbg runs set ID --name NEW``); a name is 1-128 characters."""
+    values.check_name("name", name, values.MAX_GROUP)
+    with transaction(conn):
+        cursor = conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+        if cursor.rowcount == 0:
+            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+
+
+DIFF_FIELDS = ("project", "group", "job_type", "name", "state", "exit_code", "duration_s",
+               "host", "git_commit", "git_dirty", "command", "tags")  # fmt: skip
+
+
+def diff_records(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Two runs side by side (``wbg runs diff``): the fields that describe a run, then every
+    config and summary key (dotted), each row ``{key, a, b, same}``."""
+    import shlex
+
+    def field(record: Mapping[str, Any], name: str) -> Any:
+        value = record.get(name)
+        return shlex.join(value) if name == "command" and isinstance(value, list) else value
+
+    rows = [{"key": f, "a": field(a, f), "b": field(b, f)} for f in DIFF_FIELDS]
+    for section in ("config", "summary"):
+        left, right = _dotted_items(a.get(section) or {}), _dotted_items(b.get(section) or {})
+        for key in sorted({*left, *right}):
+            rows.append({"key": f"{section}.{key}", "a": left.get(key), "b": right.get(key)})
+    for row in rows:
+        row["same"] = values.dumps(row["a"]) == values.dumps(row["b"])
+    return rows
+
+
+def _dotted_items(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            found.update(_dotted_items(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
 def set_tags(
     conn: sqlite3.Connection, run_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()
 ) -> list[str]:

@@ -520,3 +520,33 @@ def test_history_keys_tail_and_wide(cli, tmp_path):
     assert tail.stdout == "step,loss,acc\n3,0.25,0.3\n4,0.2,0.4\n"
     long = cli("runs", "show", record["id"], "--keys", "lr", "-f", "json")
     assert [(p["step"], p["key"]) for p in json.loads(long.stdout)["history"]] == [(2, "lr")]
+
+
+# --- runs set --name, runs diff ------------------------------------------------------------
+
+
+def test_runs_set_name_and_diff(cli, db_path):
+    ids = fixture_experiment(db_path)
+    a, b = ids["exp-a-train-0"], ids["exp-b-train-1"]
+    renamed = cli("runs", "set", a, "--name", "baseline")
+    assert renamed.exit_code == 0 and renamed.stderr == f"set name on {a}\n", renamed.output
+    assert json.loads(cli("runs", "show", a, "-f", "json").stdout)["name"] == "baseline"
+    assert cli("runs", "set", a).exit_code == 2
+    bad = cli("runs", "set", a, "--name", "")
+    assert bad.exit_code == 2 and bad.stderr == "Error: name must not be empty\n"
+    result = cli("runs", "diff", a, b, "--only-diff")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["key", a, b]
+    assert [line.split()[:4] for line in lines[2:]] == [
+        ["*", "group", "exp-a", "exp-b"],
+        ["*", "name", "baseline", "exp-b-fold1"],
+        ["*", "duration_s", "10", "11"],
+        ["*", "config.fold", "0", "1"],
+        ["*", "config.lr", "0.1", "0.01"],
+        ["*", "summary.acc", "0.9", "0.81"],
+        ["*", "summary.loss", "0.5", "0.4"],
+    ]
+    every = json.loads(cli("runs", "diff", a, b, "-f", "json").stdout)
+    assert {"key": "config.model.name", "a": "mlp", "b": "mlp", "same": True} in every
+    assert cli("runs", "diff", a, "nope").exit_code == 2
