@@ -35,6 +35,7 @@ def run_batch(
     parallel: int | None,
     fail_fast: bool,
     dry_run: bool,
+    resume: bool = False,
     capture: Callable[[], ScalarCapture] | None,
     db: Path | None,
 ) -> int:
@@ -46,6 +47,13 @@ def run_batch(
 
     axes = batch.parse_grid(grid)
     new_group = spec.group is None
+    if resume and new_group:
+        from wbg.errors import InvalidInput
+
+        raise InvalidInput(
+            "--resume needs the group to resume",
+            hint="give --group G (or set $WANDB_RUN_GROUP) as when the batch was first run",
+        )
     if new_group:
         spec = replace(spec, group=f"experiment-{generate_id()}")
     trials = batch.plan(command, axes, repeat, spec)
@@ -69,7 +77,16 @@ def run_batch(
         return 0
 
     conn, db_path = open_db(db)
-    conn.close()
+    with contextlib.closing(conn):
+        if resume:
+            planned = len(trials)
+            trials = batch.unfinished(conn, trials, keys)
+            _say(
+                f"wbg: --resume: {planned - len(trials)} of {_runs(planned)} already finished "
+                f"in group {spec.group}; starting {len(trials)}"
+            )
+            if not trials:
+                return 0
     talk = sys.stderr.isatty()
     width = len(str(len(trials)))
 

@@ -514,6 +514,35 @@ class BatchRunner:
                 self._end(supervisor, returncode)
 
 
+# --- resuming a batch ----------------------------------------------------------------------
+
+
+def unfinished(conn: Any, trials: Sequence[Trial], keys: Sequence[str]) -> list[Trial]:
+    """The trials that have no ``finished`` run in their group yet (``--resume``), matched
+    by the values of the grid ``keys`` (and ``repeat``) in the runs' config, renumbered."""
+    from wbg import query, runs
+
+    spec = trials[0].spec
+    done = {
+        _identity(record["config"], keys)
+        for record in runs.list_runs(
+            conn, query.Filters(project=spec.project, group=spec.group, state="finished")
+        )
+    }
+    left = [trial for trial in trials if _identity(trial.spec.config or {}, keys) not in done]
+    return [replace(trial, index=i) for i, trial in enumerate(left)]
+
+
+def _identity(config: Mapping[str, Any], keys: Sequence[str]) -> str:
+    found = []
+    for key in keys:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        found.append(node)
+    return values.dumps(found)
+
+
 # --- the table printed at the end of a batch ----------------------------------------------
 
 

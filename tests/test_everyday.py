@@ -550,3 +550,36 @@ def test_runs_set_name_and_diff(cli, db_path):
     every = json.loads(cli("runs", "diff", a, b, "-f", "json").stdout)
     assert {"key": "config.model.name", "a": "mlp", "b": "mlp", "same": True} in every
     assert cli("runs", "diff", a, "nope").exit_code == 2
+
+
+# --- re-running a grid ---------------------------------------------------------------------
+
+
+def test_resume_starts_only_the_unfinished_trials(db_path):
+    from helpers import records, run_wbg
+
+    first = run_wbg(
+        "run", "-g", "sweep", "--grid", "x=1..3", "--repeat", "2",
+        "--", "sh", "-c", "exit $(( ({x} + {repeat}) % 2 ))",
+    )  # fmt: skip
+    assert first.returncode == 1
+    again = run_wbg(
+        "run", "-g", "sweep", "--grid", "x=1..3", "--repeat", "2", "--resume",
+        "--", "sh", "-c", "echo {x}#{repeat}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines()[0] == (
+        "wbg: --resume: 3 of 6 runs already finished in group sweep; starting 3"
+    )
+    assert again.stdout.splitlines()[:3] == ["1#0", "2#1", "3#0"]
+    finished = [r["config"] for r in records(db_path) if r["state"] == "finished"]
+    assert sorted((c["x"], c["repeat"]) for c in finished) == [
+        (x, rep) for x in (1, 2, 3) for rep in (0, 1)
+    ]
+    nothing = run_wbg("run", "-g", "sweep", "--grid", "x=1..3", "--repeat", "2", "--resume",
+                      "--", "sh", "-c", "echo {x}")  # fmt: skip
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert len(records(db_path)) == 9
+    no_group = run_wbg("run", "--grid", "x=1..3", "--resume", "--", "echo", "{x}")
+    assert no_group.returncode == 2
+    assert no_group.stderr.startswith("Error: --resume needs the group to resume\n")
