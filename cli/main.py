@@ -17,6 +17,7 @@ import typer
 if TYPE_CHECKING:
     import click
 
+from wbg.cli import completion as completion_cmds
 from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
 from wbg.cli import export as export_cmds
@@ -85,6 +86,7 @@ export_cmds.register(app)
 interop_cmds.register(app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
+completion_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:

@@ -43,6 +43,10 @@ def complete_metric(ctx: typer.Context, incomplete: str) -> list[str]:
     return _complete(ctx, "metric", incomplete)
 
 
+def complete_history_metric(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "history_metric", incomplete)
+
+
 def complete_run_id(ctx: typer.Context, incomplete: str) -> list[str]:
     return _complete(ctx, "run", incomplete)
 

@@ -29,7 +29,7 @@ from wbg.cli.options import (
     StateOpt,
     TagOpt,
     WhereOpt,
-    complete_metric,
+    complete_history_metric,
     filters_from,
     note_scope,
     open_db,
@@ -74,7 +74,7 @@ def plot(
         typer.Argument(
             metavar="METRIC",
             help="History keys to plot (one panel each).",
-            autocompletion=complete_metric,
+            autocompletion=complete_history_metric,
         ),
     ],
     group_by: GroupByOpt = None,

@@ -159,7 +159,17 @@ def rank_metrics(
     was trained and evaluated), then summary-only values, ``duration_s`` last; names keep
     their order within each part. Views drop metrics from the right to fit a terminal, so
     the bookkeeping goes first."""
-    logged, summary_only = [], []
+    logged = logged_metrics(conn, names, where, params)
+    summary_only = [n for n in names if n not in logged and n != DURATION]
+    return logged + summary_only + ([DURATION] if DURATION in names else [])
+
+
+def logged_metrics(
+    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+) -> list[str]:
+    """The ``names`` that the selected runs logged to history (a summary metric that a
+    few of the runs with it also have history points of)."""
+    logged = []
     for name in names:
         if name == DURATION:
             continue
@@ -169,8 +179,9 @@ def rank_metrics(
             "WHERE EXISTS (SELECT 1 FROM history AS h WHERE h.run = r.run AND h.key = ?))",
             [name, *params, _HISTORY_PROBE_RUNS, name],
         ).fetchone()[0]
-        (logged if probe else summary_only).append(name)
-    return logged + summary_only + ([DURATION] if DURATION in names else [])
+        if probe:
+            logged.append(name)
+    return logged
 
 
 def _check_metrics(

@@ -583,3 +583,40 @@ def test_resume_starts_only_the_unfinished_trials(db_path):
     no_group = run_wbg("run", "--grid", "x=1..3", "--resume", "--", "echo", "{x}")
     assert no_group.returncode == 2
     assert no_group.stderr.startswith("Error: --resume needs the group to resume\n")
+
+
+# --- shell completion ----------------------------------------------------------------------
+
+
+def test_completion_command_prints_the_shipped_scripts():
+    from pathlib import Path
+
+    from helpers import run_wbg
+
+    root = Path(__file__).resolve().parent.parent
+    for shell in ("bash", "zsh", "fish"):
+        done = run_wbg("completion", shell)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == (root / "completions" / f"wbg.{shell}").read_text()
+    assert run_wbg("completion", "tcsh").returncode == 2
+
+
+def test_plot_completes_only_metrics_with_history(db_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import wbg_executable
+
+    script = tmp_path / "h.py"
+    script.write_text(HISTORY + 'with wbg.init() as run:\n    run.summary["best"] = 1.0\n')
+    subprocess.run([sys.executable, str(script)], check=True)
+
+    def complete(words):
+        env = {**os.environ, "_WBG_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
+        done = subprocess.run(wbg_executable(), env=env, capture_output=True, text=True)
+        return done.stdout.split()
+
+    assert complete("wbg plot ") == ["acc", "loss", "lr"]
+    assert complete("wbg table -m ") == ["acc", "best", "loss", "lr", "duration_s"]
