@@ -180,13 +180,14 @@ def _human_page(
     parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
-    fixed = [c for c in columns if not c.startswith("summary.")]
+    # duration_s is bookkeeping: after the metrics, and the first to go when narrow
+    fixed = [c for c in columns if not c.startswith("summary.") and c != "duration_s"]
     # summary columns: the page's metrics (logged ones first, or -m), then other values
     names = list(page["metrics"])
     if page["aggregates"].metrics == names + ["duration_s"]:  # no -m: every summary value
         names += sorted(c[len("summary.") :] for c in columns if c.startswith("summary."))
     names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
-    blocks = [(n, [f"summary.{n}"]) for n in names]
+    blocks = [(n, [f"summary.{n}"]) for n in names] + [("duration_s", ["duration_s"])]
     shown = [
         {**{k: ("" if v is None and k in fixed else v) for k, v in row.items()},
          "name": render.shown_name(row)}
@@ -196,7 +197,7 @@ def _human_page(
     labels = {f"summary.{n}": n for n in names if n not in fixed}
     text, dropped = render.render_fitted(
         shown, fixed, blocks, fmt, precision, render.output_width(), labels,
-        shrink=[c for c in fixed if c not in ("id", "state", "duration_s")],
+        shrink=[c for c in fixed if c not in ("id", "state")],
     )  # fmt: skip
     parts.append("Runs (summary values on the right)\n" + text)
     if hidden:

@@ -295,7 +295,7 @@ def _narrow(
     return narrowed
 
 
-DROPPED_HINT = "choose with -m, or use --format csv/json"
+DROPPED_HINT = "-m picks; -f csv/json has all"
 
 
 def note_dropped(dropped: Sequence[str], hint: str = DROPPED_HINT) -> None:
@@ -304,8 +304,8 @@ def note_dropped(dropped: Sequence[str], hint: str = DROPPED_HINT) -> None:
         import typer
 
         typer.echo(
-            f"note: {len(dropped)} metric(s) left out to fit the terminal: "
-            f"{', '.join(dropped)} ({hint})",
+            f"note: {len(dropped)} metric{'s' if len(dropped) > 1 else ''} left out to fit "
+            f"the terminal: {', '.join(dropped)} ({hint})",
             err=True,
         )
 

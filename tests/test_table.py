@@ -222,7 +222,7 @@ def test_wide_table_drops_metrics_to_fit_columns(cli, db_path, monkeypatch):
     result = cli("table", "--agg", "mean,std,min,max")
     assert result.exit_code == 0, result.output
     assert all(len(line) <= 60 for line in result.stdout.splitlines()), result.stdout
-    assert "note: 3 metric(s) left out to fit the terminal: loss, val_acc, duration_s" in (
+    assert "note: 3 metrics left out to fit the terminal: loss, val_acc, duration_s" in (
         result.stderr
     )
     monkeypatch.delenv("COLUMNS")
