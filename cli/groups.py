@@ -98,10 +98,12 @@ def list_groups(
         return
     if len({row["project"] for row in rows}) <= 1:
         columns.remove("project")  # one project: said once by --wide or the filter
+    columns.remove("first_start")  # the last end says how recent; --wide has both
     text, _ = render.render_fitted(
         rows, columns, [], fmt, None, render.output_width(),
-        labels={"first_start": "started", "last_end": "ended"},
-        shrink=("group", "project", "job_types", "states"),
+        labels={"last_end": "ended"},
+        shrink=("project", "job_types", "states"),  # the group name is what one types
+        cut_end=("job_types", "states"),
     )  # fmt: skip
     typer.echo(text)
 

@@ -204,6 +204,7 @@ def render_fitted(
     width: int | None,
     labels: Mapping[str, str] | None = None,
     shrink: Sequence[str] = (),
+    cut_end: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
     """Render ``fixed`` columns plus column ``blocks`` (name, columns) in ``width``; returns
     the text and the names of the blocks left out.
@@ -212,7 +213,8 @@ def render_fitted(
     cut to 16 characters (their middle as ``…``), then whole blocks are dropped from the
     right (the callers order them by relevance) down to the first, then ``shrink``
     columns are cut down to 6, and only then is the first block dropped too. ``labels``
-    renames column headers.
+    renames column headers. Columns in ``cut_end`` (lists: ``finished 4, failed 2``)
+    lose their end instead of their middle.
     """
     labels = labels or {}
     every = [*fixed, *(c for _, cols in blocks for c in cols)]
@@ -226,7 +228,7 @@ def render_fitted(
         while True:
             columns = [*fixed, *(c for _, cols in kept for c in cols)]
             headers = [labels.get(c, c) for c in columns]
-            text = render(_cut(cells, caps), columns, fmt, precision, headers=headers)
+            text = render(_cut(cells, caps, cut_end), columns, fmt, precision, headers=headers)
             longest = max((len(line) for line in text.splitlines()), default=0)
             if width is None or longest <= width:
                 return text, True
@@ -251,12 +253,20 @@ def render_fitted(
     return text, dropped
 
 
-def _cut(cells: list[dict[str, str]], caps: Mapping[str, int]) -> list[dict[str, str]]:
+def _cut(
+    cells: list[dict[str, str]], caps: Mapping[str, int], cut_end: Sequence[str] = ()
+) -> list[dict[str, str]]:
     if not caps:
         return cells
-    return [
-        {c: (cut_middle(v, caps[c]) if c in caps else v) for c, v in row.items()} for row in cells
-    ]
+
+    def cut(column: str, text: str) -> str:
+        if column not in caps or len(text) <= caps[column]:
+            return text
+        if column in cut_end:
+            return text[: caps[column] - 1] + "…"
+        return cut_middle(text, caps[column])
+
+    return [{c: cut(c, v) for c, v in row.items()} for row in cells]
 
 
 def cut_middle(text: str, width: int) -> str:

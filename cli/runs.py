@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from typing import Annotated, Any
 
@@ -217,6 +218,8 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int | None) -> st
             _flatten(key, value, fields)
         elif key == "history":
             continue
+        elif key == "command" and isinstance(value, list):
+            fields.append((key, shlex.join(value)))  # as it would be typed
         else:
             fields.append((key, value))
     rows = [{"field": k, "value": v} for k, v in fields]

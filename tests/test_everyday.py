@@ -286,10 +286,10 @@ id        name          group          job_type  state     started      duration
 """
 
 GROUPS_80 = """\
-group             runs  job_types  states      started      ended
-----------------  ----  ---------  ----------  -----------  -----------
-demo-2bmc-lr0.01  3     train 3    finished 3  11-14 22:16  11-14 22:18
-demo-2bmc-lr0.1   3     train 3    finished 3  11-14 22:13  11-14 22:15
+group             runs  job_types  states      ended
+----------------  ----  ---------  ----------  -----------
+demo-2bmc-lr0.01  3     train 3    finished 3  11-14 22:18
+demo-2bmc-lr0.1   3     train 3    finished 3  11-14 22:15
 """
 
 
