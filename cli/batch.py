@@ -171,14 +171,16 @@ def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
 
 
 def _print_runs(db_path: Path, outcome: Any, keys: Sequence[str], group: str) -> None:
-    """The batch's runs: name, id, grid keys, state, exit code, numeric summary values."""
+    """The batch's runs: name (unless it is the grid values), id, grid keys, state, exit
+    code, numeric summary values."""
     from wbg import batch
     from wbg.cli import render
     from wbg.db import connect
 
     with contextlib.closing(connect(db_path)) as conn:
         rows, metrics = batch.batch_rows(conn, outcome, keys)
-    fixed = ["name", "id", *keys, "state", "exit_code"]
+    # the default name repeats the grid values shown next to it
+    fixed = ["name"] * any(row["named"] for row in rows) + ["id", *keys, "state", "exit_code"]
     blocks = [(name, [f"summary.{name}"]) for name in metrics]
     labels = {f"summary.{name}": name for name in metrics if name not in fixed}
     labels["exit_code"] = "exit"

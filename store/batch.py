@@ -550,8 +550,9 @@ def batch_rows(
     conn: Any, outcome: BatchResult, keys: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per run the batch started, in plan order: ``name``, ``id``, the grid ``keys``,
-    ``state``, ``exit_code`` and each numeric summary value; and the metric names, the
-    most telling first (``wbg.aggregate.rank_metrics``)."""
+    ``state``, ``exit_code`` and each numeric summary value (``named``: whether the name
+    says more than the grid values); and the metric names, the most telling first
+    (``wbg.aggregate.rank_metrics``)."""
     from wbg import aggregate, runs
 
     rows: list[dict[str, Any]] = []
@@ -562,6 +563,7 @@ def batch_rows(
             continue
         record = runs.get_run(conn, result.run_id)
         row: dict[str, Any] = {"name": record["name"] or "", "id": record["id"]}
+        row["named"] = record["name"] != trial.label  # not just the grid values again
         for key in keys:
             row[key] = trial.params[key].value if key in trial.params else trial.repeat
         row["state"] = record["state"]

@@ -244,13 +244,14 @@ def test_grid_times_repeat_records_every_run(db_path: Path) -> None:
         assert output_of(db_path, record["id"]) == line
     # without --parallel the output is passed through unchanged, run after run
     assert done.stdout.startswith("args=0.1,0,0 env=0.1,0,0\nargs=0.1,0,1 env=0.1,0,1\n")
-    # then the batch's runs: name, id, grid keys, state and exit code, in plan order
+    # then the batch's runs: id, grid keys (the default names say no more), state and
+    # exit code, in plan order
     table = done.stdout.splitlines()[12:]
-    assert re.split(r"\s+", table[0]) == ["name", "id", "lr", "seed", "repeat", "state", "exit"]
+    assert re.split(r"\s+", table[0]) == ["id", "lr", "seed", "repeat", "state", "exit"]
     assert len(table) == 2 + 12
     assert [re.split(r"\s+", row) for row in table[2:4]] == [
-        ["lr=0.1,seed=0#0", found[0]["id"], "0.1", "0", "0", "finished", "0"],
-        ["lr=0.1,seed=0#1", found[1]["id"], "0.1", "0", "1", "finished", "0"],
+        [found[0]["id"], "0.1", "0", "0", "finished", "0"],
+        [found[1]["id"], "0.1", "0", "1", "finished", "0"],
     ]
     assert done.stderr.endswith(
         "wbg: 12 runs in group sweep, all finished; see `wbg runs list --group sweep`\n"
@@ -319,7 +320,7 @@ def test_parallel_output_lines_are_prefixed_and_whole(db_path: Path, tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    table_at = next(i for i, line in enumerate(lines) if line.startswith("name "))
+    table_at = next(i for i, line in enumerate(lines) if line.startswith("id "))
     child_lines = lines[:table_at]
     assert len(child_lines) == 15
     for line in child_lines:
@@ -474,8 +475,8 @@ def test_ctrl_c_stops_a_parallel_batch(db_path: Path) -> None:
     )
     assert "wbg: stopped: 3 runs of 5 not started\n" in stderr
     # the table covers the two runs that started, killed, and the last line counts them
-    assert re.split(r"\s+", stdout.splitlines()[0]) == ["name", "id", "x", "state", "exit"]
-    assert [re.split(r"\s+", row)[2:] for row in stdout.splitlines()[2:]] == [
+    assert re.split(r"\s+", stdout.splitlines()[0]) == ["id", "x", "state", "exit"]
+    assert [re.split(r"\s+", row)[1:] for row in stdout.splitlines()[2:]] == [
         ["1", "killed", "130"],
         ["2", "killed", "130"],
     ]

@@ -57,8 +57,8 @@ def test_grid_end_table_shows_state_exit_code_and_counts_failures(db_path):
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["name", "id", "code", "state", "exit"]
-    assert [line.split()[2:] for line in lines[2:]] == [
+    assert lines[0].split() == ["id", "code", "state", "exit"]
+    assert [line.split()[1:] for line in lines[2:]] == [
         ["0", "finished", "0"],
         ["3", "failed", "3"],
         ["4", "finished", "0"],
@@ -619,3 +619,12 @@ def test_plot_completes_only_metrics_with_history(db_path, tmp_path):
 
     assert complete("wbg plot ") == ["acc", "loss", "lr"]
     assert complete("wbg table -m ") == ["acc", "best", "loss", "lr", "duration_s"]
+
+
+def test_grid_end_table_names_runs_only_when_named(db_path):
+    from helpers import run_wbg
+
+    done = run_wbg("run", "-g", "named", "--name", "try-{k}", "--grid", "k=1,2", "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].split() == ["name", "id", "k", "state", "exit"]
+    assert [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["try-1", "try-2"]
