@@ -11,12 +11,14 @@ import typer
 from wbg.cli.options import (
     AllProjectsOpt,
     DbOpt,
+    DescOpt,
     FormatOpt,
     JobTypeFilterOpt,
     LimitOpt,
     MetricOpt,
     PrecisionOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
@@ -113,6 +115,8 @@ def show(
     name: GroupArg,
     project: InProjectOpt = None,
     metric: MetricOpt = None,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
     max_runs: Annotated[
         int,
         typer.Option(
@@ -135,7 +139,13 @@ def show(
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
         page = groups.group_page(
-            conn, name, project, (max_runs or None) if human else None, metrics=metric
+            conn,
+            name,
+            project,
+            (max_runs or None) if human else None,
+            metrics=metric,
+            sort=sort,
+            desc=desc,
         )
     rows = [groups.run_row(r, page["varying_keys"]) for r in page["run_records"]]
     if fmt in ("json", "jsonl"):

@@ -82,18 +82,26 @@ def group_page(
     project: str | None = None,
     max_runs: int | None = None,
     metrics: list[str] | None = None,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> dict[str, Any]:
     """Everything ``wbg group show`` prints: facts, runs, common config, aggregates.
 
     ``run_records`` holds the first ``max_runs`` runs in start order (all when None); the
     facts and aggregates always cover every run. ``metrics`` (default: every numeric
     summary key, logged ones first) are those of the aggregates and, in ``metrics``, the
-    summary columns of the runs table.
+    summary columns of the runs table. ``sort`` orders the runs by a field, config key or
+    summary metric (``--sort val_acc``) instead of by start.
     """
     project = resolve_project(conn, name, project)
     [facts] = list_groups(conn, query.Filters(project=project, group=name))
     records = runs.list_runs(
-        conn, query.Filters(project=project, group=name), oldest_first=True, limit=max_runs
+        conn,
+        query.Filters(project=project, group=name),
+        oldest_first=True,
+        limit=max_runs,
+        sort=sort,
+        desc=desc,
     )
     common, varying = config_keys(conn, project, name)
     compute = conn.execute(

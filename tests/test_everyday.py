@@ -628,3 +628,11 @@ def test_grid_end_table_names_runs_only_when_named(db_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].split() == ["name", "id", "k", "state", "exit"]
     assert [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["try-1", "try-2"]
+
+
+def test_group_page_sorts_its_runs_by_a_metric(cli, db_path):
+    ids = fixture_experiment(db_path)
+    result = cli("group", "show", "exp-a", "--sort", "acc", "--desc", "-f", "json")
+    assert result.exit_code == 0, result.output
+    order = [row["id"] for row in json.loads(result.stdout)["runs_table"]]
+    assert order == [ids[f"exp-a-{k}"] for k in ("train-2", "train-1", "train-0", "eval")]
