@@ -147,9 +147,11 @@ def build_table(
     return table
 
 
-# How many of the selected runs with a metric are probed for its history: enough to tell a
-# logged metric from summary-only bookkeeping, few enough to cost milliseconds.
-_HISTORY_PROBE_RUNS = 20
+# How many of the selected runs with a metric are probed for its history. A logged metric
+# is found among a run's first points; a summary-only one costs a walk over each probed
+# run's points (history is keyed by run and step), so few runs are probed: a summary value
+# that came from logging is in the history of every run that has it.
+_HISTORY_PROBE_RUNS = 3
 
 
 def rank_metrics(
