@@ -45,7 +45,8 @@ _NOISE = 1e-9
 
 def format_number(value: Any, precision: int | None = None) -> str:
     """A number for people: ``precision`` significant digits (default 4), no float noise;
-    floats from 10,000 up in thousands form (``123,457``), from 1e15 in exponent form."""
+    floats from 10,000 up in thousands form (``123,457``), from 1e9 in engineering form
+    (``3.5e9``, ``12.35e12``)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -58,8 +59,13 @@ def format_number(value: Any, precision: int | None = None) -> str:
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         digits = DEFAULT_PRECISION if precision is None else precision
-        if precision is None and 1e4 <= abs(float(f"{value:.{digits}g}")) < 1e15:
-            return f"{round(value):,}"
+        if precision is None:
+            rounded = abs(float(f"{value:.{digits}g}"))
+            if 1e4 <= rounded < 1e9:
+                return f"{round(value):,}"
+            if rounded >= 1e9:  # engineering form: 3.5e9, 12.35e12
+                power = 3 * math.floor(math.log10(rounded) / 3)
+                return f"{value / 10**power:.{digits}g}e{power}"
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return f"{value:.{digits}g}"
@@ -82,7 +88,7 @@ def format_mean_spread(mean: Any, spread: Any, precision: int | None = None) -> 
     last = math.floor(math.log10(spread)) - 1  # the place of the spread's second digit
     spread = round(spread, -last)
     last = math.floor(math.log10(spread)) - 1  # 0.0999 rounds up to 0.10
-    if last < -7 or abs(mean) >= 1e15:  # tiny or huge: one shared power of ten
+    if last < -7 or abs(mean) >= 1e9:  # tiny or huge: one shared power of ten
         power = 3 * math.floor(math.log10(max(abs(mean), spread)) / 3)
         inner = format_mean_spread(mean / 10**power, spread / 10**power)
         return f"({inner})e{power}"

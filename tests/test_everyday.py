@@ -229,6 +229,7 @@ def test_mean_and_spread_share_one_rounding_rule():
     assert format_mean_spread(0.7, 1.36e-16) == "0.7 ± 0"  # float noise of equal values
     assert format_mean_spread(0.5, 0.0999) == "0.50 ± 0.10"
     assert format_mean_spread(3.4e-6, 1.23e-7) == "(3.40 ± 0.12)e-6"
+    assert format_mean_spread(1.5e10, 2.3e8) == "(15.00 ± 0.23)e9"
     assert format_mean_spread(0.5, None) == "0.5"
     assert format_mean_spread(0.99587, 0.00983, precision=2) == "1 ± 0.0098"
 
@@ -636,3 +637,36 @@ def test_group_page_sorts_its_runs_by_a_metric(cli, db_path):
     assert result.exit_code == 0, result.output
     order = [row["id"] for row in json.loads(result.stdout)["runs_table"]]
     assert order == [ids[f"exp-a-{k}"] for k in ("train-2", "train-1", "train-0", "eval")]
+
+
+RANKED = """
+import wbg
+for seed in range(2):
+    with wbg.init(group="ranked", config={"seed": seed}) as run:
+        for step in range(3):
+            run.log({"val_loss": 1.0 / (step + 1 + seed), "train_loss": 2.0 / (step + 1)})
+        run.summary["a_params"] = 1234567.0
+        run.summary["b_flops"] = 3.5e9
+"""
+
+TABLE_80 = """\
+group   runs  train_loss  val_loss       a_params       b_flops
+------  ----  ----------  -------------  -------------  ---------
+ranked  2     0.6667 ± 0  0.292 ± 0.059  1,234,567 ± 0  3.5e9 ± 0
+"""
+
+
+def test_table_at_80_columns_puts_logged_metrics_first(cli, db_path, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranked.py"
+    script.write_text(RANKED)
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("table")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == TABLE_80
+    assert result.stderr == (
+        "note: 1 metric left out to fit the terminal: duration_s (-m picks; -f csv/json has all)\n"
+    )
