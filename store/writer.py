@@ -14,6 +14,7 @@ none of that convoy; the background thread only handles the few points of a quie
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import threading
@@ -89,11 +90,12 @@ class Recorder:
             )
             if numeric_key or _looks_numeric(value):
                 self._warned.add(key)
-                sys.stderr.write(
-                    f"wbg: {key!r} was logged as a string ({value[:20]!r}), not a number: it "
-                    "is no history point and never replaces a numeric summary value; log "
-                    "float(value) to chart it\n"
-                )
+                with contextlib.suppress(Exception):  # never raise into the training loop
+                    sys.stderr.write(
+                        f"wbg: {key!r} was logged as a string ({value[:20]!r}), not a number: "
+                        "it is no history point and never replaces a numeric summary value; "
+                        "log float(value) to chart it\n"
+                    )
 
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
