@@ -159,7 +159,7 @@ def show(
     if fmt == "csv":
         typer.echo(render.render(rows, _run_columns(rows), "csv"))
         return
-    text, dropped = _human_page(page, rows, fmt, precision)
+    text, dropped = _human_page(page, rows, fmt, precision, chosen=bool(metric))
     typer.echo(text)
     render.note_dropped(dropped)
 
@@ -173,8 +173,13 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _human_page(
-    page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int | None
+    page: dict[str, Any],
+    rows: list[dict[str, Any]],
+    fmt: str,
+    precision: int | None,
+    chosen: bool = False,
 ) -> tuple[str, list[str]]:
+    """The page as text, and the metrics left out to fit; ``chosen``: -m picked them."""
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
@@ -196,7 +201,7 @@ def _human_page(
     fixed = [c for c in columns if not c.startswith("summary.") and c != "duration_s"]
     # summary columns: the page's metrics (logged ones first, or -m), then other values
     names = list(page["metrics"])
-    if page["aggregates"].metrics == names + ["duration_s"]:  # no -m: every summary value
+    if not chosen:  # every summary value, the non-numeric ones last
         names += sorted(c[len("summary.") :] for c in columns if c.startswith("summary."))
     names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
     blocks = [(n, [f"summary.{n}"]) for n in names] + [("duration_s", ["duration_s"])]
