@@ -173,6 +173,8 @@ def human_rows(
         for key in result.keys:
             value = row.get(key)
             shown[key] = "-" if value is None else format_number(value, precision)
+            if key == "name" and value is not None and value == row.get("id"):
+                shown[key] = ""  # a run without a name: not its id twice
         shown["runs"] = row["runs"]
         for name in result.metrics:
             for agg in shown_aggs:

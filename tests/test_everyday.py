@@ -670,3 +670,14 @@ def test_table_at_80_columns_puts_logged_metrics_first(cli, db_path, tmp_path, m
     assert result.stderr == (
         "note: 1 metric left out to fit the terminal: duration_s (-m picks; -f csv/json has all)\n"
     )
+
+
+def test_a_run_without_a_name_is_not_shown_with_its_id_twice(cli, db_path):
+    run_id = add_run(db_path, summary={"acc": 0.5})
+    named = add_run(db_path, name="baseline", summary={"acc": 0.7})
+    table = cli("table", "--no-group", "-m", "acc").stdout.splitlines()
+    assert sorted(line.split() for line in table[2:]) == sorted(
+        [[run_id, "1", "0.5"], [named, "baseline", "1", "0.7"]]
+    )
+    listed = cli("runs", "list").stdout.splitlines()
+    assert sorted(len(line.split()) for line in listed[2:]) == [5, 6]
