@@ -167,10 +167,14 @@ def rank_metrics(
 
 
 def logged_metrics(
-    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+    conn: sqlite3.Connection,
+    names: Sequence[str],
+    where: str = "1",
+    params: Sequence[Any] = (),
+    probe_runs: int = _HISTORY_PROBE_RUNS,
 ) -> list[str]:
-    """The ``names`` that the selected runs logged to history (a summary metric that a
-    few of the runs with it also have history points of)."""
+    """The ``names`` that the selected runs logged to history (a summary metric that one
+    of the first ``probe_runs`` runs with it also has history points of)."""
     logged = []
     for name in names:
         if name == DURATION:
@@ -179,7 +183,7 @@ def logged_metrics(
             "SELECT EXISTS (SELECT 1 FROM (SELECT sm.run FROM summary_metrics AS sm "
             f"JOIN runs ON runs.num = sm.run WHERE sm.key = ? AND ({where}) LIMIT ?) AS r "
             "WHERE EXISTS (SELECT 1 FROM history AS h WHERE h.run = r.run AND h.key = ?))",
-            [name, *params, _HISTORY_PROBE_RUNS, name],
+            [name, *params, probe_runs, name],
         ).fetchone()[0]
         if probe:
             logged.append(name)
