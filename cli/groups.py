@@ -68,7 +68,7 @@ def list_groups(
 
     render.check_format(fmt)
     filters = filters_from(project, None, job_type, state, tag, where, all_projects)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         rows = groups.list_groups(conn, filters)
     if limit is not None:
@@ -135,7 +135,7 @@ def show(
     from wbg.cli import render
 
     render.check_format(fmt)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
         page = groups.group_page(
@@ -165,9 +165,10 @@ def show(
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
+    seen: dict[str, None] = {}  # ordered, and a set: thousands of config keys stay linear
     for row in rows:
-        columns += [c for c in row if c not in columns]
+        seen.update(dict.fromkeys(row))
+    columns = list(seen)
     fixed = [c for c in columns if not c.startswith("summary.")]
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
@@ -194,11 +195,12 @@ def _human_page(
         ("compute", f"{render.format_number(page['compute_s'], precision)} s (sum of durations)"),
     ]
     width = max(len(k) for k, _ in facts)
-    parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
+    parts = ["\n".join(f"{k:<{width}}  {render.safe_text(str(v))}" for k, v in facts)]
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
     # duration_s is bookkeeping: after the metrics, and the first to go when narrow
     fixed = [c for c in columns if not c.startswith("summary.") and c != "duration_s"]
+    fixed_set = set(fixed)  # a group may have thousands of varying config keys
     # summary columns: the page's metrics (logged ones first, or -m), then other values
     names = list(page["metrics"])
     if not chosen:  # every summary value, the non-numeric ones last
@@ -206,12 +208,12 @@ def _human_page(
     names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
     blocks = [(n, [f"summary.{n}"]) for n in names] + [("duration_s", ["duration_s"])]
     shown = [
-        {**{k: ("" if v is None and k in fixed else v) for k, v in row.items()},
+        {**{k: ("" if v is None and k in fixed_set else v) for k, v in row.items()},
          "name": render.shown_name(row)}
         for row in rows
     ]  # fmt: skip
     # metrics are labelled by name unless a config key or field has the same name
-    labels = {f"summary.{n}": n for n in names if n not in fixed}
+    labels = {f"summary.{n}": n for n in names if n not in fixed_set}
     text, dropped = render.render_fitted(
         shown, fixed, blocks, fmt, precision, render.output_width(), labels,
         shrink=[c for c in fixed if c not in ("id", "state")],

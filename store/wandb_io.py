@@ -71,13 +71,29 @@ class RecordLog:
     """The records of one ``.wandb`` file, in order.
 
     Iterating yields each complete record's bytes. Afterwards ``complete`` tells whether
-    the file ended cleanly (no record cut off, no damaged chunk); ``problem`` says why not.
+    the file ended cleanly (no record cut off); ``problem`` says why not. A damaged chunk
+    in the middle costs the rest of its 32 KiB block (the records in it are skipped, as
+    LevelDB's log reader does) and reading goes on with the next block; ``damage`` then
+    says how many bytes were skipped.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.complete = True
         self.problem: str | None = None
+        self.skipped_bytes = 0
+        self.first_damage: int | None = None
+        self._last_damage: int | None = None
+        self._read_since_damage = False
+
+    @property
+    def damage(self) -> str | None:
+        if not self.skipped_bytes:
+            return None
+        return (
+            f"damaged: {self.skipped_bytes} bytes skipped (from byte {self.first_damage}), "
+            "the records in them lost"
+        )
 
     def _stop(self, problem: str) -> None:
         self.complete = False
@@ -105,14 +121,23 @@ class RecordLog:
                     data = block[pos + HEADER_LEN : end]
                     seed = _CRC_SEED.get(kind)
                     if seed is None or zlib.crc32(data, seed) != crc:
-                        self._stop(f"damaged chunk at byte {block_start + pos}")
-                        return
+                        if self.first_damage is None:
+                            self.first_damage = block_start + pos
+                        self._last_damage = block_start + pos
+                        self._read_since_damage = False
+                        self.skipped_bytes += size - pos
+                        pending = []  # a record begun before the damage is lost too
+                        pos = size  # resume with the next block
+                        break
                     pos = end
                     if kind == FULL:
                         pending = []
+                        self._read_since_damage = True
                         yield data
                     elif kind == FIRST:
                         pending = [data]
+                    elif not pending and self.skipped_bytes:
+                        self.skipped_bytes += len(data) + HEADER_LEN  # its start was lost
                     elif not pending:
                         self._stop(f"chunk without its start at byte {block_start + pos}")
                         return
@@ -120,10 +145,17 @@ class RecordLog:
                         pending.append(data)
                     else:
                         pending.append(data)
+                        self._read_since_damage = True
                         yield b"".join(pending)
                         pending = []
                 if size < BLOCK_LEN:  # the last block
-                    if any(block[pos:]):
+                    if self.skipped_bytes and not self._read_since_damage:
+                        # nothing readable after the damage: the log ends there (a run
+                        # killed mid-write), as a cut-off log does
+                        self.skipped_bytes = 0
+                        self.first_damage = None
+                        self._stop(f"damaged chunk at byte {self._last_damage}")
+                    elif pos < size and any(block[pos:]):
                         self._stop(f"cut off inside a chunk header at byte {block_start + pos}")
                     elif pending:
                         self._stop("the last record was cut off")
@@ -173,13 +205,11 @@ class WandbRun:
 
 
 def _json_value(text: str) -> Any:
+    """A value W&B wrote as JSON text (an int stays an int; NaN and Infinity are read)."""
     try:
-        return float(text) if text not in ("true", "false") else json.loads(text)
+        return json.loads(text)
     except ValueError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        return text
 
 
 def _item_path(item: Any) -> tuple[str, ...]:
@@ -267,10 +297,13 @@ def decode_run(path: Path) -> WandbRun:
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 step, points, timestamp = None, [], None
+                media: list[str] = []  # W&B media (an image, a table) are not metrics
                 for item in record.history.item:
                     name = _item_name(item)
                     if not name:
                         continue
+                    if name.endswith("._type"):
+                        media.append(name[: -len("_type")])
                     text = item.value_json
                     if text:
                         value = _json_value(text)
@@ -291,6 +324,8 @@ def decode_run(path: Path) -> WandbRun:
                 if timestamp is not None:
                     last_time = timestamp
                 when = timestamp if timestamp is not None else (last_time or run.started_at or 0.0)
+                if media:
+                    points = [p for p in points if not p[0].startswith(tuple(media))]
                 run.history.extend((step, key, value, when) for key, value in points)
             elif kind == "summary":
                 for item in record.summary.update:
@@ -322,17 +357,26 @@ def decode_run(path: Path) -> WandbRun:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not seen_run or not run.id:
         raise _no_run_record(path)
-    run.complete, run.problem = log.complete, log.problem
+    run.complete, run.problem = log.complete, log.problem or log.damage
     # W&B's summary is the last value of each logged metric unless set explicitly. Current
     # W&B writes that as summary records too; older writers only wrote explicit sets, so
     # the last history values are the base they update.
+    # A log from a current writer (some logged key has a summary record) is read as it
+    # says: a metric with define_metric(summary="none") has no summary there.
+    current_writer = any(point[1] in summary_updates for point in run.history)
     for _step, key, value, _time in run.history:
-        if key not in removed:
+        if key not in removed and not current_writer:
             run.summary[key] = value
     wbg_fields: dict[str, Any] = {}
+    # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept as
+    # one description: {"img": {"_type": "image-file", "path": ...}}.
+    media = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
     for name, text in summary_updates.items():
         if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
             _set_path(wbg_fields, name.split("."), _json_value(text))
+        elif media and name.startswith(media):
+            prefix = next(m for m in media if name.startswith(m))
+            _set_path(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
         elif name and not name.startswith("_"):
             # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
             run.summary[name] = _json_value(text)
@@ -344,6 +388,8 @@ def decode_run(path: Path) -> WandbRun:
         run.exit_code = None
     if not run.complete:
         run.reason = f"imported from an incomplete W&B log: {run.problem}"
+    elif log.damage:
+        run.reason = f"imported from a damaged W&B log: {log.damage}"
     elif run.exit_code is None:
         run.reason = "imported from a W&B log without an exit record (the run did not end)"
     # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.

@@ -347,6 +347,9 @@ def test_every_view_says_no_runs_match_the_same_way(cli, db_path, command):
 
 
 def test_an_empty_database_says_so(cli, db_path):
+    from wbg.db import connect
+
+    connect(db_path).close()  # a database with no runs yet
     for command in (("table",), ("runs", "list"), ("export",)):
         result = cli(*command)
         assert (result.exit_code, result.stdout, result.stderr) == (
@@ -452,7 +455,7 @@ def test_bare_wbg_prints_help_and_help_is_not_cut(monkeypatch):
         assert done.stderr == "" and done.stdout.startswith("Usage: wbg")
     text = run_wbg("--help", env={"COLUMNS": "80"}).stdout
     assert "..." not in text.split("Commands:")[1] and "-V, --version" in text
-    assert "  db          The database file: path, info, migrate.\n" in text
+    assert "  db          The database file: path, info, check, migrate.\n" in text
     assert "field names of `wbg runs list -f json`." in text
 
 
@@ -491,8 +494,7 @@ HISTORY = """
 import wbg
 with wbg.init(name="h") as run:
     for i in range(5):
-        run.log({"loss": 1 / (i + 1), "acc": i / 10})
-    run.log({"lr": 0.1}, step=2)
+        run.log({"loss": 1 / (i + 1), "acc": i / 10, **({"lr": 0.1} if i == 2 else {})})
 """
 
 
