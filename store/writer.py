@@ -81,7 +81,6 @@ class Recorder:
         self.dropped = 0  # points that could not be stored (refused, or buffer overflow)
         self.failing: BaseException | None = None  # the write problem in progress, if any
         self._warned = False
-        self._warned_strings: set[str] = set()  # keys logged as strings, already reported
         self._pid = os.getpid()
         self._warned_strings: set[str] = set()  # keys logged as strings, reported
         self._closed = False
