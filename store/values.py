@@ -76,7 +76,7 @@ def toml() -> Any:
     """The TOML parser: the standard library's from Python 3.11, else tomli."""
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
+    else:  # tests/test_parsers.py forces this branch on newer Pythons
         import tomli as tomllib
     return tomllib
 

@@ -1,9 +1,12 @@
-"""Helpers for tests that start real processes and read the database directly."""
+"""Helpers for tests: run ``wbg`` in-process or as a real process, read the database directly.
+
+Tests import these from here (``from helpers import ...``); conftest.py holds only fixtures."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,9 +14,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import wbg_executable
-
 PY = sys.executable
+
+
+def wbg_executable() -> list[str]:
+    """How to start the installed CLI as a real process."""
+    found = shutil.which("wbg", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "wbg.cli.main"]
+
+
+class Result:
+    """What a ``wbg`` invocation left: exit code, stdout, stderr."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __repr__(self) -> str:
+        return f"Result(exit_code={self.exit_code}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    """Run ``wbg ARGS`` in-process through the real entry point (with its error mapping)."""
+    from typer.testing import CliRunner
+
+    from wbg.cli.main import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input) as (stdout, stderr, _mixed):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return Result(code, stdout.getvalue().decode(), stderr.getvalue().decode())
 
 
 def run_wbg(
@@ -32,11 +73,23 @@ def run_wbg(
 
 
 def records(db_path: Path) -> list[dict[str, Any]]:
-    """Every run record in the file, oldest first (through the library)."""
+    """Every run record in the file, in the order the runs were created (through the
+    library)."""
     from wbg import db, runs
 
     with contextlib.closing(db.connect(db_path)) as conn:
-        return list(reversed(runs.list_runs(conn)))
+        ids = [row[0] for row in conn.execute("SELECT id FROM runs ORDER BY num")]
+        return [runs.get_run(conn, run_id) for run_id in ids]
+
+
+def output_of(db_path: Path, run_id: str) -> str:
+    """The kept output of a run, as text."""
+    from wbg import db, runs
+
+    with contextlib.closing(db.connect(db_path)) as conn:
+        found = runs.get_output(conn, run_id)
+    assert found is not None
+    return found[0].decode()
 
 
 def only_record(db_path: Path) -> dict[str, Any]:

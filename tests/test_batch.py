@@ -9,41 +9,17 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import wbg_executable
+from helpers import PY, output_of, records, run_wbg, wbg_executable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wbg import batch, runs, values
-from wbg.db import connect
+from wbg import batch, values
 from wbg.errors import InvalidInput
 from wbg.launch import LinePrefixer, RunSpec
-
-PY = sys.executable
-
-
-def wbg(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the real ``wbg`` as a child process (its output is about processes)."""
-    return subprocess.run(
-        [*wbg_executable(), *args], capture_output=True, text=True, timeout=timeout
-    )
-
-
-def records(db_path: Path) -> list[dict]:
-    with contextlib.closing(connect(db_path)) as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM runs ORDER BY num")]
-        return [runs.get_run(conn, run_id) for run_id in ids]
-
-
-def output_of(db_path: Path, run_id: str) -> str:
-    with contextlib.closing(connect(db_path)) as conn:
-        found = runs.get_output(conn, run_id)
-    assert found is not None
-    return found[0].decode()
 
 
 def spans(db_path: Path, group: str) -> list[tuple[float, float]]:
@@ -218,7 +194,7 @@ REPORT = 'echo "args=$1,$2,$3 env=$WBG_PARAM_LR,$WBG_PARAM_SEED,$WBG_PARAM_REPEA
 
 
 def test_grid_times_repeat_records_every_run(db_path: Path) -> None:
-    done = wbg(
+    done = run_wbg(
         "run", "-g", "sweep", "-j", "train", "-c", "model=mlp",
         "--grid", "lr=0.1,0.01", "--grid", "seed=0..2", "--repeat", "2",
         "--", "sh", "-c", REPORT, "sh", "{lr}", "{seed}", "{repeat}",
@@ -271,7 +247,7 @@ def test_sequential_output_is_unchanged(db_path: Path) -> None:
 
 def test_group_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_RUN_GROUP", "from-env")
-    done = wbg("run", "--repeat", "2", "--", "sh", "-c", "echo $WANDB_RUN_GROUP {repeat}")
+    done = run_wbg("run", "--repeat", "2", "--", "sh", "-c", "echo $WANDB_RUN_GROUP {repeat}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("from-env 0\nfrom-env 1\n")
     assert "new group" not in done.stderr
@@ -283,12 +259,12 @@ def test_group_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_parallel_runs_overlap_and_respect_the_limit(db_path: Path) -> None:
     script = "import time; time.sleep(0.6)"
-    done = wbg("run", "-g", "p", "--grid", "x=1..3", "--parallel", "3", "--", PY, "-c", script)
+    done = run_wbg("run", "-g", "p", "--grid", "x=1..3", "--parallel", "3", "--", PY, "-c", script)
     assert done.returncode == 0, done.stderr
     found = spans(db_path, "p")
     assert max(start for start, _ in found) < min(end for _, end in found)
 
-    done = wbg("run", "-g", "q", "--grid", "x=1..4", "--parallel", "2", "--", PY, "-c", script)
+    done = run_wbg("run", "-g", "q", "--grid", "x=1..4", "--parallel", "2", "--", PY, "-c", script)
     assert done.returncode == 0, done.stderr
     found = spans(db_path, "q")
     assert len(found) == 4
@@ -315,7 +291,7 @@ sys.stdout.write(f"{name}:no newline")
 def test_parallel_output_lines_are_prefixed_and_whole(db_path: Path, tmp_path: Path) -> None:
     script = tmp_path / "pieces.py"
     script.write_text(PIECES)
-    done = wbg(
+    done = run_wbg(
         "run", "-g", "lines", "--grid", "w=a,b,c", "--parallel", "3", "--", PY, str(script), "{w}"
     )
     assert done.returncode == 0, done.stderr
@@ -363,7 +339,7 @@ def test_exit_status_is_the_first_failure_in_plan_order(db_path: Path) -> None:
         "import sys, time; x = int(sys.argv[1]); "
         "time.sleep(0.4 if x == 1 else 0); sys.exit(x + 2 if x < 3 else 0)"
     )
-    done = wbg(
+    done = run_wbg(
         "run", "-g", "codes", "--grid", "x=1..3", "--parallel", "3", "--", PY, "-c", script, "{x}"
     )
     # x=2 fails first in time (exit 4), x=1 is first in the plan (exit 3)
@@ -373,13 +349,13 @@ def test_exit_status_is_the_first_failure_in_plan_order(db_path: Path) -> None:
 
 
 def test_all_runs_are_launched_without_fail_fast(db_path: Path) -> None:
-    done = wbg("run", "-g", "all", "--grid", "x=1..4", "--", "sh", "-c", "exit $(( {x} % 2 ))")
+    done = run_wbg("run", "-g", "all", "--grid", "x=1..4", "--", "sh", "-c", "exit $(( {x} % 2 ))")
     assert done.returncode == 1
     assert [r["exit_code"] for r in records(db_path)] == [1, 0, 1, 0]
 
 
 def test_fail_fast_stops_launching(db_path: Path) -> None:
-    done = wbg(
+    done = run_wbg(
         "run",
         "-g",
         "ff",
@@ -404,7 +380,7 @@ def test_fail_fast_in_parallel_lets_running_runs_end(db_path: Path) -> None:
         "import sys, time; x = int(sys.argv[1]); "
         "time.sleep(0.5 if x == 2 else 0); sys.exit(7 if x == 1 else 0)"
     )
-    done = wbg(
+    done = run_wbg(
         "run",
         "-g",
         "ff2",
@@ -427,14 +403,14 @@ def test_fail_fast_in_parallel_lets_running_runs_end(db_path: Path) -> None:
 
 
 def test_command_that_cannot_start(db_path: Path) -> None:
-    done = wbg("run", "-g", "nf", "--grid", "x=1,2", "--", "no-such-command-wbg", "{x}")
+    done = run_wbg("run", "-g", "nf", "--grid", "x=1,2", "--", "no-such-command-wbg", "{x}")
     assert done.returncode == 127
     assert done.stderr.count("Error: [x=1]: command not found: no-such-command-wbg\n") == 1
     assert [r["state"] for r in records(db_path)] == ["failed", "failed"]
 
 
 def test_plain_run_does_not_substitute(db_path: Path) -> None:
-    done = wbg("run", "--", "echo", "{x}", "{repeat}")
+    done = run_wbg("run", "--", "echo", "{x}", "{repeat}")
     assert done.returncode == 0
     assert done.stdout == "{x} {repeat}\n"
 
@@ -574,7 +550,7 @@ def test_python_children_log_into_their_own_runs(db_path: Path) -> None:
         "run.summary['seen'] = run.config['lr']\n"
         "run.finish()\n"
     )
-    done = wbg(
+    done = run_wbg(
         "run",
         "-g",
         "api",

@@ -65,7 +65,7 @@ def test_eval_new_group_then_run_joins_it(db_path):
 
 
 def _wbg() -> list[str]:
-    from conftest import wbg_executable
+    from helpers import wbg_executable
 
     return wbg_executable()
 

@@ -608,7 +608,7 @@ def test_plot_completes_only_metrics_with_history(db_path, tmp_path):
     import subprocess
     import sys
 
-    from conftest import wbg_executable
+    from helpers import wbg_executable
 
     script = tmp_path / "h.py"
     script.write_text(HISTORY + 'with wbg.init() as run:\n    run.summary["best"] = 1.0\n')

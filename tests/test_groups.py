@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 
-from conftest import wbg_executable
+from helpers import wbg_executable
 from views_helpers import add_run, fixture_experiment
 
 from wbg.db import connect

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke, wbg_executable
+from helpers import invoke, wbg_executable
 
 try:
     import wandb  # noqa: F401

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke, wbg_executable
+from helpers import invoke, wbg_executable
 
 from wbg import db as wbg_db
 

@@ -195,3 +195,27 @@ def test_generated_ids_use_every_character_evenly():
     # instead of 7/256): 4,500 for the four together instead of 4,000 (sd about 63).
     assert sum(counts[c] for c in "abcd") < 4250
     assert min(counts.values()) > 800
+
+
+def test_python_3_10_reads_toml_with_tomli(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The tomli branch (Python 3.10 has no tomllib) forced on this interpreter: values and
+    the settings file read the same through it."""
+    import sys
+    import types
+
+    import tomli
+
+    from wbg import settings, values
+
+    monkeypatch.setattr(values, "sys", types.SimpleNamespace(version_info=(3, 10, 14)))
+    assert values.toml() is tomli
+    assert values.parse_value("[1, 2.5, true]") == [1, 2.5, True]
+    assert values.parse_value(".5") == 0.5
+    assert values.parse_value("adam") == "adam"
+    (tmp_path / "wbg.toml").write_text('group = "from-tomli"\n')
+    assert settings.find_settings(tmp_path).get("group") == "from-tomli"
+    (tmp_path / "wbg.toml").write_text("group = \n")
+    with pytest.raises(InvalidInput, match="cannot read settings file"):
+        settings.find_settings(tmp_path)
+    monkeypatch.undo()
+    assert values.toml() is sys.modules["tomllib"]

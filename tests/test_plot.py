@@ -398,7 +398,7 @@ def test_metric_names_and_group_by_keys_complete_from_the_database(db_path):
     import os
     import subprocess
 
-    from conftest import wbg_executable
+    from helpers import wbg_executable
 
     import wbg
 

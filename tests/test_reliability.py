@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wbg_executable
-from helpers import history, only_record, raw_count, records, run_wbg, wait_for
+from helpers import history, only_record, raw_count, records, run_wbg, wait_for, wbg_executable
 
 from wbg import db as dbmod
 from wbg import runs

@@ -11,8 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import wbg_executable
-from helpers import PY, history, only_record, raw_count, records, run_wbg
+from helpers import PY, history, only_record, raw_count, records, run_wbg, wbg_executable
 
 
 def test_exit_code_zero_is_finished(db_path):
