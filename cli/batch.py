@@ -11,7 +11,7 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +54,8 @@ def run_batch(
             "--resume needs the group to resume",
             hint="give --group G (or set $WANDB_RUN_GROUP) as when the batch was first run",
         )
-    if new_group:
-        spec = replace(spec, group=f"experiment-{generate_id()}")
+    group = f"experiment-{generate_id()}" if spec.group is None else spec.group
+    spec = replace(spec, group=group)
     trials = batch.plan(command, axes, repeat, spec)
     grid_keys = [axis.key for axis in axes]
     keys = grid_keys + (["repeat"] if repeat > 1 else [])
@@ -67,7 +67,7 @@ def run_batch(
             "its runs may differ only in their config"
         )
     if new_group:
-        _say(f"wbg: new group {spec.group}")
+        _say(f"wbg: new group {group}")
     if dry_run:
         _print_plan(trials, keys)
         common = _without(trials[0].spec.config or {}, keys)
@@ -128,7 +128,7 @@ def run_batch(
         why = "stopped" if outcome.stop_signal else "--fail-fast"
         _say(f"wbg: {why}: {_runs(outcome.not_started)} of {len(trials)} not started")
     if outcome.not_started < len(trials):
-        _print_runs(db_path, outcome, keys, spec.group)
+        _print_runs(db_path, outcome, keys, group)
     started = len(trials) - outcome.not_started
     failed = batch.failures(outcome)
     counts = f"{len(failed)} failed" if failed else "all finished"
@@ -139,8 +139,8 @@ def run_batch(
         )
         counts += f": {shown}" + (", ..." if len(failed) > 3 else "")
     _say(
-        f"wbg: {_runs(started)} in group {spec.group}, {counts}; "
-        f"see `wbg runs list --group {shlex.quote(spec.group)}`"
+        f"wbg: {_runs(started)} in group {group}, {counts}; "
+        f"see `wbg runs list --group {shlex.quote(group)}`"
     )
     return outcome.exit_code
 
@@ -192,7 +192,7 @@ def _print_runs(db_path: Path, outcome: Any, keys: Sequence[str], group: str) ->
     render.note_dropped(dropped, f"all: wbg table -g {shlex.quote(group)} --no-group -f csv")
 
 
-def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def _values(config: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
     found = {}
     for key in keys:
         node: Any = config
@@ -202,11 +202,11 @@ def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return found
 
 
-def _without(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def _without(config: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """``config`` less the (dotted) ``keys``, and less the tables they leave empty."""
     import copy
 
-    rest = copy.deepcopy(config)
+    rest = copy.deepcopy(dict(config))
     for key in keys:
         *parents, last = key.split(".")
         trail = [rest]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Mapping
 from enum import Enum
 from typing import Annotated, Any
 
@@ -105,17 +106,17 @@ def export(
         if history:  # streamed: points are read as they are written (memory stays flat)
             out = sys.stdout
 
-            def points(record: dict[str, Any]) -> Any:
+            def points(record: Mapping[str, Any]) -> Any:
                 return runs.iter_history(conn, record["id"])
 
             if fmt is ExportFormat.csv:
                 columns = ["id", "group", "job_type", "step", "key", "value", "time"]
-                rows = (
+                point_rows = (
                     {"id": r["id"], "group": r["group"], "job_type": r["job_type"], **point}
                     for r in records
                     for point in points(r)
                 )
-                render.write_csv_streaming(rows, columns, out)
+                render.write_csv_streaming(point_rows, columns, out)
             else:
                 render.write_records_streaming(records, fmt.value, points, out)
             return

@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
-
-if TYPE_CHECKING:
-    import click
 
 from wbg.cli import completion as completion_cmds
 from wbg.cli import db as db_cmds
@@ -68,7 +65,7 @@ def _new_app() -> typer.Typer:
     return app
 
 
-def _whole_descriptions(command: click.Command) -> None:
+def _whole_descriptions(command: Any) -> None:  # typer 0.28's own (vendored) click classes
     """Command lists in --help show each command's first paragraph whole (wrapped), not
     cut at the terminal's width with "..." as click does by default."""
     for sub in getattr(command, "commands", {}).values():

@@ -269,7 +269,7 @@ def write_human_streaming(
     rows: Iterable[Mapping[str, Any]],
     columns: Sequence[str],
     fmt: str,
-    precision: int,
+    precision: int | None,
     out: TextIO,
 ) -> None:
     """A human table of any length in pages of ``HUMAN_PAGE_ROWS`` rows (each page with its

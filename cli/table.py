@@ -1,4 +1,4 @@
-"""``wbg table``: the grouped summary table (SPEC §5)."""
+"""``wbg table``: the grouped summary table (README "``wbg table``")."""
 
 from __future__ import annotations
 

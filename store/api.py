@@ -205,8 +205,8 @@ def init(
     if previous is not None and previous._open_here():
         if reinit_mode == "finish_previous":
             compat.termlog(f"Finishing previous runs because reinit is set to {reinit!r}.")
-            for run in list(_active):
-                run.finish()
+            for active in list(_active):
+                active.finish()
             previous.finish()
         elif reinit_mode == "create_new":
             pass
@@ -592,7 +592,7 @@ class Summary(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values())
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         changes = {str(k): compat.plain(v) for k, v in dict(other, **kwargs).items()}
         self._run._check_open()
         self._run._recorder.add([], changes)
@@ -1138,7 +1138,7 @@ def _check_step(step: Any) -> int:
     return step
 
 
-class _DisabledSummary(dict):  # type: ignore[type-arg]
+class _DisabledSummary(dict):
     def __getattr__(self, key: str) -> Any:
         try:
             return self[key]
@@ -1250,7 +1250,7 @@ def _install_hooks() -> None:
     _hooks_installed = True
     previous_hook = sys.excepthook
 
-    def excepthook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+    def excepthook(exc_type, exc, tb):
         for run in list(_active):
             if run._pid == os.getpid():
                 if issubclass(exc_type, KeyboardInterrupt):

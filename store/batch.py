@@ -404,8 +404,9 @@ class BatchRunner:
                 for key, _ in selector.select(timeout=0.1):
                     key.data.read(key.fd)
                 for supervisor in list(self.running):
-                    if supervisor.tick() and supervisor.proc.poll() is not None:
-                        self._end(supervisor, supervisor.proc.returncode)
+                    proc = supervisor.proc
+                    if supervisor.tick() and proc is not None and proc.poll() is not None:
+                        self._end(supervisor, proc.returncode)
                 self._escalate()
         finally:
             self._abandon()

@@ -1,4 +1,4 @@
-"""Scalar capture: metrics printed by a command become history points (SPEC §4).
+"""Scalar capture: metrics printed by a command become history points (docs/design.md, "Recording").
 
 Recognised lines (after ANSI escapes are removed; ``\\r`` ends a line like ``\\n``):
 

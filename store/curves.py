@@ -1,4 +1,6 @@
-"""Grouped curves: a metric's history, aligned across runs and aggregated per group (SPEC §5).
+"""Grouped curves: a metric's history, aligned across runs and aggregated per group.
+
+See docs/design.md, "Reading".
 
 How a group's curve is made, in order:
 

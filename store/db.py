@@ -1,4 +1,4 @@
-"""Opening the SQLite file: checks, pragmas and the migrations registry (SPEC §3).
+"""Opening the SQLite file: checks, pragmas and the migrations registry (docs/design.md, "Storage").
 
 Every schema change is a small named function appended to ``MIGRATIONS``. Opening a
 database applies the ones it lacks, each once, in its own transaction, and records it in
@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
 from wbg.settings import resolve_db_path, user_data_dir
@@ -419,7 +420,7 @@ def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
     return {name: sql for name, sql in rows}
 
 
-def describe(conn: sqlite3.Connection) -> dict[str, object]:
+def describe(conn: sqlite3.Connection) -> dict[str, Any]:
     """Schema version and row counts, for ``wbg db info``."""
     counts = {
         table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]

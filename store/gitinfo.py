@@ -42,7 +42,7 @@ class GitProbe:
         """``(commit, dirty)``; waits for git at most ``TIMEOUT_S`` seconds."""
         if len(self._procs) != 2:
             return None, None
-        outputs = []
+        outputs: list[str | None] = []
         for proc in self._procs:
             try:
                 out, _ = proc.communicate(timeout=TIMEOUT_S)

@@ -1,4 +1,6 @@
-"""Groups (experiments): list them, the group page, rename and delete (SPEC §5 ``wbg group``).
+"""Groups (experiments): list them, the group page, rename and delete.
+
+See the README, "``wbg group``: experiments".
 
 A group exists while it has runs; its name is unique within a project. A name used in
 several projects needs ``project`` to say which one is meant.
@@ -135,7 +137,8 @@ def config_keys(conn: sqlite3.Connection, project: str, group: str) -> tuple[lis
         "AND j.fullkey NOT LIKE '%[%' GROUP BY j.fullkey",
         (project, group),
     ).fetchall()
-    common, varying = [], []
+    common: list[str] = []
+    varying: list[str] = []
     for fullkey, n, distinct in rows:
         key = query.dotted_key(fullkey)
         (common if n == total and distinct == 1 else varying).append(key)

@@ -1,4 +1,4 @@
-"""``wbg run``: start a command as a recorded run and supervise it (SPEC §4).
+"""``wbg run``: start a command as a recorded run and supervise it (docs/design.md, "Recording").
 
 The run is created (``running``) before the child starts. The child sees
 ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_PROJECT``, ``WBG_RUN_ID``, ``WBG_RUN_PID``
@@ -383,10 +383,7 @@ class Supervisor:
         commit, dirty = git.result()
         self.recorder.defer(
             "end",
-            lambda conn: (
-                runs.update_run(conn, run_id, pid=None, git_commit=commit, git_dirty=dirty),
-                runs.finish_run(conn, run_id, state="failed", exit_code=code, reason=reason),
-            ),
+            lambda conn: runs.record_not_started(conn, run_id, code, reason, commit, dirty),
         )
         self.recorder.close()
         return LaunchResult(run_id, code, "failed", reason)

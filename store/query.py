@@ -1,4 +1,6 @@
-"""Selecting runs: keys, filters and ``--where`` conditions, compiled to SQL (SPEC §2, §5).
+"""Selecting runs: keys, filters and ``--where`` conditions, compiled to SQL.
+
+See docs/design.md, "Keys and filters".
 
 One place decides what a key means:
 

@@ -1,9 +1,11 @@
-"""Writing and reading run records (SPEC §2, §3).
+"""Writing and reading run records (docs/design.md, "Runs").
 
-Every SQL statement about runs lives here. Config and summary are JSON objects in the
-``runs`` row (merged with SQLite's ``json_patch`` so concurrent writers never lose each
-other's keys); numeric summary values are mirrored in ``summary_metrics`` for fast
-aggregation. History points live in ``history``, one row per (run, key, step).
+Creating, finishing, updating and reading runs, their history and output (other modules
+read runs too: ``wbg.query``, ``wbg.aggregate``, ``wbg.groups``). Config and summary are
+JSON objects in the ``runs`` row (merged with SQLite's ``json_patch`` so concurrent
+writers never lose each other's keys); numeric summary values are mirrored in
+``summary_metrics`` for fast aggregation. History points live in ``history``, one row
+per (run, key, step).
 """
 
 from __future__ import annotations
@@ -161,11 +163,25 @@ def create_run(
                     pid_namespace(),
                 ),
             )
+            assert cursor.lastrowid is not None  # an INSERT into a rowid table
             return new_id, cursor.lastrowid
         except sqlite3.IntegrityError:
             if run_id:
                 raise
     raise RuntimeError("could not draw a free run id")  # pragma: no cover
+
+
+def record_not_started(
+    conn: sqlite3.Connection,
+    run_id: str,
+    exit_code: int,
+    reason: str,
+    git_commit: str | None,
+    git_dirty: bool | None,
+) -> None:
+    """Close a run whose command could not be started: failed, with the reason and no pid."""
+    update_run(conn, run_id, pid=None, git_commit=git_commit, git_dirty=git_dirty)
+    finish_run(conn, run_id, state="failed", exit_code=exit_code, reason=reason)
 
 
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
@@ -361,7 +377,7 @@ def _storable(point: Point) -> Point | None:
     """``point`` as SQLite can store it, or None when it cannot be."""
     try:
         num, step, key, value, at = point
-        if isinstance(step, float) and step.is_integer():
+        if isinstance(step, float) and float(step).is_integer():
             step = int(step)
         if isinstance(step, bool) or not isinstance(step, int):
             return None
@@ -518,7 +534,7 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def record_from_row(row: Sequence[Any]) -> dict[str, Any]:
-    """A run record with the field names of SPEC §2 (times in ISO 8601 UTC)."""
+    """A run record with the field names of docs/design.md, "Runs" (times in ISO 8601 UTC)."""
     (
         run_id,
         project,

@@ -1,8 +1,9 @@
 """Where settings come from: one function per decision.
 
-Precedence for every setting with a flag and a variable (SPEC §2): explicit argument >
-environment variable > settings file > default. ``resolve`` is that rule; the database
-path and the project have their own functions because their defaults are computed.
+Precedence for every setting with a flag and a variable (docs/design.md, "Storage"):
+explicit argument > environment variable > settings file > default. ``resolve`` is that
+rule; the database path and the project have their own functions because their defaults
+are computed.
 """
 
 from __future__ import annotations

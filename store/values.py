@@ -29,7 +29,7 @@ def _has_control(text: str) -> bool:
 
 
 def check_name(kind: str, value: str | None, max_len: int) -> str | None:
-    """Validate a group, job_type or tag (SPEC §2); None passes through."""
+    """Validate a group, job_type or tag (docs/design.md, "Runs"); None passes through."""
     if value is None:
         return None
     if not isinstance(value, str):

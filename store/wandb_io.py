@@ -296,7 +296,8 @@ def decode_run(path: Path) -> WandbRun:
                 break
             kind = record.WhichOneof("record_type")
             if kind == "history":
-                step, points, timestamp = None, [], None
+                points: list[tuple[str, float]] = []
+                step, timestamp = None, None
                 media: list[str] = []  # W&B media (an image, a table) are not metrics
                 for item in record.history.item:
                     name = _item_name(item)
@@ -370,12 +371,12 @@ def decode_run(path: Path) -> WandbRun:
     wbg_fields: dict[str, Any] = {}
     # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept as
     # one description: {"img": {"_type": "image-file", "path": ...}}.
-    media = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
+    media_keys = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
     for name, text in summary_updates.items():
         if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
             _set_path(wbg_fields, name.split("."), _json_value(text))
-        elif media and name.startswith(media):
-            prefix = next(m for m in media if name.startswith(m))
+        elif media_keys and name.startswith(media_keys):
+            prefix = next(m for m in media_keys if name.startswith(m))
             _set_path(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
         elif name and not name.startswith("_"):
             # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
@@ -535,6 +536,7 @@ def store_run(conn: sqlite3.Connection, run: WandbRun) -> bool:
             ),
         )
         num = cursor.lastrowid
+        assert num is not None  # an INSERT into a rowid table
         runs.write_history(conn, [(num, step, key, v, t) for step, key, v, t in run.history])
         runs.merge_summary(conn, num, run.summary)
     return True

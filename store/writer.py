@@ -1,4 +1,4 @@
-"""Buffered, batched writes of one run's history and summary (SPEC §4).
+"""Buffered, batched writes of one run's history and summary (docs/design.md, "Recording").
 
 Producers (``Run.log`` in the Python API, scalar capture in ``wbg run``) append to an
 in-memory buffer. The producer itself writes the buffer, in one short transaction, when
