@@ -11,7 +11,7 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ def run_batch(
     db: Path | None,
 ) -> int:
     """Plan the batch (errors before anything starts), then run it or show the plan."""
+    import copy
     from dataclasses import replace
 
     from wbg import batch, values
@@ -70,7 +71,9 @@ def run_batch(
         _say(f"wbg: new group {group}")
     if dry_run:
         _print_plan(trials, keys)
-        common = _without(trials[0].spec.config or {}, keys)
+        common = copy.deepcopy(dict(trials[0].spec.config or {}))
+        for key in keys:
+            values.pop_dotted(common, key, prune=True)
         if common:
             _say(f"wbg: config common to all runs: {values.dumps(common)}")
         _say(f"wbg: dry run: {_runs(len(trials))} planned in group {spec.group}; nothing recorded")
@@ -159,10 +162,12 @@ def _label(trial: Trial) -> str:
 
 
 def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
+    from wbg import values
+
     rows = [
         {
             "name": trial.spec.name or "",
-            **_values(trial.spec.config, keys),
+            **{key: values.get_dotted(trial.spec.config, key) for key in keys},
             "command": shlex.join(trial.command),
         }
         for trial in trials
@@ -190,34 +195,3 @@ def _print_runs(db_path: Path, outcome: Any, keys: Sequence[str], group: str) ->
     )
     typer.echo(text)
     render.note_dropped(dropped, f"all: wbg table -g {shlex.quote(group)} --no-group -f csv")
-
-
-def _values(config: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
-    found = {}
-    for key in keys:
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        found[key] = node
-    return found
-
-
-def _without(config: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """``config`` less the (dotted) ``keys``, and less the tables they leave empty."""
-    import copy
-
-    rest = copy.deepcopy(dict(config))
-    for key in keys:
-        *parents, last = key.split(".")
-        trail = [rest]
-        for part in parents:
-            node = trail[-1].get(part)
-            if not isinstance(node, dict):
-                break
-            trail.append(node)
-        else:
-            trail[-1].pop(last, None)
-            for parent, part in zip(reversed(trail[:-1]), reversed(parents), strict=True):
-                if not parent[part]:
-                    del parent[part]
-    return rest

@@ -27,7 +27,7 @@ def demo(
     """Record a demo experiment (2 learning rates x 3 seeds + evals); print its grouped table."""
     from wbg import aggregate, query
     from wbg.capture import ScalarCapture
-    from wbg.cli.table import echo_table
+    from wbg.cli.common import echo_table
     from wbg.ids import generate_id
     from wbg.launch import RunSpec, launch
 

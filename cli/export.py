@@ -129,15 +129,8 @@ def export(
             typer.echo(text)
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}", item, out)
-    else:
-        out[prefix] = value
-
-
 def _flat_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    from wbg import values
     from wbg.runs import RECORD_FIELDS
 
     rows = []
@@ -145,9 +138,10 @@ def _flat_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     summary_cols: dict[str, None] = {}
     for record in records:
         row = {k: v for k, v in record.items() if k not in ("config", "summary")}
-        flat: dict[str, Any] = {}
-        _flatten("config", record["config"], flat)
-        _flatten("summary", record["summary"], flat)
+        flat = {
+            **values.flatten(record["config"], "config"),
+            **values.flatten(record["summary"], "summary"),
+        }
         flat = {k: v for k, v in flat.items() if k not in ("config", "summary")}
         for key in flat:
             (config_cols if key.startswith("config.") else summary_cols)[key] = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -182,7 +181,7 @@ def _human_page(
 ) -> tuple[str, list[str]]:
     """The page as text, and the metrics left out to fit; ``chosen``: -m picked them."""
     from wbg.cli import render
-    from wbg.cli.table import human_rows
+    from wbg.cli.common import human_rows
 
     span = f"{render.short_time(page['first_start'], wide=True)} -> "
     span += render.short_time(page["last_end"], wide=True) or "(running)"
@@ -261,6 +260,7 @@ def delete(
 ) -> None:
     """Delete a group: its runs with their history (asks first unless --yes)."""
     from wbg import groups, runs
+    from wbg.cli.common import check_running, confirm_delete
 
     conn, _ = open_db(db)
     with contextlib.closing(conn):
@@ -269,27 +269,3 @@ def delete(
         check_running(runs.running_ids(conn, nums), force)
         n = runs.delete_runs(conn, nums)
     typer.echo(f"deleted group {name} ({n} runs)", err=True)
-
-
-def confirm_delete(what: str, yes: bool) -> None:
-    """Ask before deleting; with no terminal to ask and no --yes, refuse."""
-    from wbg.errors import InvalidInput
-
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise InvalidInput(
-            f"not deleting {what}: no terminal to confirm on", hint="pass --yes to delete"
-        )
-    if not typer.confirm(f"Delete {what}?", default=False, err=True):
-        raise typer.Abort()
-
-
-def check_running(running: list[str], force: bool) -> None:
-    from wbg.errors import InvalidInput
-
-    if running and not force:
-        raise InvalidInput(
-            f"{len(running)} run(s) still running: {', '.join(running[:5])}",
-            hint="wait for them to end, or pass --force",
-        )

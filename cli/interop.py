@@ -36,12 +36,10 @@ class Prefer(str, Enum):
     newer = "newer"
 
 
-def register(app: typer.Typer) -> None:
-    """``wbg import wandb``, ``wbg merge``; ``wbg export wandb`` joins ``wbg export``."""
-    from wbg.cli import export
-
+def register(app: typer.Typer, export_app: typer.Typer) -> None:
+    """``wbg import wandb``, ``wbg merge``; ``wbg export wandb`` joins ``export_app``."""
     app.add_typer(import_app, name="import")
-    export.app.command("wandb")(export_wandb)
+    export_app.command("wandb")(export_wandb)
     app.command("merge", no_args_is_help=True)(merge)
 
 

@@ -82,7 +82,7 @@ app.add_typer(group_cmds.app, name="group")
 app.add_typer(runs_cmds.app, name="runs")
 plot_cmds.register(app)
 export_cmds.register(app)
-interop_cmds.register(app)  # import wandb, export wandb, merge
+interop_cmds.register(app, export_cmds.app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
 completion_cmds.register(app)

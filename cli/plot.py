@@ -148,8 +148,6 @@ def plot(
     from wbg.errors import InvalidInput
 
     curves.check_options(line.value, band.value, x_axis.value, smooth)
-    if state is not None and state not in runs.STATES:
-        raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(runs.STATES))
     if group_by is not None and no_group:
         raise InvalidInput("--group-by and --no-group exclude each other")
     keys: list[str] | None = None

@@ -237,6 +237,7 @@ def log(
 ) -> None:
     """Log metrics into the current run (inside `wbg run`) or --run ID."""
     from wbg import runs, values
+    from wbg.db import transaction
     from wbg.errors import InvalidInput
 
     parsed: dict = {}
@@ -259,7 +260,7 @@ def log(
     with contextlib.closing(conn):
         num = runs.run_num(conn, target)
         if summary:
-            with runs.transaction(conn):
+            with transaction(conn):
                 kept = runs.merge_summary(conn, num, parsed)
             if kept:
                 typer.echo(

@@ -30,11 +30,11 @@ def tabulate_formats() -> list[str]:
 def check_format(fmt: str) -> str:
     if fmt in MACHINE_FORMATS or fmt in tabulate_formats():
         return fmt
-    import difflib
+    from wbg.errors import close_matches, did_you_mean
 
     known = [*MACHINE_FORMATS, *tabulate_formats()]
-    close = difflib.get_close_matches(fmt, known, n=3)
-    hint = f"did you mean: {', '.join(close)}?" if close else "known: " + ", ".join(known)
+    close = close_matches(fmt, known)
+    hint = did_you_mean(close) if close else "known: " + ", ".join(known)
     raise InvalidInput(f"unknown format {fmt!r}", hint=hint)
 
 

@@ -215,21 +215,14 @@ def _wide_history(
     return render.render(list(rows.values()), ["step", *columns], fmt, precision)
 
 
-def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
-    else:
-        out.append((prefix, value))
-
-
 def _human_record(record: dict[str, Any], fmt: str, precision: int | None) -> str:
+    from wbg import values
     from wbg.cli import render
 
     fields: list[tuple[str, Any]] = []
     for key, value in record.items():
         if key in ("config", "summary"):
-            _flatten(key, value, fields)
+            fields += values.flatten(value, key).items()
         elif key == "history":
             continue
         elif key == "command" and isinstance(value, list):
@@ -371,7 +364,7 @@ def delete(
 ) -> None:
     """Delete runs with their history and output (asks first unless --yes)."""
     from wbg import runs
-    from wbg.cli.groups import check_running, confirm_delete
+    from wbg.cli.common import check_running, confirm_delete
 
     conn, _ = open_db(db)
     with contextlib.closing(conn):

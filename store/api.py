@@ -276,7 +276,7 @@ def init(
                     f"resume:{run_id}",
                     f"run {run_id} exists: continuing it (as resume='allow')",
                 )
-            with runs.transaction(conn):
+            with dbmod.transaction(conn):
                 runs.reopen_run(conn, run_id)
             facts["resumed"] = True
             record = runs.get_run(conn, run_id)

@@ -533,13 +533,7 @@ def unfinished(conn: Any, trials: Sequence[Trial], keys: Sequence[str]) -> list[
 
 
 def _identity(config: Mapping[str, Any], keys: Sequence[str]) -> str:
-    found = []
-    for key in keys:
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        found.append(node)
-    return values.dumps(found)
+    return values.dumps([values.get_dotted(config, key) for key in keys])
 
 
 # --- the table printed at the end of a batch ----------------------------------------------

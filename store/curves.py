@@ -41,7 +41,7 @@ from operator import itemgetter
 from typing import Any
 
 from wbg import query
-from wbg.errors import InvalidInput
+from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 LINES = ("mean", "median", "min", "max")
 BANDS = ("none", "minmax", "std", "stderr")
@@ -219,8 +219,6 @@ def metric_points(
 
 def check_metric(conn: sqlite3.Connection, metric: str, selection: Selection) -> None:
     """Refuse a metric that no selected run logged, naming close matches."""
-    import difflib
-
     nums, params = selection.nums_sql()
     logged = [
         key
@@ -234,9 +232,10 @@ def check_metric(conn: sqlite3.Connection, metric: str, selection: Selection) ->
         f"SELECT 1 FROM summary_metrics WHERE run IN {nums} AND key = ? LIMIT 1",
         [*params, metric],
     ).fetchone()
-    close = difflib.get_close_matches(metric, logged, n=3, cutoff=0.6)
-    hint = f"did you mean: {', '.join(close)}? " if close else ""
-    hint += ("metrics with history: " + ", ".join(logged[:40])) if logged else ""
+    hint = did_you_mean(
+        close_matches(metric, logged),
+        ("metrics with history: " + ", ".join(logged[:40])) if logged else "",
+    )
     if in_summary:
         raise InvalidInput(
             f"metric {metric!r} has no history in the selected runs, only a summary value",

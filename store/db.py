@@ -12,11 +12,17 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
+from wbg.errors import (
+    DatabaseError,
+    NewerSchema,
+    NoDatabase,
+    NotADatabase,
+    close_matches,
+)
 from wbg.settings import resolve_db_path, user_data_dir
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -129,6 +135,26 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A short write transaction (``BEGIN IMMEDIATE``: takes the write lock up front); the
+    one way wbg writes several statements at once. Inside a transaction already: joins it."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (a full disk, an I/O error): the original
+        # error is what the caller needs, not "no transaction is active".
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
 def migration_name(migration: Migration) -> str:
     return migration.__name__.lstrip("_")
 
@@ -145,12 +171,10 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
         raise _newer(conn, version)
     applied: list[str] = []
     while version < target:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             # Another process may have migrated while we waited for the write lock.
             version = schema_version(conn)
             if version >= target:
-                conn.execute("COMMIT")
                 break
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS wbg_migrations "
@@ -163,10 +187,6 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
                 (version + 1, migration_name(migration), time.time()),
             )
             conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         applied.append(migration_name(migration))
         version += 1
     return applied
@@ -348,16 +368,14 @@ def _foreign(path: Path, what: str) -> NotADatabase:
 
 
 def _no_database(path: Path) -> NoDatabase:
-    import difflib
-
     hint = "run a `wbg run` or `wbg.init()` to create it, or see `wbg db path`"
     try:
         neighbours = [p.name for p in path.parent.iterdir() if p.is_file()]
     except OSError:
         neighbours = []
-    close = difflib.get_close_matches(path.name, neighbours, n=1, cutoff=0.6)
+    close = close_matches(path.name, neighbours, n=1)
     if close:
-        hint = f"did you mean {path.parent / close[0]}?"
+        hint = f"did you mean {path.parent / close[0]}?"  # one path: a question, no list
     return NoDatabase(f"no database at {path}", hint=hint)
 
 

@@ -6,6 +6,8 @@ when there is one) to stderr, exiting with ``exit_code``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 
 class WbgError(Exception):
     """Base of every error wbg reports to a user (runtime error, exit 1)."""
@@ -50,6 +52,24 @@ class NewerSchema(DatabaseError):
 
 class MissingExtra(WbgError):
     """A feature needs an optional dependency that is not installed (the hint names it)."""
+
+
+def close_matches(
+    name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6
+) -> list[str]:
+    """Up to ``n`` known names close to ``name`` (a typo), best first."""
+    import difflib
+
+    return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=n, cutoff=cutoff)
+
+
+def did_you_mean(close: Sequence[str], then: str = "") -> str:
+    """The one way every hint offers close matches: ``did you mean: a, b? THEN`` (``THEN``
+    alone when there are none)."""
+    if not close:
+        return then
+    asked = f"did you mean: {', '.join(close)}?"
+    return f"{asked} {then}" if then else asked
 
 
 # The wandb-shaped API raises these inside a user's script, with wandb's class names, so

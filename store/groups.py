@@ -13,6 +13,7 @@ from typing import Any
 
 from wbg import query, runs, values
 from wbg.aggregate import DURATION, Table, build_table
+from wbg.db import transaction
 from wbg.errors import InvalidInput
 
 
@@ -117,7 +118,7 @@ def group_page(
     return {
         **facts,
         "compute_s": round(compute, 3),
-        "common_config": {key: _dotted_get(records[0]["config"], key) for key in common},
+        "common_config": {key: values.get_dotted(records[0]["config"], key) for key in common},
         "varying_keys": varying,
         "run_records": records,
         "aggregates": aggregates,
@@ -145,22 +146,13 @@ def config_keys(conn: sqlite3.Connection, project: str, group: str) -> tuple[lis
     return sorted(common), sorted(varying)
 
 
-def _dotted_get(config: dict[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def run_row(record: dict[str, Any], varying: list[str]) -> dict[str, Any]:
     """A group page's row for one run: fields, varying config keys, summary values."""
     row: dict[str, Any] = {
         key: record[key] for key in ("id", "name", "job_type", "state", "duration_s")
     }
     for key in varying:
-        row[key] = _dotted_get(record["config"], key)
+        row[key] = values.get_dotted(record["config"], key)
     for key, value in record["summary"].items():
         row.setdefault(f"summary.{key}", value)
     return row
@@ -172,7 +164,7 @@ def rename_group(
     """Rename a group within its project; return (project, runs renamed)."""
     values.check_group(new)
     project = resolve_project(conn, old, project)
-    with runs.transaction(conn):
+    with transaction(conn):
         if conn.execute(
             'SELECT 1 FROM runs WHERE project = ? AND "group" = ? LIMIT 1', (project, new)
         ).fetchone():

@@ -176,8 +176,7 @@ def _merge_attached(conn: sqlite3.Connection, result: MergeResult, prefer: str |
         raise NotADatabase(f"{result.path} is not a wbg database (its runs table differs)")
     same_row = " AND ".join(f"m.{_quoted(c)} IS o.{_quoted(c)}" for c in columns)
     column_list = ", ".join(_quoted(c) for c in columns)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with wbg_db.transaction(conn):
         conn.execute("DROP TABLE IF EXISTS temp.merge_plan")
         conn.execute(
             "CREATE TEMP TABLE merge_plan (their_num INTEGER PRIMARY KEY, our_num INTEGER, "
@@ -243,10 +242,6 @@ def _merge_attached(conn: sqlite3.Connection, result: MergeResult, prefer: str |
             f"JOIN {ALIAS}.run_output AS t ON t.run = p.their_num WHERE {copied}"
         )
         conn.execute("DROP TABLE temp.merge_plan")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _last_activity(conn: sqlite3.Connection, schema: str, num: int) -> float:

@@ -47,7 +47,7 @@ MULTI_VALUED = ("tags", "tag")
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~")
 # Other spellings users reach for: ``==`` (Python) means ``=``; the rest are refused with
 # the operator they most likely meant.
-OPERATOR_ALIASES = {"==": "="}
+OPERATOR_ALIASES = {}
 _MEANT = {"<>": "!=", "=>": ">=", "=<": "<=", "=!": "!=", "~=": "~", "=~": "~", "!": "!="}
 # The operator is the whole run of operator characters, so ``=>`` is not read as ``=``
 # followed by a value ``> 0.01``.

@@ -10,7 +10,6 @@ per (run, key, step).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import getpass
 import itertools
@@ -23,7 +22,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from wbg import values
-from wbg.errors import UnknownRun
+from wbg.db import transaction  # re-exported: runs.transaction is used widely
+from wbg.errors import UnknownRun, close_matches, did_you_mean
 from wbg.ids import generate_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +60,17 @@ _COLUMNS = (
     "host, user, pid, git_commit, git_dirty, started_at, ended_at, config, summary, "
     "owner_pid, reason"
 )
-_INSERT_COLUMNS = _COLUMNS + ", heartbeat_at, heartbeat_pid, pid_ns"
+
+
+def insert_run(conn: sqlite3.Connection, columns: Mapping[str, Any]) -> int:
+    """Insert a ``runs`` row from column name -> value (names from the schema, never from
+    input); return its ``num``. Every run is inserted here (recorded or imported)."""
+    names = ", ".join(f'"{name}"' for name in columns)
+    marks = ", ".join("?" * len(columns))
+    cursor = conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", tuple(columns.values()))
+    assert cursor.lastrowid is not None  # an INSERT into a rowid table
+    return cursor.lastrowid
+
 
 # Crash detection (README "Run state"): the recording process writes a heartbeat with its
 # periodic flush. A `running` run whose heartbeat is older than HEARTBEAT_STALE_S reads as
@@ -136,35 +146,34 @@ def create_run(
         try:
             now = time.time()
             owner = owner_pid if owner_pid is not None else os.getpid()
-            cursor = conn.execute(
-                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}', ?, "
-                "NULL, ?, ?, ?)",
-                (
-                    new_id,
-                    project,
-                    name or new_id,
-                    group,
-                    job_type,
-                    values.dumps(checked_tags),
-                    notes,
-                    values.dumps(list(command)) if command is not None else None,
-                    os.getcwd(),
-                    hostname(),
-                    current_user(),
-                    pid if pid is not None else os.getpid(),
-                    git_commit,
-                    None if git_dirty is None else int(git_dirty),
-                    now,
-                    values.dumps(config or {}),
-                    owner,
-                    now,
-                    owner,
-                    pid_namespace(),
-                ),
+            num = insert_run(
+                conn,
+                {
+                    "id": new_id,
+                    "project": project,
+                    "name": name or new_id,
+                    "group": group,
+                    "job_type": job_type,
+                    "tags": values.dumps(checked_tags),
+                    "notes": notes,
+                    "state": "running",
+                    "command": values.dumps(list(command)) if command is not None else None,
+                    "cwd": os.getcwd(),
+                    "host": hostname(),
+                    "user": current_user(),
+                    "pid": pid if pid is not None else os.getpid(),
+                    "git_commit": git_commit,
+                    "git_dirty": None if git_dirty is None else int(git_dirty),
+                    "started_at": now,
+                    "config": values.dumps(config or {}),
+                    "summary": "{}",
+                    "owner_pid": owner,
+                    "heartbeat_at": now,
+                    "heartbeat_pid": owner,
+                    "pid_ns": pid_namespace(),
+                },
             )
-            assert cursor.lastrowid is not None  # an INSERT into a rowid table
-            return new_id, cursor.lastrowid
+            return new_id, num
         except sqlite3.IntegrityError:
             if run_id:
                 raise
@@ -246,7 +255,7 @@ def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any
         (values.dumps(update), run_id),
     )
     if cursor.rowcount == 0:
-        raise UnknownRun(f"no run with id {run_id!r}")
+        raise unknown_run(conn, run_id)
 
 
 def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
@@ -256,7 +265,7 @@ def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, 
         return
     row = conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise UnknownRun(f"no run with id {run_id!r}")
+        raise unknown_run(conn, run_id)
     config = values.loads(row[0], {})
     config.update(update)
     conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
@@ -427,25 +436,6 @@ def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool)
     )
 
 
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection):
-    """A short write transaction (``BEGIN IMMEDIATE``: takes the write lock up front)."""
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        # SQLite may have rolled back already (a full disk, an I/O error): the original
-        # error is what the caller needs, not "no transaction is active".
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-
-
 # --- reading -----------------------------------------------------------------------------
 
 
@@ -592,18 +582,19 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     reap_crashed(conn)
     row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+        raise unknown_run(conn, run_id)
     return record_from_row(row)
 
 
-def _close_ids_hint(conn: sqlite3.Connection, run_id: str) -> str | None:
-    import difflib
-
+def unknown_run(conn: sqlite3.Connection, run_id: str) -> UnknownRun:
+    """The error for a run id that is not stored, with the ids it may have meant: those it
+    starts, then close ones among the newest 5000."""
     ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 5000")]
-    close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.5)
+    close = close_matches(run_id, ids, cutoff=0.5)
     prefixed = [i for i in ids if i.startswith(run_id)][:3] if run_id else []
     matches = list(dict.fromkeys(prefixed + close))
-    return f"did you mean: {', '.join(matches)}?" if matches else "see `wbg runs list`"
+    hint = did_you_mean(matches) if matches else "see `wbg runs list`"
+    return UnknownRun(f"no run with id {run_id!r}", hint=hint)
 
 
 def list_runs(
@@ -636,7 +627,7 @@ def run_num(conn: sqlite3.Connection, run_id: str) -> int:
     """The row number of run ``run_id``; ``UnknownRun`` (with close matches) when absent."""
     row = conn.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+        raise unknown_run(conn, run_id)
     return row[0]
 
 
@@ -708,7 +699,7 @@ def _running_check(conn: sqlite3.Connection, run_id: str, action: str) -> None:
     reap_crashed(conn)
     row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+        raise unknown_run(conn, run_id)
     if row[0] == "running":
         from wbg.errors import InvalidInput
 
@@ -731,7 +722,7 @@ def set_name(conn: sqlite3.Connection, run_id: str, name: str) -> None:
     with transaction(conn):
         cursor = conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
         if cursor.rowcount == 0:
-            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+            raise unknown_run(conn, run_id)
 
 
 DIFF_FIELDS = ("project", "group", "job_type", "name", "state", "exit_code", "duration_s",
@@ -749,22 +740,12 @@ def diff_records(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, A
 
     rows = [{"key": f, "a": field(a, f), "b": field(b, f)} for f in DIFF_FIELDS]
     for section in ("config", "summary"):
-        left, right = _dotted_items(a.get(section) or {}), _dotted_items(b.get(section) or {})
+        left, right = values.flatten(a.get(section) or {}), values.flatten(b.get(section) or {})
         for key in sorted({*left, *right}):
             rows.append({"key": f"{section}.{key}", "a": left.get(key), "b": right.get(key)})
     for row in rows:
         row["same"] = values.dumps(row["a"]) == values.dumps(row["b"])
     return rows
-
-
-def _dotted_items(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, Mapping) and value:
-            found.update(_dotted_items(value, f"{prefix}{key}."))
-        else:
-            found[f"{prefix}{key}"] = value
-    return found
 
 
 def set_tags(
@@ -775,7 +756,7 @@ def set_tags(
     with transaction(conn):
         row = conn.execute("SELECT tags FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+            raise unknown_run(conn, run_id)
         tags = [t for t in values.loads(row[0], []) if t not in remove]
         tags += [t for t in values.check_tags(add) if t not in tags]
         conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (values.dumps(tags), run_id))

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +150,29 @@ def parse_assignments(items: Iterable[str], what: str = "config") -> dict[str, A
     return result
 
 
-def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
+# Dotted paths into nested tables (config, summary): ``"optimizer.lr"`` or, where a part
+# may itself hold a dot (W&B's own records), the parts as a sequence. Every module reads,
+# writes and removes nested keys through these three.
+
+
+def _parts(key: str | Sequence[str]) -> Sequence[str]:
+    return key.split(".") if isinstance(key, str) else key
+
+
+def get_dotted(tree: Mapping[str, Any] | None, key: str | Sequence[str]) -> Any:
+    """The value at ``key`` in ``tree``, or None when any part of the path is missing."""
+    node: Any = tree
+    for part in _parts(key):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def set_dotted(target: dict[str, Any], key: str | Sequence[str], value: Any) -> None:
+    """Set ``key`` in ``target``, making (or replacing non-table values by) the tables on
+    the way."""
+    parts = _parts(key)
     node = target
     for part in parts[:-1]:
         child = node.get(part)
@@ -159,6 +180,39 @@ def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
+
+
+def pop_dotted(target: dict[str, Any], key: str | Sequence[str], prune: bool = False) -> None:
+    """Remove ``key`` from ``target`` when it is there; with ``prune``, also the tables the
+    removal leaves empty."""
+    *parents, last = _parts(key)
+    trail = [target]
+    for part in parents:
+        node = trail[-1].get(part)
+        if not isinstance(node, dict):
+            return
+        trail.append(node)
+    trail[-1].pop(last, None)
+    if prune:
+        for parent, part in zip(reversed(trail[:-1]), reversed(parents), strict=True):
+            if not parent[part]:
+                del parent[part]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (with ``prefix``:
+    ``PREFIX.a.b``). An empty table is a value of its own (``{"a": {}}`` keeps ``a``)."""
+    found: dict[str, Any] = {}
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, item in value.items():
+                walk(f"{name}.{key}" if name else str(key), item)
+        elif name:
+            found[name] = value
+
+    walk(prefix, tree)
+    return found
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

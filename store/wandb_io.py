@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from wbg import runs, values
+from wbg.db import transaction
 from wbg.errors import InvalidInput, MissingExtra, WbgError
 
 FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
@@ -235,31 +236,13 @@ def _flatten_numbers(prefix: str, value: Any, out: list[tuple[str, float]]) -> N
             _flatten_numbers(f"{prefix}.{key}", item, out)
 
 
-def _set_path(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
-    node = target
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[path[-1]] = value
-
-
-def _remove_path(target: dict[str, Any], path: Sequence[str]) -> None:
-    node: Any = target
-    for part in path[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
-
-
 def _apply_config(config: dict[str, Any], record: Any) -> None:
     for item in record.update:
         path = _item_path(item)
         if path and path[0] != "_wandb":
-            _set_path(config, path, _json_value(item.value_json))
+            values.set_dotted(config, path, _json_value(item.value_json))
     for item in record.remove:
-        _remove_path(config, _item_path(item))
+        values.pop_dotted(config, _item_path(item))
 
 
 def _state_for(exit_code: int) -> str:
@@ -374,10 +357,10 @@ def decode_run(path: Path) -> WandbRun:
     media_keys = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
     for name, text in summary_updates.items():
         if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
-            _set_path(wbg_fields, name.split("."), _json_value(text))
+            values.set_dotted(wbg_fields, name.split("."), _json_value(text))
         elif media_keys and name.startswith(media_keys):
             prefix = next(m for m in media_keys if name.startswith(m))
-            _set_path(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
+            values.set_dotted(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
         elif name and not name.startswith("_"):
             # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
             run.summary[name] = _json_value(text)
@@ -492,14 +475,6 @@ class ImportResult:
     steps: int = 0
 
 
-_INSERT_RUN = (
-    'INSERT INTO runs (id, project, name, "group", job_type, tags, notes, state, exit_code, '
-    "command, cwd, host, user, pid, git_commit, git_dirty, started_at, ended_at, config, "
-    "summary, owner_pid, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', NULL, ?)"
-)
-
-
 def store_run(conn: sqlite3.Connection, run: WandbRun) -> bool:
     """Insert a decoded run with its history and summary; False when its id is present."""
     values.check_group(run.group)
@@ -507,36 +482,35 @@ def store_run(conn: sqlite3.Connection, run: WandbRun) -> bool:
     tags = values.check_tags(run.tags)
     values.check_config(run.config)
     started = run.started_at if run.started_at is not None else (run.ended_at or 0.0)
-    with runs.transaction(conn):
+    with transaction(conn):
         if runs.run_exists(conn, run.id):
             return False
-        cursor = conn.execute(
-            _INSERT_RUN,
-            (
-                run.id,
-                run.project,
-                run.name or run.id,
-                run.group,
-                run.job_type,
-                values.dumps(tags),
-                run.notes,
-                run.state,
-                run.exit_code,
-                None if run.command is None else values.dumps(run.command),
-                run.cwd,
-                run.host,
-                run.user,
-                run.pid,
-                run.git_commit,
-                None if run.git_dirty is None else int(run.git_dirty),
-                started,
-                run.ended_at,
-                values.dumps(run.config),
-                run.reason,
-            ),
+        num = runs.insert_run(
+            conn,
+            {
+                "id": run.id,
+                "project": run.project,
+                "name": run.name or run.id,
+                "group": run.group,
+                "job_type": run.job_type,
+                "tags": values.dumps(tags),
+                "notes": run.notes,
+                "state": run.state,
+                "exit_code": run.exit_code,
+                "command": None if run.command is None else values.dumps(run.command),
+                "cwd": run.cwd,
+                "host": run.host,
+                "user": run.user,
+                "pid": run.pid,
+                "git_commit": run.git_commit,
+                "git_dirty": None if run.git_dirty is None else int(run.git_dirty),
+                "started_at": started,
+                "ended_at": run.ended_at,
+                "config": values.dumps(run.config),
+                "summary": "{}",
+                "reason": run.reason,
+            },
         )
-        num = cursor.lastrowid
-        assert num is not None  # an INSERT into a rowid table
         runs.write_history(conn, [(num, step, key, v, t) for step, key, v, t in run.history])
         runs.merge_summary(conn, num, run.summary)
     return True

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from wbg import runs, values
+from wbg.db import transaction
 
 FLUSH_INTERVAL_S = 1.0
 BATCH_POINTS = 50_000
@@ -162,7 +163,7 @@ class Recorder:
 
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
-        with self._write_lock, runs.transaction(self.conn):
+        with self._write_lock, transaction(self.conn):
             return write(self.conn)
 
     def flush(self) -> bool:
@@ -184,7 +185,7 @@ class Recorder:
                 if not isinstance(value, str) or not values.is_number(update.get(key)):
                     update[key] = value
             try:
-                with runs.transaction(self.conn):
+                with transaction(self.conn):
                     self.dropped += runs.write_history(self.conn, points)
                     for key in runs.merge_summary(self.conn, self.num, update):
                         del update[key]  # a string that did not replace a number

@@ -216,3 +216,33 @@ def test_demo_records_through_the_real_paths(db_path, cli):
     table = proc.stdout.splitlines()
     assert table[0].split()[:2] == ["group", "runs"]
     assert sorted(line.split()[0] for line in table[2:]) == sorted({r["group"] for r in listed})
+
+
+def test_command_modules_import_shared_parts_not_each_other() -> None:
+    """Each command module registered in cli/main.py imports render/options/common (and its
+    own helpers), never another command module: they stand alone."""
+    import ast
+
+    import wbg.cli
+
+    cli_dir = Path(wbg.cli.__file__).parent
+    main = ast.parse((cli_dir / "main.py").read_text())
+    commands = {
+        alias.name
+        for node in ast.walk(main)
+        if isinstance(node, ast.ImportFrom) and node.module == "wbg.cli"
+        for alias in node.names
+    }
+    assert len(commands) >= 10, commands
+    crossings = []
+    for name in sorted(commands):
+        tree = ast.parse((cli_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = (
+                    {node.module.removeprefix("wbg.cli.")}
+                    if node.module.startswith("wbg.cli.")
+                    else ({a.name for a in node.names} if node.module == "wbg.cli" else set())
+                )
+                crossings += [(name, other) for other in imported & commands if other != name]
+    assert crossings == []
