@@ -601,6 +601,22 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """Run records, newest first, that ``filters`` select (all runs without it); ``sort``
     orders them by a field, config key or summary metric first (``wbg.query.sort_sql``)."""
+    return list(
+        iter_runs(conn, filters, limit=limit, oldest_first=oldest_first, sort=sort, desc=desc)
+    )
+
+
+def iter_runs(
+    conn: sqlite3.Connection,
+    filters: Filters | None = None,
+    *,
+    limit: int | None = None,
+    oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """``list_runs`` read as it is consumed: a view of 100,000 runs prints its first row at
+    once and holds one record at a time."""
     from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
@@ -613,7 +629,8 @@ def list_runs(
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [record_from_row(row) for row in conn.execute(sql, params)]
+    for row in conn.execute(sql, params):
+        yield record_from_row(row)
 
 
 def run_num(conn: sqlite3.Connection, run_id: str) -> int:
