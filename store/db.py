@@ -15,7 +15,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
+from wbg.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    NewerSchema,
+    NoDatabase,
+    NotADatabase,
+)
 from wbg.settings import resolve_db_path, user_data_dir
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -395,6 +401,8 @@ def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
         return damaged(path, text)
     if "not a database" in text:
         return NotADatabase(f"{path} is not a wbg database ({text})")
+    if "disk is full" in text or "disk I/O error" in text or "locked" in text:
+        return DatabaseUnavailable(f"database {path}: {text}")
     if "readonly" in text or "read-only" in text:
         return DatabaseError(f"database {path} is read-only")
     if "unable to open" in text:

@@ -196,7 +196,7 @@ class Supervisor:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: sqlite3.Connection | None,
         db_path: Path,
         command: Sequence[str],
         spec: RunSpec,
@@ -225,6 +225,7 @@ class Supervisor:
         self.stdin = stdin  # None: ours
         self.warn = warn  # told once when recording fails (the child runs on regardless)
         self.own_group = False  # the child leads a process group of its own
+        self.unavailable: str | None = None  # why ``conn`` is None (then: run unrecorded)
         self._started = 0.0  # monotonic time of the run's creation
         self._skip_warned = False
         self.tail = OutputTail()
@@ -263,24 +264,38 @@ class Supervisor:
     def create(self) -> str:
         """Record the run (state ``running``) and announce it; return its id."""
         self._git = GitProbe()
-        run_id, num = runs.create_run(
-            self.conn,
-            project=self.spec.project,
-            group=self.spec.group,
-            job_type=self.spec.job_type,
-            name=self.spec.name,
-            tags=self.spec.tags,
-            notes=self.spec.notes,
-            config=self.spec.config,
-            command=self.command,
-        )
+        try:
+            if self.conn is None:  # the database could not even be opened
+                raise sqlite3.OperationalError(self.unavailable or "no database")
+            run_id, num = runs.create_run(
+                self.conn,
+                project=self.spec.project,
+                group=self.spec.group,
+                job_type=self.spec.job_type,
+                name=self.spec.name,
+                tags=self.spec.tags,
+                notes=self.spec.notes,
+                config=self.spec.config,
+                command=self.command,
+            )
+        except sqlite3.OperationalError as exc:
+            # A full disk, or the write lock held elsewhere past the busy timeout: the job
+            # runs anyway, unrecorded (a tracker must not be what stops it).
+            if self.warn is None:
+                raise
+            from wbg.ids import generate_id
+
+            run_id, num = generate_id(), 0
+            self.warn(f"cannot record this run ({exc}); the command runs unrecorded")
+            self.recorder = Recorder(self.conn, num, background_only=True, enabled=False)
+        else:
+            # Every write happens in the recorder's thread: passing the child's output
+            # through never waits for the database (a full disk, a lock held elsewhere).
+            self.recorder = Recorder(
+                self.conn, num, background_only=True, on_problem=self._recording_failed
+            )
         self.run_id = run_id
         self._started = time.monotonic()
-        # Every write happens in the recorder's thread: passing the child's output through
-        # never waits for the database (a full disk, a lock held elsewhere).
-        self.recorder = Recorder(
-            self.conn, num, background_only=True, on_problem=self._recording_failed
-        )
         if self.announce:
             self.announce(run_id)
         return run_id
@@ -550,7 +565,9 @@ class Supervisor:
             ),
         )
         lost = None
-        if not self.recorder.close():
+        if not self.recorder.enabled:
+            pass  # unrecorded from the start: said so then
+        elif not self.recorder.close():
             lost = self.recorder.dropped
             if self.warn is not None:
                 self.warn(
@@ -596,7 +613,7 @@ def _copy_winsize(source_fd: int, target_fd: int) -> None:
 
 
 def launch(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | None,
     db_path: Path,
     command: Sequence[str],
     spec: RunSpec,
@@ -607,14 +624,17 @@ def launch(
     stdout_fd: int = 1,
     stderr_fd: int = 2,
     warn: Callable[[str], None] | None = None,
+    unavailable: str | None = None,
 ) -> LaunchResult:
     """Run ``command`` as a recorded run; return its id, exit code and state.
 
-    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours).
+    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours). ``conn`` None
+    (with the reason in ``unavailable``, and ``warn`` given): the database cannot be
+    written for now, and the command runs unrecorded.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    return Supervisor(
+    supervisor = Supervisor(
         conn,
         db_path,
         command,
@@ -625,4 +645,6 @@ def launch(
         stdout_fd=stdout_fd,
         stderr_fd=stderr_fd,
         warn=warn,
-    ).run()
+    )
+    supervisor.unavailable = unavailable
+    return supervisor.run()

@@ -59,7 +59,9 @@ class Recorder:
         *,
         background_only: bool = False,
         on_problem: Callable[[str], None] | None = None,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled  # False: a run that could not be created; nothing is kept
         self.conn = conn
         self.num = num
         self.background_only = background_only  # the producer never writes (wbg run)
@@ -100,6 +102,8 @@ class Recorder:
         ``now`` is accepted for callers that pass the points' time; the flush timer runs on
         the monotonic clock.
         """
+        if not self.enabled:
+            return
         tick = time.monotonic()
         with self._lock:
             self._points += points
@@ -122,6 +126,8 @@ class Recorder:
     def defer(self, name: str, write: Callable[[sqlite3.Connection], Any]) -> None:
         """Queue ``write(conn)`` for the next flush's transaction (a later one of the same
         ``name`` replaces it): a write the producer must not wait for."""
+        if not self.enabled:
+            return
         with self._lock:
             self._deferred[name] = write
             if self._oldest is None:
@@ -216,6 +222,8 @@ class Recorder:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        if not self.enabled:
+            return True
         written = self.flush()
         if not written:
             self.dropped += len(self._points)
@@ -223,7 +231,7 @@ class Recorder:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None and not self._closed:
+            if self._thread is None and not self._closed and self.enabled:
                 self._thread = threading.Thread(target=self._loop, name="wbg-writer", daemon=True)
                 self._thread.start()
 

@@ -294,6 +294,21 @@ def test_disk_full_to_the_end_still_passes_output_and_exits_with_the_childs_code
     assert records(db_path)[-1]["state"] == "crashed"
 
 
+def test_a_disk_full_at_the_start_runs_the_command_unrecorded(tmpfs):
+    folder = tmpfs("2M")
+    db_path = folder / "runs.db"
+    env = {"WBG_DB": str(db_path)}
+    assert run_wbg("run", "--", "true", env=env).returncode == 0
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder}/filler", "bs=4k"], capture_output=True)
+    done = run_wbg("run", "--", PY, "-c", "print('loss: 1'); raise SystemExit(4)", env=env)
+    assert (done.returncode, done.stdout) == (4, "loss: 1\n")
+    assert done.stderr.startswith("wbg: warning: cannot record this run (")
+    assert done.stderr.endswith("); the command runs unrecorded\n")
+    assert "Traceback" not in done.stderr
+    (folder / "filler").unlink()
+    assert len(records(db_path)) == 1
+
+
 def test_a_write_lock_held_elsewhere_never_holds_back_the_output(db_path):
     assert run_wbg("run", "--", "true").returncode == 0
     child = textwrap.dedent(
