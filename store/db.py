@@ -125,12 +125,29 @@ def _m004_heartbeat(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN pid_ns TEXT")
 
 
+def _m005_output_pages(conn: sqlite3.Connection) -> None:
+    # The kept output of a run still going, as pages appended as output arrives (the
+    # oldest deleted past the kept size): saving it costs the new bytes, not a rewrite of
+    # the whole tail. At the end the tail is written once to run_output and the pages go.
+    conn.execute(
+        """
+        CREATE TABLE run_output_pages (
+            run INTEGER NOT NULL REFERENCES runs(num),
+            start INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (run, start)
+        )
+        """
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
     _m002_output_summary_metrics_indexes,
     _m003_non_finite_summary_index,
     _m004_heartbeat,
+    _m005_output_pages,
 ]
 
 

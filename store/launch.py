@@ -37,9 +37,8 @@ from wbg.capture import ScalarCapture
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
 
-TAIL_BYTES = 1024 * 1024
+TAIL_BYTES = runs.OUTPUT_TAIL_BYTES
 OUTPUT_SAVE_INTERVAL_S = 5.0
-OUTPUT_SAVE_MAX_INTERVAL_S = 60.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,12 +74,13 @@ class OutputTail:
         self.buffer = bytearray()
         self.truncated = False
         self.changed = False
-        self.fresh = 0  # bytes added since the last save
+        self.total = 0  # bytes seen; the buffer holds the last of them
+        self.saved = 0  # offset up to which pages have been queued for writing
 
     def add(self, data: bytes) -> None:
         self.buffer += data
         self.changed = True
-        self.fresh += len(data)
+        self.total += len(data)
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: len(self.buffer) - self.limit]
             self.truncated = True
@@ -93,6 +93,14 @@ class OutputTail:
     @property
     def is_truncated(self) -> bool:
         return self.truncated or len(self.buffer) > self.limit
+
+    def unsaved(self) -> tuple[int, bytes]:
+        """The bytes since the last page (at most ``limit``) and where they start."""
+        start = max(self.saved, self.total - min(len(self.buffer), self.limit))
+        data = bytes(self.buffer[len(self.buffer) - (self.total - start) :])
+        self.saved = self.total
+        self.changed = False
+        return start, data
 
 
 class OutputSink:
@@ -472,16 +480,7 @@ class Supervisor:
         the output open after a short drain (then it is closed here).
         """
         now = time.monotonic()
-        # Each save rewrites the whole kept tail (up to 1 MiB): saved only once the new
-        # output is a quarter of what is kept (or a minute has passed), so the bytes
-        # written stay within a few times the output's own volume.
-        since = now - self._saved_at
-        enough = self.tail.fresh * 4 >= len(self.tail.buffer)
-        if (
-            self.tail.changed
-            and since >= OUTPUT_SAVE_INTERVAL_S
-            and (enough or since >= OUTPUT_SAVE_MAX_INTERVAL_S)
-        ):
+        if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
         if not self._streams:
@@ -529,11 +528,16 @@ class Supervisor:
             self.recorder.add([(num, step, key, value, now) for step, key, value in points])
 
     def _save_output(self) -> None:
-        tail, truncated = self.tail.value(), self.tail.is_truncated
-        self.tail.changed = False
-        self.tail.fresh = 0
+        # Only the new bytes are written (a page; the oldest pages go past 1 MiB), so the
+        # kept output costs about its own volume, not a rewrite of 1 MiB every 5 s. While
+        # writes fail, no pages queue up: the end writes the whole tail anyway.
+        if self.recorder.failing is not None:
+            return
+        start, data = self.tail.unsaved()
         num = self.recorder.num
-        self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
+        self.recorder.defer(
+            f"output-{start}", lambda conn: runs.append_output(conn, num, start, data)
+        )
 
     # --- end -------------------------------------------------------------------------
     def finish(self, returncode: int) -> LaunchResult:
