@@ -109,17 +109,26 @@ def output_bytes(python: str, wbg: str, env: dict[str, str], tmp: Path, seconds:
         stdout=subprocess.DEVNULL,
     )
     written = 0
+    started = time.monotonic()
+    samples: list[tuple[float, int]] = []
     while proc.poll() is None:
         try:
             with open(f"/proc/{proc.pid}/io") as io:
                 fields = dict(line.split(": ") for line in io.read().splitlines())
             # wchar: bytes given to write(); the output passed through is taken off below
             written = int(fields["wchar"])
+            samples.append((time.monotonic() - started, written))
         except (OSError, KeyError):
             pass
         time.sleep(0.2)
     output = (1024 + seconds * 4) * 1024
     written = max(0, written - output)
+    # steady state: from 15 s in to 5 s before the end (4 KiB/s of output meanwhile)
+    window = [(t, w) for t, w in samples if 15 <= t <= seconds - 5]
+    if len(window) >= 2:
+        (t0, w0), (t1, w1) = window[0], window[-1]
+        rate = (w1 - w0) / (t1 - t0) - 4096  # minus the output passed through
+        print(f"  steady state: {rate / 1024:.1f} KiB/s written for 4 KiB/s of output")
     print(
         f"wbg run, 1 MiB then 4 KiB/s for {seconds} s ({output // 1024} KiB): about "
         f"{written // 1024} KiB written by wbg ({written / output:.1f} x the output; "
