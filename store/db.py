@@ -18,6 +18,7 @@ from typing import Any
 
 from wbg.errors import (
     DatabaseError,
+    DatabaseUnavailable,
     NewerSchema,
     NoDatabase,
     NotADatabase,
@@ -126,12 +127,29 @@ def _m004_heartbeat(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN pid_ns TEXT")
 
 
+def _m005_output_pages(conn: sqlite3.Connection) -> None:
+    # The kept output of a run still going, as pages appended as output arrives (the
+    # oldest deleted past the kept size): saving it costs the new bytes, not a rewrite of
+    # the whole tail. At the end the tail is written once to run_output and the pages go.
+    conn.execute(
+        """
+        CREATE TABLE run_output_pages (
+            run INTEGER NOT NULL REFERENCES runs(num),
+            start INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (run, start)
+        )
+        """
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
     _m002_output_summary_metrics_indexes,
     _m003_non_finite_summary_index,
     _m004_heartbeat,
+    _m005_output_pages,
 ]
 
 
@@ -414,6 +432,8 @@ def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
         return damaged(path, text)
     if "not a database" in text:
         return NotADatabase(f"{path} is not a wbg database ({text})")
+    if "disk is full" in text or "disk I/O error" in text or "locked" in text:
+        return DatabaseUnavailable(f"database {path}: {text}")
     if "readonly" in text or "read-only" in text:
         return DatabaseError(f"database {path} is read-only")
     if "unable to open" in text:

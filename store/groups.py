@@ -146,6 +146,22 @@ def config_keys(conn: sqlite3.Connection, project: str, group: str) -> tuple[lis
     return sorted(common), sorted(varying)
 
 
+def keys_to_show(records: list[dict[str, Any]], varying: list[str], most: int) -> list[str]:
+    """The varying config keys most worth a column for ``records``: those set in the most
+    of them (ties in the page's order), at most ``most``. Linear in the keys the records
+    hold, however many keys vary across the whole group."""
+    if len(varying) <= most:
+        return varying
+    wanted = set(varying)
+    counts: dict[str, int] = {}
+    for record in records:
+        for key in values.flatten(record["config"]):
+            if key in wanted:
+                counts[key] = counts.get(key, 0) + 1
+    order = sorted(varying, key=lambda k: -counts.get(k, 0))  # stable sort
+    return order[:most]
+
+
 def run_row(record: dict[str, Any], varying: list[str]) -> dict[str, Any]:
     """A group page's row for one run: fields, varying config keys, summary values."""
     row: dict[str, Any] = {
