@@ -1,4 +1,4 @@
-"""The grouped summary table (SPEC §5 ``wbg table``): aggregates computed by SQLite.
+"""The grouped summary table (README "``wbg table``"): aggregates computed by SQLite.
 
 SQLite does the work (see ``_aggregate``): the selected runs' group-key values and their
 numeric summary values (``summary_metrics``, plus ``duration_s``) go into temporary
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wbg import query
-from wbg.errors import InvalidInput
+from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 AGGREGATES = ("count", "mean", "std", "stderr", "min", "max", "median")
 DEFAULT_AGGREGATES = ("count", "mean", "std")
@@ -67,13 +67,8 @@ def parse_aggregates(text: str | Sequence[str] | None) -> list[str]:
         raise InvalidInput("--agg is empty", hint="choose from " + ",".join(AGGREGATES))
     for name in names:
         if name not in AGGREGATES:
-            import difflib
-
-            close = difflib.get_close_matches(name, AGGREGATES, n=2)
-            hint = (
-                (f"did you mean: {', '.join(close)}? " if close else "")
-                + "choose from "
-                + (",".join(AGGREGATES))
+            hint = did_you_mean(
+                close_matches(name, AGGREGATES, n=2), "choose from " + ",".join(AGGREGATES)
             )
             raise InvalidInput(f"unknown aggregate {name!r}", hint=hint)
     return list(dict.fromkeys(names))
@@ -208,12 +203,8 @@ def _check_metrics(
         ]
         known = query.metric_names(conn) + [DURATION]
         # close matches among the selected runs' metrics first, then the whole file's
-        close = query.close_matches(name, [*selected, DURATION]) or query.close_matches(name, known)
-        hint = (
-            (f"did you mean: {', '.join(close)}? " if close else "")
-            + "known metrics: "
-            + (", ".join(sorted(selected or known)[:40]))
-        )
+        close = close_matches(name, [*selected, DURATION]) or close_matches(name, known)
+        hint = did_you_mean(close, "known metrics: " + ", ".join(sorted(selected or known)[:40]))
         raise InvalidInput(f"unknown metric {name!r}: no run has it in its summary", hint=hint)
 
 
@@ -370,11 +361,11 @@ def _medians(
             "AND sm.key = ? AND abs(sm.value) < 9e999",
         )
         for row in conn.execute(sql, (name,)):
-            medians[(*row[:-1], name)] = row[-1]
+            medians[tuple(row[:-1]) + (name,)] = row[-1]
     if with_duration:
         sql = ranked.format(value="s.dur", source="temp.wbg_sel AS s WHERE abs(s.dur) < 9e999")
         for row in conn.execute(sql):
-            medians[(*row[:-1], DURATION)] = row[-1]
+            medians[tuple(row[:-1]) + (DURATION,)] = row[-1]
     return medians
 
 
@@ -441,11 +432,9 @@ def _sort(table: Table, sort: str | None, desc: bool) -> None:
         aggregate = "mean" if "mean" in table.aggregates else table.aggregates[0]
         sort = f"{sort}.{aggregate}"
     if sort not in columns:
-        import difflib
-
-        close = difflib.get_close_matches(sort, columns, n=3, cutoff=0.5)
-        hint = (f"did you mean: {', '.join(close)}? " if close else "") + (
-            "sort by a group key, runs, or METRIC.AGG: " + ", ".join(columns[:30])
+        hint = did_you_mean(
+            close_matches(sort, columns, cutoff=0.5),
+            "sort by a group key, runs, or METRIC.AGG: " + ", ".join(columns[:30]),
         )
         raise InvalidInput(f"cannot sort by {sort!r}: not a column of this table", hint=hint)
     present = [row for row in table.rows if row.get(sort) is not None]

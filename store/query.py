@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wbg import values
-from wbg.errors import InvalidInput
+from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 # run field -> SQL expression over the runs table
 FIELDS: dict[str, str] = {
@@ -47,7 +47,7 @@ MULTI_VALUED = ("tags", "tag")
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~")
 # Other spellings users reach for: ``==`` (Python) means ``=``; the rest are refused with
 # the operator they most likely meant.
-OPERATOR_ALIASES = {}
+OPERATOR_ALIASES = {"==": "="}
 _MEANT = {"<>": "!=", "=>": ">=", "=<": "<=", "=!": "!=", "~=": "~", "=~": "~", "!": "!="}
 # The operator is the whole run of operator characters, so ``=>`` is not read as ``=``
 # followed by a value ``> 0.01``.
@@ -314,9 +314,8 @@ def unknown_key_error(
         close = close_matches(key.name, candidates)
         if close:
             break
-    hint = f"did you mean: {', '.join(close)}? " if close else ""
     config = known_keys(conn, "config", where=where, params=params)
-    hint += "known keys: " + ", ".join([*FIELDS, *config][:40])
+    hint = did_you_mean(close, "known keys: " + ", ".join([*FIELDS, *config][:40]))
     return InvalidInput(f"unknown key {key.name!r}: no selected run has it", hint=hint)
 
 
@@ -330,13 +329,6 @@ def _key_candidates(conn: sqlite3.Connection, where: str, params: Sequence[Any])
         *summary,
         *("summary." + k for k in summary),
     ]
-
-
-def close_matches(name: str, candidates: Iterable[str]) -> list[str]:
-    """Up to three known names close to ``name`` (a typo), best first."""
-    import difflib
-
-    return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.6)
 
 
 def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
@@ -406,7 +398,7 @@ def unknown_name_error(
         close = close_matches(value, distinct_values(conn, kind, 5000, *scope))
     close = close or close_matches(value, known)
     if close:
-        hint = f"did you mean: {', '.join(close)}?"
+        hint = did_you_mean(close)
     elif known:
         hint = f"known {kind}s: " + ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
     else:

@@ -412,3 +412,102 @@ def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
             "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n",
         )
         assert cli(*command, "-G", "lr").exit_code == 0
+
+
+# --- found by a mutation check of store/aggregate.py and store/query.py: each test below
+# fails when the rule it names is broken, which no other test noticed -------------------------
+
+
+def test_sort_without_a_column_and_by_a_bare_metric(cli, db_path):
+    for group, values in (("low", [0.1, 0.2]), ("high", [0.8, 0.9]), ("mid", [0.5])):
+        for value in values:
+            add_run(db_path, group=group, summary={"acc": value})
+
+    def order(*args):
+        result = cli("table", "-m", "acc", "-f", "csv", *args)
+        assert result.exit_code == 0, result.output
+        return [line.split(",")[0] for line in result.stdout.splitlines()[1:]]
+
+    assert order() == ["high", "low", "mid"]
+    assert order("--desc") == ["mid", "low", "high"]  # --desc alone: group order reversed
+    # a bare metric sorts by its mean (count would put mid, with one run, first)
+    assert order("--sort", "acc") == ["low", "mid", "high"]
+    assert order("--agg", "count,mean", "--sort", "acc") == ["low", "mid", "high"]
+
+
+def test_repeated_metrics_and_aggregates_are_shown_once(cli, db_path):
+    add_run(db_path, group="g", summary={"acc": 0.5})
+    result = cli("table", "-m", "acc", "-m", "summary.acc", "--agg", "mean,mean", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "group,runs,acc.mean,acc.excluded"
+
+
+def test_unknown_metric_hint_falls_back_to_the_whole_file(cli, db_path):
+    add_run(db_path, group="a", summary={"loss": 1.0})
+    add_run(db_path, group="b", summary={"accuracy": 1.0})
+    result = cli("table", "-g", "a", "-m", "accuracyy")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[1].startswith("did you mean: accuracy? ")
+
+
+def test_not_equal_includes_runs_without_the_key(db_path):
+    add_run(db_path, config={"lr": 0.1})
+    add_run(db_path, config={"lr": 0.01})
+    add_run(db_path, config={"seed": 1})
+    with contextlib.closing(connect(db_path)) as conn:
+        assert query.count_runs(conn, query.Filters(where=("lr != 0.1",))) == 2
+        assert query.count_runs(conn, query.Filters(where=("lr = 0.1",))) == 1
+
+
+def test_sort_puts_numbers_before_text_and_missing_last(db_path):
+    from wbg import runs
+
+    for value in (2, "a", None, 1):
+        add_run(db_path, name=str(value), config={} if value is None else {"v": value})
+    with contextlib.closing(connect(db_path)) as conn:
+        names = [r["name"] for r in runs.list_runs(conn, sort="v")]
+        assert names == ["1", "2", "a", "None"]
+        names = [r["name"] for r in runs.list_runs(conn, sort="v", desc=True)]
+        assert names == ["2", "1", "a", "None"]  # numbers before text either way
+
+
+def test_keys_with_backslashes_are_reached(db_path):
+    # (a key with a double quote cannot be: SQLite's JSON paths end a quoted label at the
+    # first quote, escaped or not)
+    add_run(db_path, config={"c\\d": 2, "e": {"f\\": 3}})
+    add_run(db_path, config={"other": 1})
+    with contextlib.closing(connect(db_path)) as conn:
+        for where in ("c\\d = 2", "e.f\\ = 3"):
+            assert query.count_runs(conn, query.Filters(where=(where,))) == 1, where
+
+
+def test_known_names_in_hints_are_newest_first(db_path):
+    for i, group in enumerate(("old-one", "mid-one", "new-one")):
+        add_run(db_path, group=group, started_at=1_700_000_000.0 + i)
+    with contextlib.closing(connect(db_path)) as conn:
+        assert query.distinct_values(conn, "group") == ["new-one", "mid-one", "old-one"]
+
+
+def test_quoted_values_compare_as_text_and_huge_numbers_do_not_overflow(db_path):
+    add_run(db_path, name="text", config={"v": "1"})
+    add_run(db_path, name="number", config={"v": 1})
+    with contextlib.closing(connect(db_path)) as conn:
+
+        def names(where: str) -> list[str]:
+            from wbg import runs
+
+            return [r["name"] for r in runs.list_runs(conn, query.Filters(where=(where,)))]
+
+        assert names("v = '1'") == ["text"]
+        assert names("v = 1") == ["number"]
+        assert names("v < 99999999999999999999") == ["number"]  # beyond 64 bits: a float
+
+
+def test_unknown_group_hint_says_when_the_list_is_cut(cli, db_path):
+    for i in range(25):
+        add_run(db_path, group=f"g{i:02d}")
+    result = cli("table", "-g", "zzzzzz")
+    assert result.exit_code == 2
+    hint = result.stderr.splitlines()[1]
+    assert hint.startswith("known groups: ") and hint.endswith(" ...")
+    assert len(hint.removeprefix("known groups: ").removesuffix(" ...").split(", ")) == 20
