@@ -148,13 +148,7 @@ def plot(
     from wbg.errors import InvalidInput
 
     curves.check_options(line.value, band.value, x_axis.value, smooth)
-    if group_by is not None and no_group:
-        raise InvalidInput("--group-by and --no-group exclude each other")
-    keys: list[str] | None = None
-    if no_group:
-        keys = []
-    elif group_by is not None:
-        keys = query.split_keys(group_by)
+    keys = query.grouping(group_by, no_group)
     suffix = out.suffix.lower() if out is not None else None
     if out is not None and suffix not in FILE_SUFFIXES:
         raise InvalidInput(

@@ -99,8 +99,7 @@ def build_table(
 
     filters = filters or query.Filters()
     aggs = parse_aggregates(aggregates)
-    if group_by and no_group:
-        raise InvalidInput("--group-by and --no-group exclude each other")
+    query.grouping(group_by, no_group)  # refuses both at once
     reap_crashed(conn)
     query.check_filters(conn, filters)
     where, params = filters.sql()

@@ -457,7 +457,8 @@ class BatchRunner:
         self._record(trial, supervisor, supervisor.finish(returncode))
 
     def _record(self, trial: Trial, supervisor: Supervisor, result: LaunchResult) -> None:
-        supervisor.conn.close()
+        if supervisor.conn is not None:
+            supervisor.conn.close()
         self.results[trial.index] = result
         if result.exit_code != 0:
             self.failed = True

@@ -295,7 +295,8 @@ class Supervisor:
 
             run_id, num = generate_id(), 0
             self.warn(f"cannot record this run ({exc}); the command runs unrecorded")
-            self.recorder = Recorder(self.conn, num, background_only=True, enabled=False)
+            # a disabled recorder never touches its connection (there may be none)
+            self.recorder = Recorder(self.conn, num, background_only=True, enabled=False)  # type: ignore[arg-type]
         else:
             # Every write happens in the recorder's thread: passing the child's output
             # through never waits for the database (a full disk, a lock held elsewhere).

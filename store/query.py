@@ -93,6 +93,16 @@ def split_keys(items: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def grouping(group_by: Sequence[str] | None, no_group: bool = False) -> list[str] | None:
+    """The group keys of ``--group-by``/``--no-group`` (every grouped view): None for the
+    default (by ``group`` when a selected run has one), ``[]`` for one per run."""
+    if group_by and no_group:
+        raise InvalidInput("--group-by and --no-group exclude each other")
+    if no_group:
+        return []
+    return split_keys(group_by) if group_by else None
+
+
 def json_path(dotted: str) -> str:
     """``a.b`` -> ``$."a"."b"`` (every part quoted, so any characters are safe)."""
     parts = dotted.split(".")
