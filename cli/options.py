@@ -178,6 +178,17 @@ WhereOpt = Annotated[
         "= != < <= > >= ~ (== is =; ~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
 ]
+SearchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--search",
+        "-s",
+        metavar="TEXT",
+        help="Only runs with every word of TEXT in their name, notes, command, tags or kept "
+        "output (whole words, any case).",
+        show_default=False,
+    ),
+]
 GroupByOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -238,6 +249,7 @@ def filters_from(
     tag: str | None,
     where: list[str] | None,
     all_projects: bool = False,
+    search: str | None = None,
 ):
     """The ``wbg.query.Filters`` of the shared filter options (states checked here).
 
@@ -257,7 +269,7 @@ def filters_from(
         from wbg.settings import view_project
 
         project, project_from = view_project()
-    filters = Filters(project, group, job_type, state, tag, tuple(where or ()))
+    filters = Filters(project, group, job_type, state, tag, tuple(where or ()), search=search)
     filters.project_from = project_from
     return filters
 

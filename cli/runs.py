@@ -21,6 +21,7 @@ from wbg.cli.options import (
     PrecisionOpt,
     ProjectFilterOpt,
     RunSortOpt,
+    SearchOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
@@ -62,6 +63,13 @@ LIST_COLUMNS = (
 )
 
 
+LimitRunsOpt = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, metavar="N", help="At most N runs (default: 50)."),
+]
+AllRunsOpt = Annotated[bool, typer.Option("--all", help="Every run (no limit).")]
+
+
 @app.command("list")
 def list_runs(
     project: ProjectFilterOpt = None,
@@ -71,11 +79,9 @@ def list_runs(
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=1, metavar="N", help="At most N runs (default: 50)."),
-    ] = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Every run (no limit).")] = False,
+    search: SearchOpt = None,
+    limit: LimitRunsOpt = None,
+    all_runs: AllRunsOpt = False,
     sort: RunSortOpt = None,
     desc: DescOpt = False,
     wide: WideOpt = False,
@@ -84,12 +90,12 @@ def list_runs(
     db: DbOpt = None,
 ) -> None:
     """List runs, newest first or by --sort (filters: --project --group --job-type --state
-    --tag --where, on fields, config keys and summary metrics)."""
+    --tag --where --search, on fields, config keys, summary metrics and text)."""
     from wbg import query, runs
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects, search)
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
@@ -117,6 +123,38 @@ def list_runs(
         more = query.count_runs(conn, filters) - shown if shown == limit else 0
     if more:
         typer.echo(f"({more} more runs: --limit N or --all)", err=True)
+
+
+@app.command("search", no_args_is_help=True)
+def search(
+    text: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TEXT...",
+            help="Words to find (all of them, whole words, any case) in a run's name, "
+            "notes, command, tags or kept output.",
+        ),
+    ],
+    project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
+    group: GroupFilterOpt = None,
+    job_type: JobTypeFilterOpt = None,
+    state: StateOpt = None,
+    tag: TagOpt = None,
+    where: WhereOpt = None,
+    limit: LimitRunsOpt = None,
+    all_runs: AllRunsOpt = False,
+    wide: WideOpt = False,
+    fmt: FormatOpt = "simple",
+    precision: PrecisionOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Find runs by the words in their name, notes, command, tags or kept output (the same
+    as runs list --search TEXT)."""
+    list_runs(
+        project, all_projects, group, job_type, state, tag, where, " ".join(text), limit, all_runs,
+        sort=None, desc=False, wide=wide, fmt=fmt, precision=precision, db=db,
+    )  # fmt: skip
 
 
 def _write_runs(

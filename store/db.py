@@ -143,6 +143,36 @@ def _m005_output_pages(conn: sqlite3.Connection) -> None:
     )
 
 
+# What `wbg runs search` / `--search` look through: these columns of a run, and its kept
+# output (run_output.tail, once the run has ended).
+SEARCHED_RUN_COLUMNS = ("name", "notes", "command", "tags")
+
+
+def _m006_full_text_search(conn: sqlite3.Connection) -> None:
+    # FTS5 indexes made and kept in step by sqlite-utils' triggers, so every writer (any
+    # wbg version from here on, the sqlite-utils tool, a user's own SQL) keeps search
+    # right. sqlite-utils is imported here only: once a file has this migration, opening
+    # it never imports it.
+    import sqlite_utils
+
+    # (recursive_triggers=False: sqlite-utils would turn the pragma on for this connection)
+    database = sqlite_utils.Database(conn, recursive_triggers=False)
+    database.table("runs").enable_fts(list(SEARCHED_RUN_COLUMNS), create_triggers=True)
+    database.table("run_output").enable_fts(["tail"], create_triggers=True)
+    # Its update trigger fires on any change to a run; a running run's row changes with
+    # every heartbeat and summary flush, so it is narrowed to the searched columns (the
+    # same statements, as sqlite-utils wrote them): recording costs no more than before.
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs_au'").fetchone()
+    narrowed = sql.replace(
+        'AFTER UPDATE ON "runs"',
+        "AFTER UPDATE OF " + ", ".join(f'"{c}"' for c in SEARCHED_RUN_COLUMNS) + ' ON "runs"',
+        1,
+    )
+    assert narrowed != sql, sql
+    conn.execute("DROP TRIGGER runs_au")
+    conn.execute(narrowed)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
@@ -150,6 +180,7 @@ MIGRATIONS: list[Migration] = [
     _m003_non_finite_summary_index,
     _m004_heartbeat,
     _m005_output_pages,
+    _m006_full_text_search,
 ]
 
 

@@ -103,6 +103,15 @@ def grouping(group_by: Sequence[str] | None, no_group: bool = False) -> list[str
     return split_keys(group_by) if group_by else None
 
 
+def fts_query(text: str) -> str:
+    """``--search`` text as a full-text query: every word must appear (in any field), each
+    word taken literally (quoted, so ``OR``, ``-`` or ``"`` in it mean nothing special)."""
+    words = text.split()
+    if not words:
+        raise InvalidInput("--search is empty", hint="give one or more words to look for")
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
 def json_path(dotted: str) -> str:
     """``a.b`` -> ``$."a"."b"`` (every part quoted, so any characters are safe)."""
     parts = dotted.split(".")
@@ -198,6 +207,8 @@ class Filters:
     # settings file): then it may have no runs yet, and check_filters counts the others
     project_from: str | None = None
     other_projects: int = 0
+    # words to find in a run's name, notes, command, tags or kept output (``--search``)
+    search: str | None = None
 
     def sql(self) -> tuple[str, list[Any]]:
         """A WHERE clause body over ``runs`` (``1`` when nothing is filtered)."""
@@ -215,6 +226,13 @@ class Filters:
         if self.tag is not None:
             clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)")
             params.append(self.tag)
+        if self.search is not None:
+            match = fts_query(self.search)
+            clauses.append(
+                "runs.num IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ? "
+                "UNION SELECT rowid FROM run_output_fts WHERE run_output_fts MATCH ?)"
+            )
+            params += [match, match]
         for text in self.where:
             condition = parse_where(text)
             if condition.key.source == "config" and condition.key.name in self.metric_keys:
@@ -241,6 +259,8 @@ class Filters:
             if value is not None
         ]
         parts += [f"--where {shlex.quote(text)}" for text in self.where]
+        if self.search is not None:
+            parts.append(f"--search {shlex.quote(self.search)}")
         return " ".join(parts)
 
     def conditions(self) -> list[Condition]:

@@ -434,8 +434,11 @@ OUTPUT_TAIL_BYTES = 1024 * 1024  # the kept output of a run: its last MiB
 
 def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool) -> None:
     """The run's kept output, final (the pages written while it ran are dropped)."""
+    # An upsert, not INSERT OR REPLACE: the replaced row's delete would not reach the
+    # search index's triggers (they see it only with recursive_triggers on).
     conn.execute(
-        "INSERT OR REPLACE INTO run_output (run, tail, truncated) VALUES (?, ?, ?)",
+        "INSERT INTO run_output (run, tail, truncated) VALUES (?, ?, ?) ON CONFLICT (run) "
+        "DO UPDATE SET tail = excluded.tail, truncated = excluded.truncated",
         (num, tail, int(truncated)),
     )
     conn.execute("DELETE FROM run_output_pages WHERE run = ?", (num,))
