@@ -255,6 +255,32 @@ def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
     )
 
 
+def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | None = None) -> None:
+    """Rewind run ``num`` to ``step`` (its later points removed), or, with ``into``, copy its
+    points up to ``step`` into run ``into`` (a fork). The summary of the run written becomes
+    the last value of each metric up to there. Call inside a transaction."""
+    target = num if into is None else into
+    if into is None:
+        conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            (into, num, step),
+        )
+    last = {
+        key: value
+        for key, value in conn.execute(
+            "SELECT key, value FROM history AS h WHERE run = ?1 AND step = "
+            "(SELECT max(step) FROM history WHERE run = ?1 AND key = h.key)",
+            (target,),
+        )
+    }
+    conn.execute("UPDATE runs SET summary = '{}' WHERE num = ?", (target,))
+    conn.execute("DELETE FROM summary_metrics WHERE run = ?", (target,))
+    merge_summary(conn, target, {k: math.nan if v is None else v for k, v in last.items()})
+
+
 def last_step(conn: sqlite3.Connection, num: int) -> int | None:
     """The highest step recorded for run ``num`` (None without history)."""
     return conn.execute("SELECT max(step) FROM history WHERE run = ?", (num,)).fetchone()[0]
