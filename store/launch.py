@@ -28,20 +28,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wbg import runs
 from wbg.capture import ScalarCapture
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
 
+if TYPE_CHECKING:
+    from wbg.wandb_follow import WandbFollower
+
 TAIL_BYTES = 1024 * 1024
 OUTPUT_SAVE_INTERVAL_S = 5.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WANDB_POLL_S = 1.0  # how often the W&B runs of the child are looked for and read
 
 
 @dataclass
@@ -63,6 +67,8 @@ class LaunchResult:
     exit_code: int
     state: str
     error: str | None = None  # why the command could not start
+    # W&B runs the command wrote that could not be read (README: the real wandb)
+    problems: list[str] = field(default_factory=list)
 
 
 class OutputTail:
@@ -205,6 +211,7 @@ class Supervisor:
         sink: OutputSink | None = None,
         extra_env: Mapping[str, str] | None = None,
         stdin: int | None = None,
+        follow_wandb: bool = True,
     ) -> None:
         self.conn = conn
         self.db_path = db_path
@@ -218,6 +225,10 @@ class Supervisor:
         self.sink = sink
         self.extra_env = dict(extra_env or {})
         self.stdin = stdin  # None: ours
+        self.follow_wandb = follow_wandb
+        self.wandb: WandbFollower | None = None
+        self._wandb_polled = 0.0
+        self._problems: list[str] = []
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -286,7 +297,34 @@ class Supervisor:
             return False
         self._record_start(self.run_id, self._git)
         self._saved_at = time.monotonic()
+        if self.follow_wandb:
+            self._start_following(env)
         return True
+
+    def _start_following(self, env: Mapping[str, str]) -> None:
+        from wbg.wandb_follow import WandbFollower
+
+        assert self.proc is not None and self.run_id is not None
+        self.wandb = WandbFollower(
+            self.run_id, self.recorder.num, self.recorder, env, self.proc.pid, time.time()
+        )
+        self._wandb_polled = time.monotonic()
+
+    def _poll_wandb(self, final: bool = False, state: str = "", exit_code: int = 0) -> None:
+        """Read the child's W&B runs; a failure stops that (noted), never the supervision."""
+        follower = self.wandb
+        if follower is None:
+            return
+        try:
+            if final:
+                follower.close(state, exit_code)
+            else:
+                follower.poll()
+        except Exception as exc:  # a W&B log we cannot make sense of must not stop wbg run
+            self.wandb = None
+            follower.problems.append(f"reading the W&B runs stopped: {exc!r}")
+        if final or self.wandb is None:
+            self._problems += follower.problems
 
     def _spawn(self, env: dict[str, str]) -> dict[int, int]:
         """Start the child; return {our read fd: the fd its bytes go to}."""
@@ -417,6 +455,9 @@ class Supervisor:
         if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
+        if self.wandb is not None and now - self._wandb_polled >= WANDB_POLL_S:
+            self._poll_wandb()
+            self._wandb_polled = time.monotonic()
         if not self._streams:
             return True
         if self.proc is not None and self.proc.poll() is not None:
@@ -451,6 +492,9 @@ class Supervisor:
             self._captured(self.capture.feed(data, target_fd))
 
     def _captured(self, points: list[tuple[int, str, float]]) -> None:
+        if points and self.wandb is not None and self.wandb.shadowed:
+            # W&B logged these numbers itself: its values are kept, not the printed ones
+            points = [point for point in points if point[1] not in self.wandb.shadowed]
         if points:
             now = time.time()
             num = self.recorder.num
@@ -483,6 +527,7 @@ class Supervisor:
         else:
             exit_code = returncode
             state = "killed" if self.signalled is not None else "failed"
+        self._poll_wandb(final=True, state=state, exit_code=exit_code)
         self.recorder.close()
         tail, truncated = self.tail.value(), self.tail.is_truncated
         self.recorder.execute(
@@ -491,7 +536,7 @@ class Supervisor:
                 runs.finish_run(conn, run_id, state=state, exit_code=exit_code),
             )
         )
-        return LaunchResult(run_id, exit_code, state)
+        return LaunchResult(run_id, exit_code, state, problems=self._problems)
 
 
 def terminal_sent_it() -> bool:

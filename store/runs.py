@@ -177,6 +177,38 @@ def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any
         raise UnknownRun(f"no run with id {run_id!r}")
 
 
+def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
+    """Set top-level config keys to ``update``'s values, null included (a key's value is
+    replaced, not merged). Call inside a transaction: the config is read, then written."""
+    if not update:
+        return
+    values.check_config(update)
+    row = conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}")
+    config = values.loads(row[0], {})
+    config.update(update)
+    conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
+
+
+def forget_metrics(conn: sqlite3.Connection, num: int, keys: Sequence[str]) -> None:
+    """Remove metrics from run ``num``: their history points and summary values.
+
+    Call inside a transaction.
+    """
+    if not keys:
+        return
+    rows = [(num, key) for key in keys]
+    conn.executemany("DELETE FROM history WHERE run = ? AND key = ?", rows)
+    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", rows)
+    row = conn.execute("SELECT summary FROM runs WHERE num = ?", (num,)).fetchone()
+    summary = values.loads(row[0], {}) if row else {}
+    if any(key in summary for key in keys):
+        for key in keys:
+            summary.pop(key, None)
+        conn.execute("UPDATE runs SET summary = ? WHERE num = ?", (values.dumps(summary), num))
+
+
 def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
     """Set summary values (the JSON object and the numeric mirror) of run ``num``.
 

@@ -288,7 +288,7 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
         _remove_path(config, _item_path(item))
 
 
-def _state_for(exit_code: int) -> str:
+def exit_state(exit_code: int) -> str:
     # wbg's reading of an exit code: 128+N is the mark of signal N (see `wbg run`).
     if exit_code == 0:
         return "finished"
@@ -419,7 +419,7 @@ class RunDecoder:
         summary, wbg_fields = self.summary()
         run.summary.update(summary)
         if run.exit_code is not None and run.complete:
-            run.state = _state_for(run.exit_code)
+            run.state = exit_state(run.exit_code)
         else:
             run.state = "crashed"
             run.exit_code = None
