@@ -455,9 +455,12 @@ class Supervisor:
         if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
-        if self.wandb is not None and now - self._wandb_polled >= WANDB_POLL_S:
-            self._poll_wandb()
-            self._wandb_polled = time.monotonic()
+        if self.wandb is not None:
+            if now - self._wandb_polled >= WANDB_POLL_S:
+                self._poll_wandb()
+                self._wandb_polled = time.monotonic()
+            else:
+                self.wandb.watch_tree()
         if not self._streams:
             return True
         if self.proc is not None and self.proc.poll() is not None:

@@ -176,6 +176,12 @@ class WandbFollower:
         return [wandb_dir / name for name in sorted(names) if RUN_FOLDER.fullmatch(name)]
 
     # --- finding -----------------------------------------------------------------------
+    def watch_tree(self) -> None:
+        """Note the processes of the child's tree (cheap: call it often). A W&B run is
+        only taken from a process seen here, or one still alive with our run's id in its
+        environment, so a process that starts and ends between two looks is missed."""
+        self._seen_pids.update(process_tree(self.root_pid))
+
     def _look_at_tree(self) -> None:
         for pid in process_tree(self.root_pid):
             self._seen_pids.add(pid)
@@ -240,14 +246,20 @@ class WandbFollower:
         self._look_at_tree()
         self._discover(final)
         grew = False
-        for followed in self._followed.values():
-            if followed.broken is not None:
-                continue
+        readable = [f for f in self._followed.values() if f.broken is None]
+        for followed in readable:
             try:
                 grew |= self._read(followed)
             except (OSError, WbgError) as exc:
                 followed.broken = str(exc)
                 self.problems.append(f"{followed.folder}: {exc}")
+        # W&B runs are given their wbg run in the order they started
+        ready = [f for f in readable if f.decoder.seen_run]
+        for followed in sorted(ready, key=lambda f: f.decoder.run.started_at or 0.0):
+            if followed.target is None:
+                followed.target = self._target_for(followed)
+            if followed.target is not None:
+                self._store(followed)
         return grew
 
     def _read(self, followed: Followed) -> bool:
@@ -262,13 +274,6 @@ class WandbFollower:
                 break
         if tail.problem is not None:
             followed.broken = tail.problem
-        if not decoder.seen_run:
-            return fed
-        if followed.target is None:
-            followed.target = self._target_for(followed)
-            if followed.target is None:
-                return fed
-        self._store(followed)
         return fed
 
     def _target_for(self, followed: Followed) -> Target | None:
@@ -307,6 +312,8 @@ class WandbFollower:
             git_commit=run.git_commit,
             run_id=None if runs.run_exists(conn, run.id) else run.id,
         )
+        if run.started_at is not None:
+            runs.update_run(conn, run_id, started_at=run.started_at)
         return Target(run_id, num, own=True, config=dict(config), tags=set(run.tags))
 
     def _store(self, followed: Followed) -> None:

@@ -238,6 +238,14 @@ def _json_value(text: str) -> Any:
             return text
 
 
+def _exact_value(text: str) -> Any:
+    """A config or summary value as W&B wrote it (an integer stays an integer)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _item_path(item: Any) -> tuple[str, ...]:
     return (item.key,) if item.key else tuple(item.nested_key)
 
@@ -283,7 +291,7 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
     for item in record.update:
         path = _item_path(item)
         if path and path[0] != "_wandb":
-            _set_path(config, path, _json_value(item.value_json))
+            _set_path(config, path, _exact_value(item.value_json))
     for item in record.remove:
         _remove_path(config, _item_path(item))
 
@@ -407,7 +415,7 @@ class RunDecoder:
             elif name and not name.startswith("_"):
                 # A nested W&B key (a dict logged as a metric) is named with dots, as in
                 # history.
-                summary[name] = _json_value(text)
+                summary[name] = _exact_value(text)
         return {k: v for k, v in summary.items() if v is not None}, wbg_fields
 
     def finish(self, complete: bool = True, problem: str | None = None) -> WandbRun:
