@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from wbg import runs
 from wbg.capture import ScalarCapture
+from wbg.errors import WbgError
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
 
@@ -320,6 +321,10 @@ class Supervisor:
                 follower.close(state, exit_code)
             else:
                 follower.poll()
+        except WbgError as exc:  # the wandb package missing here (MissingExtra)...
+            self.wandb = None
+            hint = f" ({exc.hint})" if exc.hint else ""
+            follower.problems.append(f"{exc.message}{hint}")
         except Exception as exc:  # a W&B log we cannot make sense of must not stop wbg run
             self.wandb = None
             follower.problems.append(f"reading the W&B runs stopped: {exc!r}")

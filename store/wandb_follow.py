@@ -321,13 +321,16 @@ class WandbFollower:
         assert target is not None
         run = followed.decoder.run
         points = followed.decoder.take_history()
-        new_keys = {key for _, key, _, _ in points} - target.keys
+        summary, _ = followed.decoder.summary()
+        # the keys W&B recorded, in its history or only in its summary (HuggingFace puts
+        # train_runtime there)
+        new_keys = ({key for _, key, _, _ in points} | set(summary)) - target.keys
         if new_keys and not target.own:
             shadowed = shadowed_keys(new_keys) - self.shadowed
             self.shadowed |= shadowed  # from now on, scalar capture drops them
             self.recorder.flush()  # captured points of those keys, then forget them
             self.recorder.execute(
-                lambda conn: runs.forget_metrics(conn, target.num, sorted(shadowed - new_keys))
+                lambda conn: runs.forget_metrics(conn, target.num, sorted(shadowed))
             )
         target.keys |= new_keys
         config = {
@@ -336,7 +339,6 @@ class WandbFollower:
             if key not in target.config or target.config[key] != value
         }
         tags = [tag for tag in run.tags if tag not in target.tags]
-        summary, _ = followed.decoder.summary()
         num = target.num
 
         def write(conn: sqlite3.Connection) -> None:

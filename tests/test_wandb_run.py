@@ -230,3 +230,22 @@ def test_points_arrive_while_the_command_runs(tmp_path, db_path):
         (s, 1.0 / (s + 1)) for s in range(3000)
     ]
     assert record["config"] == {"live": True}
+
+
+def test_without_wandb_in_wbgs_environment_a_note_and_the_capture(tmp_path, db_path):
+    # wbg's own interpreter cannot import wandb (a stand-in package that refuses); the
+    # command's can: the run keeps its captured points and wbg says why W&B's are missing
+    fake = tmp_path / "fake"
+    (fake / "wandb").mkdir(parents=True)
+    (fake / "wandb" / "__init__.py").write_text("raise ImportError('not here')\n")
+    path = script(tmp_path, "plain.py", PLAIN)
+    env = wandb_env(tmp_path, PYTHONPATH=str(fake))
+    done = run_wbg("run", "--", "env", "-u", "PYTHONPATH", PY, path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("wbg: note: W&B run not fully recorded: ") == 1
+    assert "needs the `wandb` package" in done.stderr and "pip install 'wbg[wandb]'" in done.stderr
+    (record,) = records(db_path)
+    assert record["config"] == {}
+    assert [(s, v) for s, k, v in history(db_path, record["id"]) if k == "loss"] == [
+        (s, 2.0 / (s + 1)) for s in range(30)
+    ]
