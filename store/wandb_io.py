@@ -112,8 +112,9 @@ class RecordTail:
                 while len(block) - pos >= HEADER_LEN:
                     crc, length, kind = _CHUNK.unpack_from(block, pos)
                     if kind == 0 and length == 0:
-                        if not whole:
-                            return  # zeros at the end of what is written: nothing more yet
+                        if not whole:  # zeros at the end of what is written: nothing more yet
+                            self.offset += pos
+                            return
                         pos = len(block)  # zeros: the rest of this block is padding
                         break
                     end = pos + HEADER_LEN + length
@@ -121,6 +122,7 @@ class RecordTail:
                     if end > len(block):
                         if whole:  # a chunk never crosses a block's end
                             self._stop(f"cut off inside a chunk at byte {at}")
+                        self.offset += pos  # else: the rest of the chunk comes later
                         return
                     data = block[pos + HEADER_LEN : end]
                     seed = _CRC_SEED.get(kind)
