@@ -249,3 +249,27 @@ def test_without_wandb_in_wbgs_environment_a_note_and_the_capture(tmp_path, db_p
     assert [(s, v) for s, k, v in history(db_path, record["id"]) if k == "loss"] == [
         (s, 2.0 / (s + 1)) for s in range(30)
     ]
+
+
+def test_a_resumed_wandb_run_continues_the_same_run(tmp_path, db_path):
+    path = script(
+        tmp_path,
+        "resume.py",
+        """
+        import wandb
+        run = wandb.init(id="resume01", config={"a": 1})
+        for i in range(3):
+            run.log({"x": i})
+        run.finish()
+        run = wandb.init(id="resume01", resume="allow", config={"b": 2})
+        for i in range(3, 6):
+            run.log({"x": i}, step=i)
+        run.finish()
+        """,
+    )
+    done = run_wbg("run", "-g", "G", "--", PY, path, env=wandb_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert len(run_folders(Path.cwd())) == 2  # W&B wrote the resumed run to a new folder
+    (record,) = records(db_path)
+    assert record["config"] == {"a": 1, "b": 2}
+    assert history(db_path, record["id"]) == [(s, "x", float(s)) for s in range(6)]
