@@ -40,7 +40,8 @@ from wbg import runs, values
 from wbg.errors import WbgError
 from wbg.writer import Recorder
 
-RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
+# W&B adds "-1", "-2"... to a folder name already taken (a run resumed within a second)
+RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+")
 # wandb's debug.log lines: "2026-12-02 00:34:31,628 INFO    MainThread:6130 [wandb_setup.py..."
 DEBUG_LOG_PID = re.compile(rb":(\d+) \[")
 # How long the end waits for a log still being written (the W&B service writes the rest
@@ -120,9 +121,8 @@ class Followed:
     """One W&B run folder of the child's tree, read as it grows."""
 
     folder: Path
-    wandb_id: str
-    tail: Any  # wandb_io.RecordTail
     decoder: Any  # wandb_io.RunDecoder
+    tail: Any = None  # wandb_io.RecordTail, once the log is there
     target: Target | None = None
     broken: str | None = None  # why reading stopped
 
@@ -231,14 +231,9 @@ class WandbFollower:
             return True  # not written yet: decided by its writer
 
     def _follow(self, folder: Path) -> None:
-        from wbg.wandb_io import RecordTail, RunDecoder
+        from wbg.wandb_io import RunDecoder
 
-        match = RUN_FOLDER.fullmatch(folder.name)
-        assert match is not None
-        wandb_id = match.group("id")
-        self._followed[folder] = Followed(
-            folder, wandb_id, RecordTail(folder / f"run-{wandb_id}.wandb"), RunDecoder(folder)
-        )
+        self._followed[folder] = Followed(folder, RunDecoder(folder))
 
     # --- reading -----------------------------------------------------------------------
     def poll(self, final: bool = False) -> bool:
@@ -263,9 +258,14 @@ class WandbFollower:
         return grew
 
     def _read(self, followed: Followed) -> bool:
+        if followed.tail is None:
+            from wbg.wandb_io import RecordTail
+
+            logs = sorted(followed.folder.glob("run-*.wandb"))
+            if not logs:
+                return False
+            followed.tail = RecordTail(logs[0])
         tail, decoder = followed.tail, followed.decoder
-        if not tail.path.exists():
-            return False
         fed = False
         for payload in tail.read():
             fed = True
@@ -396,11 +396,6 @@ class WandbFollower:
 
     def _tree_gone(self) -> bool:
         return all(not runs.pid_alive(pid) for pid in self._seen_pids)
-
-    @property
-    def run_ids(self) -> list[str]:
-        """The wbg runs W&B runs went into (the command's own first, if any)."""
-        return list(dict.fromkeys(t.run_id for t in self._by_wandb_id.values()))
 
 
 def _storable(config: Mapping[str, Any]) -> dict[str, Any]:
