@@ -346,12 +346,7 @@ class WandbFollower:
             runs.merge_summary(conn, num, _storable(summary))
             runs.set_config_keys(conn, target.run_id, config)
             if tags:
-                row = conn.execute("SELECT tags FROM runs WHERE num = ?", (num,)).fetchone()
-                current = values.loads(row[0], []) if row else []
-                conn.execute(
-                    "UPDATE runs SET tags = ? WHERE num = ?",
-                    (values.dumps(current + [t for t in tags if t not in current]), num),
-                )
+                runs.set_tags(conn, target.run_id, add=tags)
 
         self.recorder.execute(write)
         target.config.update(config)
