@@ -253,8 +253,13 @@ class WandbFollower:
         for followed in sorted(ready, key=lambda f: f.decoder.run.started_at or 0.0):
             if followed.target is None:
                 followed.target = self._target_for(followed)
-            if followed.target is not None:
+            if followed.target is None:
+                continue
+            try:
                 self._store(followed)
+            except WbgError as exc:  # a value wbg refuses (a tag with a newline...)
+                followed.broken = exc.message
+                self.problems.append(f"{followed.folder}: {exc.message}")
         return grew
 
     def _read(self, followed: Followed) -> bool:
