@@ -47,6 +47,7 @@ READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WANDB_POLL_S = 1.0  # how often the W&B runs of the child are looked for and read
+TREE_WATCH_S = 0.2  # how often its process tree is noted (W&B runs are taken from it)
 
 
 @dataclass
@@ -229,6 +230,7 @@ class Supervisor:
         self.follow_wandb = follow_wandb
         self.wandb: WandbFollower | None = None
         self._wandb_polled = 0.0
+        self._tree_watched = 0.0
         self._problems: list[str] = []
         self.tail = OutputTail()
         self.signalled: int | None = None
@@ -463,9 +465,10 @@ class Supervisor:
         if self.wandb is not None:
             if now - self._wandb_polled >= WANDB_POLL_S:
                 self._poll_wandb()
-                self._wandb_polled = time.monotonic()
-            else:
+                self._wandb_polled = self._tree_watched = time.monotonic()
+            elif now - self._tree_watched >= TREE_WATCH_S:
                 self.wandb.watch_tree()
+                self._tree_watched = now
         if not self._streams:
             return True
         if self.proc is not None and self.proc.poll() is not None:
