@@ -136,8 +136,17 @@ def create_run(
 
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     """Set plain columns of a run (``pid``, ``git_commit``, ``git_dirty``, ``reason``...)."""
-    allowed = {"pid", "git_commit", "git_dirty", "reason", "owner_pid", "name", "notes"}
-    allowed.add("started_at")  # a run recorded from another tool's log (W&B's start time)
+    # started_at: for a run recorded from another tool's log (W&B's start time)
+    allowed = {
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "reason",
+        "owner_pid",
+        "name",
+        "notes",
+        "started_at",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not updatable here: {sorted(unknown)}")

@@ -18,6 +18,9 @@ A run killed mid-way leaves a log cut inside a block (or a record whose LAST chu
 came): what is complete is imported and the run is marked ``crashed``. So is a log that
 ends without an exit record.
 
+``RecordTail`` and ``RunDecoder`` read a log while W&B still writes it: ``wbg run`` uses
+them for the W&B runs of its command (``wbg.wandb_follow``).
+
 Export replays each run through the ``wandb`` package itself in offline mode, so the
 result is exactly what ``wandb sync`` expects.
 
