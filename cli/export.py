@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from enum import Enum
 from typing import Annotated, Any
 
@@ -68,15 +69,29 @@ def export(
     from wbg.cli import render
 
     filters = filters_from(project, group, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
         records = runs.list_runs(conn, filters, limit=limit, oldest_first=True)
-        if history:
-            for record in records:
-                record["history"] = runs.get_history(conn, record["id"])
+        if history:  # streamed: points are read as they are written (memory stays flat)
+            out = sys.stdout
+
+            def points(record: dict[str, Any]) -> Any:
+                return runs.iter_history(conn, record["id"])
+
+            if fmt is ExportFormat.csv:
+                columns = ["id", "group", "job_type", "step", "key", "value", "time"]
+                rows = (
+                    {"id": r["id"], "group": r["group"], "job_type": r["job_type"], **point}
+                    for r in records
+                    for point in points(r)
+                )
+                render.write_csv_streaming(rows, columns, out)
+            else:
+                render.write_records_streaming(records, fmt.value, points, out)
+            return
     if fmt is ExportFormat.csv:
-        rows, columns = _history_rows(records) if history else _flat_rows(records)
+        rows, columns = _flat_rows(records)
         typer.echo(render.render(rows, columns, "csv"))
     else:
         text = render.render_records(records, fmt.value)
@@ -109,17 +124,3 @@ def _flat_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         rows.append({**row, **flat})
     fields = [f for f in RECORD_FIELDS if f not in ("config", "summary")]
     return rows, [*fields, *sorted(config_cols), *sorted(summary_cols)]
-
-
-def _history_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    rows = [
-        {
-            "id": r["id"],
-            "group": r["group"],
-            "job_type": r["job_type"],
-            **point,
-        }
-        for r in records
-        for point in r["history"]
-    ]
-    return rows, ["id", "group", "job_type", "step", "key", "value", "time"]

@@ -64,7 +64,7 @@ def list_groups(
 
     render.check_format(fmt)
     filters = filters_from(project, None, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         rows = groups.list_groups(conn, filters)
     if limit is not None:
@@ -108,7 +108,7 @@ def show(
     from wbg.cli import render
 
     render.check_format(fmt)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
         page = groups.group_page(conn, name, project, (max_runs or None) if human else None)
@@ -128,9 +128,10 @@ def show(
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
+    seen: dict[str, None] = {}  # ordered, and a set: thousands of config keys stay linear
     for row in rows:
-        columns += [c for c in row if c not in columns]
+        seen.update(dict.fromkeys(row))
+    columns = list(seen)
     fixed = [c for c in columns if not c.startswith("summary.")]
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
@@ -150,14 +151,15 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
         ("compute", f"{render.format_number(page['compute_s'], precision)} s (sum of durations)"),
     ]
     width = max(len(k) for k, _ in facts)
-    parts = ["\n".join(f"{k:<{width}}  {v}" for k, v in facts)]
+    parts = ["\n".join(f"{k:<{width}}  {render.safe_text(str(v))}" for k, v in facts)]
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
     fixed = [c for c in columns if not c.startswith("summary.")]
     blocks = [(c, [c]) for c in columns if c.startswith("summary.")]
     shown = [{**row, **{c: row.get(c) for c in columns}} for row in rows]
+    fixed_set = set(fixed)
     shown = [
-        {k: ("" if v is None else v) if k in fixed else v for k, v in r.items()} for r in shown
+        {k: ("" if v is None else v) if k in fixed_set else v for k, v in r.items()} for r in shown
     ]
     # summary.x columns are labelled by the metric name alone on the page
     # metrics are labelled by name unless a config key or field has the same name

@@ -108,7 +108,9 @@ def import_wandb(
                 f"present   {run.id}  {run.project}/{run.group or '-'}  (already in the database)"
             )
         else:
-            note = f"  ({run.problem})" if not run.complete else ""
+            note = f"  ({run.problem})" if run.problem else ""
+            if run.complete and run.problem:  # damaged mid-file, read past the damage
+                typer.echo(f"warning: {result.path}: {run.problem}", err=True)
             typer.echo(
                 f"imported  {run.id}  {run.project}/{run.group or '-'}  {run.job_type or '-'}  "
                 f"{run.state}  {result.steps} steps{note}"
@@ -155,7 +157,7 @@ def export_wandb(
     filters = filters_from(project, group, job_type, state, tag, where)
     sql, params = filters.sql()
     wandb_io.require_wandb("exporting to W&B")
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         results = wandb_io.export_runs(
             conn, directory, sql, params, progress=Progress("exported", first_after=5.0)

@@ -32,7 +32,9 @@ def _new_app() -> typer.Typer:
         add_completion=False,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
+        # color=True: click.echo would otherwise strip escape sequences from output to a
+        # pipe, changing stored text in csv/json; human formats escape them (render.py).
+        context_settings={"help_option_names": ["-h", "--help"], "color": True},
     )
 
 
@@ -50,9 +52,23 @@ demo_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    sys.stderr.write(f"Error: {message}\n")
+    from wbg.cli.render import safe_text  # messages may quote stored names
+
+    sys.stderr.write(f"Error: {safe_text(message)}\n")
     if hint:
-        sys.stderr.write(f"{hint}\n")
+        sys.stderr.write(f"{safe_text(hint)}\n")
+
+
+def _db_argument(args: Sequence[str]) -> str:
+    """The database this invocation uses (for an error message): --db, else the usual."""
+    from wbg.settings import resolve_db_path
+
+    for index, arg in enumerate(args):
+        if arg == "--db" and index + 1 < len(args):
+            return str(resolve_db_path(args[index + 1]))
+        if arg.startswith("--db="):
+            return str(resolve_db_path(arg[5:]))
+    return str(resolve_db_path(None))
 
 
 def build_command(argv: Sequence[str]) -> typer.core.TyperGroup:
@@ -112,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         # when Python flushes stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as exc:
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        # Damage found while reading, after the file opened fine.
+        from wbg.db import damaged
+
+        error = damaged(_db_argument(args), str(exc))
+        _error(error.message, error.hint)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 

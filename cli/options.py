@@ -98,13 +98,18 @@ PrecisionOpt = Annotated[
 ]
 
 
-def open_db(db: Path | None, *, create: bool = True) -> tuple[sqlite3.Connection, Path]:
-    """Resolve the database path (one rule, in wbg.settings) and open it."""
+def open_db(
+    db: Path | None, *, create: bool = True, read_only: bool = False
+) -> tuple[sqlite3.Connection, Path]:
+    """Resolve the database path (one rule, in wbg.settings) and open it.
+
+    ``read_only`` for commands that only read: nothing is created or written.
+    """
     from wbg.db import connect
     from wbg.settings import resolve_db_path
 
     path = resolve_db_path(db)
-    return connect(path, create=create), path
+    return connect(path, create=create, read_only=read_only), path
 
 
 # --- run filters (wbg table, runs list, export, group list) -------------------------------

@@ -170,7 +170,7 @@ def plot(
         where=tuple(where or ()),
     )
     filters.sql()  # malformed --where: refuse before opening anything
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         runs.reap_crashed(conn)
         selection = curves.select_runs(conn, filters, keys)
@@ -313,7 +313,9 @@ def _legend(panel: Panel, width: int, color: bool) -> list[str]:
 
 
 def _legend_label(curve: Curve) -> str:
-    return f"{curve.group} ({curve.runs} run{'s' if curve.runs != 1 else ''})"
+    from wbg.cli.render import safe_text
+
+    return safe_text(f"{curve.group} ({curve.runs} run{'s' if curve.runs != 1 else ''})")
 
 
 def _color(index: int) -> int:

@@ -154,6 +154,9 @@ def run(
             sys.stderr.write(f"wbg: recording run {run_id}{where}\n")
             sys.stderr.flush()
 
+    def warn(message: str) -> None:  # from the recording thread: one write, whole line
+        os.write(2, f"wbg: warning: {message}\n".encode(errors="replace"))
+
     result = launch(
         conn,
         db_path,
@@ -161,6 +164,7 @@ def run(
         spec,
         capture=None if no_capture else ScalarCapture(patterns),
         announce=announce,
+        warn=warn,
     )
     conn.close()
     for problem in result.problems:
@@ -186,7 +190,7 @@ def new_group(
         bool, typer.Option("--name-only", help="Print only the new group name.")
     ] = False,
 ) -> None:
-    """Print a new group name as a shell assignment: eval $(wbg new-group)"""
+    """Print a new group name as a shell assignment (for eval "$(wbg new-group)")."""
     from wbg.ids import generate_id
     from wbg.values import check_group
 
@@ -212,7 +216,9 @@ def log(
     items: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Metrics to log.")],
     step: Annotated[
         int | None,
-        typer.Option("--step", min=0, help="Step of the points (default: next step)."),
+        typer.Option(
+            "--step", min=0, max=2**63 - 1, help="Step of the points (default: next step)."
+        ),
     ] = None,
     run_id: Annotated[
         str | None, typer.Option("--run", help="Run id (default: $WBG_RUN_ID).")

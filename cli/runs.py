@@ -74,7 +74,7 @@ def list_runs(
 
     render.check_format(fmt)
     filters = filters_from(project, group, job_type, state, tag, where)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
         records = runs.list_runs(conn, filters, limit=limit)
@@ -104,18 +104,31 @@ def show(
     from wbg.cli import render
 
     render.check_format(fmt)
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         record = runs.get_run(conn, run_id)
         if output:
             kept = runs.get_output(conn, run_id)
             if kept is not None:
-                sys.stdout.buffer.write(kept[0])
+                # to a terminal, escapes that could act on it are shown, not obeyed;
+                # to a pipe or a file, the bytes as the command wrote them
+                tty = sys.stdout.isatty()
+                sys.stdout.buffer.write(render.safe_output(kept[0]) if tty else kept[0])
                 sys.stdout.buffer.flush()
             return
         record["history_points"] = runs.history_count(conn, run_id)
-        if history:
-            record["history"] = runs.get_history(conn, run_id)
+        if history:  # streamed: points are read as they are written
+            points = runs.iter_history(conn, run_id)
+            if fmt in ("json", "jsonl"):
+                render.write_records_streaming(
+                    [record], fmt, lambda _: points, sys.stdout, single=fmt == "json"
+                )
+                return
+            typer.echo(_human_record(record, fmt, precision) + "\n")
+            render.write_human_streaming(
+                points, ("step", "key", "value", "time"), fmt, precision, sys.stdout
+            )
+            return
     if fmt == "json":
         typer.echo(render.render_object(record))
     elif fmt == "jsonl":
@@ -144,14 +157,7 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
         else:
             fields.append((key, value))
     rows = [{"field": k, "value": v} for k, v in fields]
-    text = render.render(rows, ("field", "value"), fmt if fmt != "csv" else "csv", precision)
-    if "history" in record:
-        points = [
-            {"step": p["step"], "key": p["key"], "value": p["value"], "time": p["time"]}
-            for p in record["history"]
-        ]
-        text += "\n\n" + render.render(points, ("step", "key", "value", "time"), fmt, precision)
-    return text
+    return render.render(rows, ("field", "value"), fmt if fmt != "csv" else "csv", precision)
 
 
 @app.command("set", no_args_is_help=True)

@@ -88,7 +88,7 @@ def table(
     render.check_format(fmt)
     filters = filters_from(project, group, job_type, state, tag, where)
     keys = query.split_keys(group_by) or None
-    conn, _ = open_db(db)
+    conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         result = aggregate.build_table(
             conn,

@@ -430,7 +430,8 @@ class BatchRunner:
             terminal = signum == signal.SIGINT and terminal_sent_it()
             for supervisor in list(self.running):
                 supervisor.signalled = signum
-                if not terminal:  # Ctrl-C at the terminal has reached the children already
+                # Ctrl-C at the terminal has reached the children in our group already
+                if not (terminal and not supervisor.own_group):
                     self._send(supervisor, signum)
             if self.on_stop:
                 self.on_stop(signum, len(self.running))
@@ -452,10 +453,7 @@ class BatchRunner:
 
     @staticmethod
     def _send(supervisor: Supervisor, sig: int) -> None:
-        proc = supervisor.proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
+        supervisor.send(sig)
 
     def _abandon(self) -> None:
         """After an unexpected error: leave no child running, record them as killed."""

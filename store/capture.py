@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 
 from wbg.errors import InvalidInput
+from wbg.values import as_float
 
 MAX_LINE = 64 * 1024
 ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -37,6 +38,8 @@ KEY_VALUE = re.compile(
 
 # (step, key, value)
 Captured = tuple[int, str, float]
+
+MAX_STEP = 2**63 - 1  # steps are SQLite integers
 
 
 def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:
@@ -74,6 +77,11 @@ class ScalarCapture:
         # An unfinished line per stream: stdout and stderr arrive interleaved, and a piece
         # of one must not be glued to a line of the other.
         self._partial: dict[int, bytes] = {}
+        # Streams in the middle of an over-long line: the rest of it, up to the next
+        # newline, is no metric either.
+        self._skipping: set[int] = set()
+        self.skipped = 0  # lines that looked like metrics but had an impossible step
+        self.skip_reason: str | None = None  # the first of them, for the warning
 
     def feed(self, data: bytes, stream: int = 1) -> list[Captured]:
         """Consume output bytes of ``stream`` (any id, e.g. the fd they were read from);
@@ -82,7 +90,13 @@ class ScalarCapture:
         buffer = self._partial.get(stream, b"") + data
         lines = re.split(rb"\r\n|\r|\n", buffer)
         rest = lines.pop()
-        self._partial[stream] = b"" if len(rest) > MAX_LINE else rest  # endless: no metric
+        if stream in self._skipping and lines:  # the end of the over-long line
+            self._skipping.discard(stream)
+            lines.pop(0)
+        if len(rest) > MAX_LINE or stream in self._skipping:  # endless: no metric
+            self._skipping.add(stream)
+            rest = b""
+        self._partial[stream] = rest
         for line in lines:
             if len(line) <= MAX_LINE:
                 points.extend(self.parse_line(line))
@@ -91,6 +105,7 @@ class ScalarCapture:
     def close(self) -> list[Captured]:
         """The points of the last lines left without a newline."""
         rests, self._partial = self._partial, {}
+        self._skipping = set()
         return [point for rest in rests.values() if rest for point in self.parse_line(rest)]
 
     def parse_line(self, raw: bytes) -> list[Captured]:
@@ -104,7 +119,7 @@ class ScalarCapture:
                 if value is None:
                     return []
                 step = match.groupdict().get("step")
-                return self._points({match.group("key"): value}, _int(step))
+                return self._points({match.group("key"): value}, _int(step), text)
         if text[0] == "{" and text[-1] == "}":
             return self._json_line(text)
         match = KEY_VALUE.match(text)
@@ -112,10 +127,12 @@ class ScalarCapture:
             return []
         key, value = match.group("key"), float(match.group("value"))
         if key == "step" and match.group("step") is None:
-            if value.is_integer():
+            if value.is_integer() and 0 <= value <= MAX_STEP:
                 self._set_step(int(value))
+            elif value.is_integer():
+                self._skip(text)
             return []
-        return self._points({key: value}, _int(match.group("step")))
+        return self._points({key: value}, _int(match.group("step")), text)
 
     def _json_line(self, text: str) -> list[Captured]:
         try:
@@ -130,7 +147,9 @@ class ScalarCapture:
         if step is not None and not (isinstance(step, int) or float(step).is_integer()):
             return []
         return self._points(
-            {str(k): float(v) for k, v in data.items()}, None if step is None else int(step)
+            {str(k): as_float(v) for k, v in data.items()},
+            None if step is None else int(step),
+            text,
         )
 
     def _python_dict_line(self, text: str) -> list[Captured]:
@@ -148,7 +167,18 @@ class ScalarCapture:
         self.step = step
         self._seen = set()
 
-    def _points(self, metrics: dict[str, float], step: int | None) -> list[Captured]:
+    def _skip(self, text: str) -> None:
+        self.skipped += 1
+        if self.skip_reason is None:
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            self.skip_reason = f"step out of range (0 to 2**63-1) in {shown!r}"
+
+    def _points(
+        self, metrics: dict[str, float], step: int | None, text: str = ""
+    ) -> list[Captured]:
+        if step is not None and not 0 <= step <= MAX_STEP:
+            self._skip(text)
+            return []
         if step is not None:
             if step != self.step:
                 self._set_step(step)
@@ -209,4 +239,10 @@ def python_dict_numbers(text: str) -> dict[str, float]:
 
 
 def _int(text: str | None) -> int | None:
-    return None if text is None else int(text)
+    """A step as captured: None when absent, -1 (out of range) when not an integer."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # a --capture-pattern step group that matched no integer
+        return -1

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 TAIL_BYTES = 1024 * 1024
 OUTPUT_SAVE_INTERVAL_S = 5.0
+OUTPUT_SAVE_MAX_INTERVAL_S = 60.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -69,6 +70,7 @@ class LaunchResult:
     exit_code: int
     state: str
     error: str | None = None  # why the command could not start
+    lost: int | None = None  # points not stored when the end could not be recorded
     # W&B runs the command wrote that could not be read (README: the real wandb)
     problems: list[str] = field(default_factory=list)
 
@@ -81,10 +83,12 @@ class OutputTail:
         self.buffer = bytearray()
         self.truncated = False
         self.changed = False
+        self.fresh = 0  # bytes added since the last save
 
     def add(self, data: bytes) -> None:
         self.buffer += data
         self.changed = True
+        self.fresh += len(data)
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: len(self.buffer) - self.limit]
             self.truncated = True
@@ -213,6 +217,7 @@ class Supervisor:
         sink: OutputSink | None = None,
         extra_env: Mapping[str, str] | None = None,
         stdin: int | None = None,
+        warn: Callable[[str], None] | None = None,
         follow_wandb: bool = True,
     ) -> None:
         self.conn = conn
@@ -227,11 +232,15 @@ class Supervisor:
         self.sink = sink
         self.extra_env = dict(extra_env or {})
         self.stdin = stdin  # None: ours
+        self.warn = warn  # told once when recording fails (the child runs on regardless)
+        self.own_group = False  # the child leads a process group of its own
+        self._started = 0.0  # monotonic time of the run's creation
+        self._skip_warned = False
         self.follow_wandb = follow_wandb
         self.wandb: WandbFollower | None = None
         self._wandb_polled = 0.0
         self._tree_watched = 0.0
-        self._problems: list[str] = []
+        self._follower: WandbFollower | None = None  # kept when reading W&B runs stopped
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -280,7 +289,12 @@ class Supervisor:
             command=self.command,
         )
         self.run_id = run_id
-        self.recorder = Recorder(self.conn, num)
+        self._started = time.monotonic()
+        # Every write happens in the recorder's thread: passing the child's output through
+        # never waits for the database (a full disk, a lock held elsewhere).
+        self.recorder = Recorder(
+            self.conn, num, background_only=True, on_problem=self._recording_failed
+        )
         if self.announce:
             self.announce(run_id)
         return run_id
@@ -308,7 +322,7 @@ class Supervisor:
         from wbg.wandb_follow import WandbFollower
 
         assert self.proc is not None and self.run_id is not None
-        self.wandb = WandbFollower(
+        self.wandb = self._follower = WandbFollower(
             self.run_id, self.recorder.num, self.recorder, env, self.proc.pid, time.time()
         )
         self._wandb_polled = time.monotonic()
@@ -330,8 +344,6 @@ class Supervisor:
         except Exception as exc:  # a W&B log we cannot make sense of must not stop wbg run
             self.wandb = None
             follower.problems.append(f"reading the W&B runs stopped: {exc!r}")
-        if final or self.wandb is None:
-            self._problems += follower.problems
 
     def _spawn(self, env: dict[str, str]) -> dict[int, int]:
         """Start the child; return {our read fd: the fd its bytes go to}."""
@@ -339,6 +351,18 @@ class Supervisor:
         streams: dict[int, int] = {}
         stdout: int = subprocess.PIPE
         stderr: int = subprocess.PIPE
+        # Outside an interactive terminal (CI, a scheduler, nohup, a background job) the
+        # child leads a process group of its own, and signals sent to wbg go to that
+        # whole group: a `bash -c '...'` child's workers get them too. In the terminal's
+        # foreground group it stays in ours, where Ctrl-C and Ctrl-Z reach it directly
+        # and the shell's job control keeps working.
+        self.own_group = not terminal_sent_it()
+        group: dict[str, Any] = {}
+        if self.own_group:
+            if sys.version_info >= (3, 11):
+                group["process_group"] = 0
+            else:  # pragma: no cover - Python 3.10
+                group["preexec_fn"] = os.setpgrp
         if self.use_pty:
             import pty
 
@@ -357,6 +381,7 @@ class Supervisor:
                 stdout=stdout,
                 stderr=stderr,
                 close_fds=True,
+                **group,
             )
         except OSError:
             if slave is not None:
@@ -384,10 +409,10 @@ class Supervisor:
     def _record_start(self, run_id: str, git: GitProbe) -> None:
         commit, dirty = git.result()
         assert self.proc is not None
-        self.recorder.execute(
-            lambda conn: runs.update_run(
-                conn, run_id, pid=self.proc.pid, git_commit=commit, git_dirty=dirty
-            )
+        pid = self.proc.pid
+        self.recorder.defer(
+            "start",
+            lambda conn: runs.update_run(conn, run_id, pid=pid, git_commit=commit, git_dirty=dirty),
         )
 
     def _not_started(self, run_id: str, exc: OSError, git: GitProbe) -> LaunchResult:
@@ -399,24 +424,40 @@ class Supervisor:
         else:
             code, reason = 126, f"cannot start {program}: {exc.strerror or exc}"
         commit, dirty = git.result()
-        self.recorder.execute(
+        self.recorder.defer(
+            "end",
             lambda conn: (
                 runs.update_run(conn, run_id, pid=None, git_commit=commit, git_dirty=dirty),
                 runs.finish_run(conn, run_id, state="failed", exit_code=code, reason=reason),
-            )
+            ),
         )
+        self.recorder.close()
         return LaunchResult(run_id, code, "failed", reason)
 
     # --- while running ---------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signalled = signum
+        if signum == signal.SIGINT and not self.own_group and terminal_sent_it():
+            return  # the terminal sent Ctrl-C to our whole process group, child included
+        self.send(signum)
+
+    def send(self, signum: int) -> None:
+        """Signal the child: its whole process group when it has one of its own."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        if signum == signal.SIGINT and terminal_sent_it():
-            return  # the terminal sent Ctrl-C to our whole process group, child included
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.own_group:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+
+    def _recording_failed(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(
+                f"cannot record run {self.run_id} for now ({message}); the command runs on, "
+                "its output still passes through, and wbg keeps trying"
+            )
 
     def register(self, selector: selectors.BaseSelector) -> None:
         """Watch the child's output in ``selector`` (key data: this supervisor)."""
@@ -459,7 +500,16 @@ class Supervisor:
         the output open after a short drain (then it is closed here).
         """
         now = time.monotonic()
-        if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
+        # Each save rewrites the whole kept tail (up to 1 MiB): saved only once the new
+        # output is a quarter of what is kept (or a minute has passed), so the bytes
+        # written stay within a few times the output's own volume.
+        since = now - self._saved_at
+        enough = self.tail.fresh * 4 >= len(self.tail.buffer)
+        if (
+            self.tail.changed
+            and since >= OUTPUT_SAVE_INTERVAL_S
+            and (enough or since >= OUTPUT_SAVE_MAX_INTERVAL_S)
+        ):
             self._save_output()
             self._saved_at = now
         if self.wandb is not None:
@@ -503,6 +553,11 @@ class Supervisor:
             self._captured(self.capture.feed(data, target_fd))
 
     def _captured(self, points: list[tuple[int, str, float]]) -> None:
+        capture = self.capture
+        if capture is not None and capture.skipped and not self._skip_warned:
+            self._skip_warned = True
+            if self.warn is not None:
+                self.warn(f"output lines skipped as metrics: {capture.skip_reason}")
         if points and self.wandb is not None and self.wandb.shadowed:
             # W&B logged these numbers itself: its values are kept, not the printed ones
             points = [point for point in points if point[1] not in self.wandb.shadowed]
@@ -514,9 +569,9 @@ class Supervisor:
     def _save_output(self) -> None:
         tail, truncated = self.tail.value(), self.tail.is_truncated
         self.tail.changed = False
-        self.recorder.execute(
-            lambda conn: runs.set_output(conn, self.recorder.num, tail, truncated)
-        )
+        self.tail.fresh = 0
+        num = self.recorder.num
+        self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
 
     # --- end -------------------------------------------------------------------------
     def finish(self, returncode: int) -> LaunchResult:
@@ -539,15 +594,28 @@ class Supervisor:
             exit_code = returncode
             state = "killed" if self.signalled is not None else "failed"
         self._poll_wandb(final=True, state=state, exit_code=exit_code)
-        self.recorder.close()
         tail, truncated = self.tail.value(), self.tail.is_truncated
-        self.recorder.execute(
-            lambda conn: (
-                runs.set_output(conn, num, tail, truncated),
-                runs.finish_run(conn, run_id, state=state, exit_code=exit_code),
-            )
+        duration = time.monotonic() - self._started
+        self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
+        self.recorder.defer(
+            "end",
+            lambda conn: runs.finish_run(
+                conn, run_id, state=state, exit_code=exit_code, duration=duration
+            ),
         )
-        return LaunchResult(run_id, exit_code, state, problems=self._problems)
+        lost = None
+        if not self.recorder.close():
+            lost = self.recorder.dropped
+            if self.warn is not None:
+                self.warn(
+                    f"run {run_id} could not be recorded completely "
+                    f"({self.recorder.failing}): {lost} captured points and its end were "
+                    "not stored"
+                )
+        elif self.recorder.dropped and self.warn is not None:
+            self.warn(f"run {run_id}: {self.recorder.dropped} captured points were not stored")
+        problems = list(self._follower.problems) if self._follower is not None else []
+        return LaunchResult(run_id, exit_code, state, lost=lost, problems=problems)
 
 
 def terminal_sent_it() -> bool:
@@ -593,6 +661,7 @@ def launch(
     announce: Callable[[str], None] | None = None,
     stdout_fd: int = 1,
     stderr_fd: int = 2,
+    warn: Callable[[str], None] | None = None,
 ) -> LaunchResult:
     """Run ``command`` as a recorded run; return its id, exit code and state.
 
@@ -610,4 +679,5 @@ def launch(
         announce=announce,
         stdout_fd=stdout_fd,
         stderr_fd=stderr_fd,
+        warn=warn,
     ).run()

@@ -137,6 +137,8 @@ def parse_where(text: str) -> Condition:
         value = values.parse_value(raw)
         if isinstance(value, list):
             value = raw
+        elif values.is_number(value) and isinstance(value, int):
+            value = values.storable_int(value)  # SQLite compares big integers as floats
     return Condition(resolve_key(match.group("key")), match.group("op"), value)
 
 

@@ -30,8 +30,9 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def writer_pid(run_folder: Path) -> int | None:
 class Target:
     """A wbg run that W&B runs are written into."""
 
-    run_id: str
-    num: int
+    run_id: str | None  # None until the writer has created it (a run of its own)
+    num: int | None
     own: bool  # a run made for a W&B run (else: the wbg run of the command)
+    ended: bool = False
     keys: set[str] = field(default_factory=set)  # history keys written so far
     config: dict[str, Any] = field(default_factory=dict)  # config values written so far
     tags: set[str] = field(default_factory=set)
@@ -146,6 +148,9 @@ class WandbFollower:
         self.marker = f"WBG_RUN_ID={run_id}".encode()
         self.shadowed: set[str] = set()  # printed names that W&B's keys stand for
         self.problems: list[str] = []
+        self._lock = threading.Lock()  # the queue is filled here, emptied by the writer
+        self._operations: list[Callable[[sqlite3.Connection], Any]] = []
+        self._beat_at = time.monotonic()
         self._folded = False
         self._by_wandb_id: dict[str, Target] = {}
         self._followed: dict[Path, Followed] = {}
@@ -253,13 +258,9 @@ class WandbFollower:
         for followed in sorted(ready, key=lambda f: f.decoder.run.started_at or 0.0):
             if followed.target is None:
                 followed.target = self._target_for(followed)
-            if followed.target is None:
-                continue
-            try:
-                self._store(followed)
-            except WbgError as exc:  # a value wbg refuses (a tag with a newline...)
-                followed.broken = exc.message
-                self.problems.append(f"{followed.folder}: {exc.message}")
+            self._store(followed)
+        if not final:
+            self._flush_soon()
         return grew
 
     def _read(self, followed: Followed) -> bool:
@@ -281,28 +282,23 @@ class WandbFollower:
             followed.broken = tail.problem
         return fed
 
-    def _target_for(self, followed: Followed) -> Target | None:
+    def _target_for(self, followed: Followed) -> Target:
         run = followed.decoder.run
         target = self._by_wandb_id.get(run.id)
-        if target is not None:
-            return target
-        if not self._folded:
-            self._folded = True
-            target = self.main
-        else:
-            try:
-                target = self.recorder.execute(lambda conn: self._create(conn, followed))
-            except WbgError as exc:
-                followed.broken = exc.message
-                self.problems.append(f"{followed.folder}: {exc.message}")
-                return None
-        self._by_wandb_id[run.id] = target
+        if target is None:
+            if not self._folded:
+                self._folded = True
+                target = self.main
+            else:
+                target = Target(None, None, own=True)
+                self._queue(lambda conn, t=target, f=followed: self._create(conn, t, f))
+            self._by_wandb_id[run.id] = target
         return target
 
-    def _create(self, conn: sqlite3.Connection, followed: Followed) -> Target:
+    def _create(self, conn: sqlite3.Connection, target: Target, followed: Followed) -> None:
+        """Record a W&B run as a run of its own (in the writer's transaction)."""
         run = followed.decoder.run
-        config = _storable(run.config)
-        run_id, num = runs.create_run(
+        target.run_id, target.num = runs.create_run(
             conn,
             project=run.project,
             group=run.group,
@@ -310,7 +306,6 @@ class WandbFollower:
             name=run.name,
             tags=run.tags,
             notes=run.notes,
-            config=config,
             command=run.command,
             pid=writer_pid(followed.folder),
             owner_pid=os.getpid(),
@@ -318,10 +313,10 @@ class WandbFollower:
             run_id=None if runs.run_exists(conn, run.id) else run.id,
         )
         if run.started_at is not None:
-            runs.update_run(conn, run_id, started_at=run.started_at)
-        return Target(run_id, num, own=True, config=dict(config), tags=set(run.tags))
+            runs.update_run(conn, target.run_id, started_at=run.started_at)
 
     def _store(self, followed: Followed) -> None:
+        """Queue what the log gained since the last look."""
         target = followed.target
         assert target is not None
         run = followed.decoder.run
@@ -331,12 +326,13 @@ class WandbFollower:
         # train_runtime there)
         new_keys = ({key for _, key, _, _ in points} | set(summary)) - target.keys
         if new_keys and not target.own:
-            shadowed = shadowed_keys(new_keys) - self.shadowed
-            self.shadowed |= shadowed  # from now on, scalar capture drops them
-            self.recorder.flush()  # captured points of those keys, then forget them
-            self.recorder.execute(
-                lambda conn: runs.forget_metrics(conn, target.num, sorted(shadowed))
-            )
+            # Names W&B's keys stand for are not captured from now on, and what was
+            # captured of them goes: the writer stores the captured points queued so far
+            # first, then these operations, in one transaction.
+            forget = sorted(shadowed_keys(new_keys) - self.shadowed)
+            self.shadowed.update(forget)
+            num = target.num
+            self._queue(lambda conn: runs.forget_metrics(conn, num, forget))
         target.keys |= new_keys
         config = {
             key: value
@@ -344,23 +340,59 @@ class WandbFollower:
             if key not in target.config or target.config[key] != value
         }
         tags = [tag for tag in run.tags if tag not in target.tags]
-        num = target.num
+        target.config.update(config)
+        target.tags.update(tags)
+        summary = _storable(summary)
 
         def write(conn: sqlite3.Connection) -> None:
+            assert target.run_id is not None and target.num is not None
+            num = target.num
             runs.write_history(conn, [(num, step, key, v, t) for step, key, v, t in points])
-            runs.merge_summary(conn, num, _storable(summary))
+            runs.merge_summary(conn, num, summary)
             runs.set_config_keys(conn, target.run_id, config)
             if tags:
                 runs.set_tags(conn, target.run_id, add=tags)
 
-        self.recorder.execute(write)
-        target.config.update(config)
-        target.tags.update(tags)
+        self._queue(write)
+
+    # --- writing -------------------------------------------------------------------------
+    def _queue(self, operation: Callable[[sqlite3.Connection], Any]) -> None:
+        with self._lock:
+            self._operations.append(operation)
+
+    def _flush_soon(self) -> None:
+        """Have the run's writer thread carry out what is queued (``wbg run``'s loop never
+        waits for the database)."""
+        own = any(t.own for t in self._by_wandb_id.values())
+        beat = own and time.monotonic() - self._beat_at >= runs.HEARTBEAT_INTERVAL_S / 2
+        if self._operations or beat:
+            self.recorder.defer("wandb", self._write)
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        """Carry out the queued operations, in order, in the writer's transaction."""
+        with self._lock:
+            operations, self._operations = self._operations, []
+        for operation in operations:
+            try:
+                operation(conn)
+            except sqlite3.OperationalError:  # the transaction is retried: all of them
+                with self._lock:
+                    self._operations[:0] = operations
+                raise
+            except (WbgError, sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                # a value wbg refuses: that write is left out, never retried
+                message = exc.message if isinstance(exc, WbgError) else str(exc)
+                self.problems.append(f"a W&B run's data was not stored: {message}")
+        self._beat_at = time.monotonic()
+        for target in self._by_wandb_id.values():
+            if target.own and target.num is not None and not target.ended:
+                runs.heartbeat(conn, target.num)
 
     # --- the end -----------------------------------------------------------------------
     def close(self, state: str, exit_code: int | None) -> None:
-        """Read every log to its end (the command has exited) and close the runs made for
-        W&B runs: with the state W&B recorded, else the command's outcome."""
+        """Read every log to its end (the command has exited) and queue the end of the
+        runs made for W&B runs: the state W&B recorded, else the command's outcome. The
+        caller's ``recorder.close()`` writes it all."""
         deadline = time.monotonic() + SETTLE_S
         while True:
             grew = self.poll(final=True)
@@ -374,25 +406,30 @@ class WandbFollower:
 
         for followed in self._followed.values():
             target = followed.target
-            if target is None or not target.own:
+            if target is None or not target.own or target.ended:
                 continue
+            target.ended = True
             decoder = followed.decoder
+            reason = None
             if decoder.exited:
-                own_state, code, reason = (
-                    exit_state(decoder.run.exit_code),
-                    decoder.run.exit_code,
-                    None,
-                )
+                code = decoder.run.exit_code
+                own_state = exit_state(code)
             elif state != "finished":
-                own_state, code, reason = state, exit_code, None
+                own_state, code = state, exit_code
             else:
                 own_state, code = "crashed", None
                 reason = "the W&B run did not end (its log has no exit record)"
-            self.recorder.execute(
-                lambda conn, t=target, s=own_state, c=code, r=reason: runs.finish_run(
-                    conn, t.run_id, state=s, exit_code=c, reason=r
-                )
+            self._queue(
+                lambda conn, t=target, s=own_state, c=code, r=reason: self._end(conn, t, s, c, r)
             )
+        self._flush_soon()
+
+    @staticmethod
+    def _end(
+        conn: sqlite3.Connection, target: Target, state: str, code: int | None, reason: str | None
+    ) -> None:
+        if target.run_id is not None:  # None: it could not be created
+            runs.finish_run(conn, target.run_id, state=state, exit_code=code, reason=reason)
 
     def _tree_gone(self) -> bool:
         return all(not runs.pid_alive(pid) for pid in self._seen_pids)

@@ -75,14 +75,20 @@ class RecordTail:
     complete records written since the previous one.
 
     W&B writes its log a block (32 KiB) at a time while the run goes on and the rest when
-    it ends, so a chunk that is not all there yet is simply read again next time. A damaged
-    chunk stops the reading for good (``problem`` says where).
+    it ends, so a chunk that is not all there yet (or fails its checksum while its block is
+    still being written) is simply read again next time. A damaged chunk in a whole block
+    costs the rest of that block (the records in it are skipped, as LevelDB's log reader
+    does) and reading goes on with the next block: ``skipped_bytes`` counts what was lost.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0  # where the next chunk starts; 0: the file header is not read yet
-        self.problem: str | None = None
+        self.problem: str | None = None  # why reading stopped for good
+        self.skipped_bytes = 0
+        self.first_damage: int | None = None
+        self.last_damage: int | None = None
+        self.read_since_damage = False
         self._pending: list[bytes] = []  # the chunks of a record not yet complete
 
     @property
@@ -93,6 +99,15 @@ class RecordTail:
     def _stop(self, problem: str) -> None:
         self.problem = problem
         self._pending = []
+
+    def damaged(self, at: int, skipped: int) -> None:
+        """A chunk at byte ``at`` failed its checksum; ``skipped`` bytes are lost."""
+        if self.first_damage is None:
+            self.first_damage = at
+        self.last_damage = at
+        self.read_since_damage = False
+        self.skipped_bytes += skipped
+        self._pending = []  # a record begun before the damage is lost too
 
     def read(self) -> Iterator[bytes]:
         if self.problem is not None:
@@ -130,24 +145,31 @@ class RecordTail:
                     data = block[pos + HEADER_LEN : end]
                     seed = _CRC_SEED.get(kind)
                     if seed is None or zlib.crc32(data, seed) != crc:
-                        self._stop(f"damaged chunk at byte {at}")
-                        return
+                        if not whole:  # perhaps not all written yet: look again later
+                            self.offset += pos
+                            return
+                        self.damaged(at, len(block) - pos)
+                        pos = len(block)  # resume with the next block
+                        break
                     pos = end
+                    record: bytes | None = None
                     if kind == FULL:
                         self._pending = []
-                        record: bytes | None = data
+                        record = data
                     elif kind == FIRST:
-                        self._pending, record = [data], None
+                        self._pending = [data]
+                    elif not self._pending and self.skipped_bytes:
+                        self.skipped_bytes += len(data) + HEADER_LEN  # its start was lost
                     elif not self._pending:
                         self._stop(f"chunk without its start at byte {self.offset + pos}")
                         return
                     elif kind == MIDDLE:
                         self._pending.append(data)
-                        record = None
                     else:
                         record = b"".join([*self._pending, data])
                         self._pending = []
                     if record is not None:
+                        self.read_since_damage = True
                         yield record
                 if not whole:
                     self.offset += pos
@@ -155,7 +177,7 @@ class RecordTail:
                 self.offset = block_start + BLOCK_LEN  # past the block, padding included
 
     def unread_tail(self) -> bytes:
-        """The bytes after the last complete chunk (what a cut-off write left)."""
+        """The bytes after the last chunk read (what a cut-off or damaged write left)."""
         with self.path.open("rb") as handle:
             handle.seek(self.offset)
             return handle.read(BLOCK_LEN)
@@ -165,29 +187,54 @@ class RecordLog:
     """The records of one ``.wandb`` file, in order.
 
     Iterating yields each complete record's bytes. Afterwards ``complete`` tells whether
-    the file ended cleanly (no record cut off, no damaged chunk); ``problem`` says why not.
+    the file ended cleanly (no record cut off); ``problem`` says why not. A damaged chunk
+    in the middle costs the rest of its 32 KiB block (the records in it are skipped, as
+    LevelDB's log reader does) and reading goes on with the next block; ``damage`` then
+    says how many bytes were skipped.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.complete = True
         self.problem: str | None = None
+        self.skipped_bytes = 0
+        self.first_damage: int | None = None
+
+    @property
+    def damage(self) -> str | None:
+        if not self.skipped_bytes:
+            return None
+        return (
+            f"damaged: {self.skipped_bytes} bytes skipped (from byte {self.first_damage}), "
+            "the records in them lost"
+        )
 
     def __iter__(self) -> Iterator[bytes]:
         tail = RecordTail(self.path)
         yield from tail.read()
         if tail.offset == 0:
             raise InvalidInput(f"{self.path} is not a W&B run log (bad file header)")
-        self.problem = tail.problem or _cut_off(tail)
+        self.problem = tail.problem or _end_problem(tail)
         self.complete = self.problem is None
+        self.skipped_bytes, self.first_damage = tail.skipped_bytes, tail.first_damage
 
 
-def _cut_off(tail: RecordTail) -> str | None:
+def _end_problem(tail: RecordTail) -> str | None:
     """Why a log read to its end is incomplete (None when it ended cleanly)."""
     rest = tail.unread_tail()
+    if len(rest) >= HEADER_LEN:
+        _crc, length, kind = _CHUNK.unpack_from(rest)
+        if not (kind == 0 and length == 0):
+            if HEADER_LEN + length > len(rest):
+                return f"cut off inside a chunk at byte {tail.offset}"
+            # a whole chunk left unread in the last block: its checksum failed
+            tail.damaged(tail.offset, len(rest))
+    if tail.skipped_bytes and not tail.read_since_damage:
+        # nothing readable after the damage: the log ends there (a run killed mid-write),
+        # as a cut-off log does
+        tail.skipped_bytes, tail.first_damage = 0, None
+        return f"damaged chunk at byte {tail.last_damage}"
     if any(rest):
-        if len(rest) >= HEADER_LEN:
-            return f"cut off inside a chunk at byte {tail.offset}"
         return f"cut off inside a chunk header at byte {tail.offset}"
     if tail.in_record:
         return "the last record was cut off"
@@ -234,17 +281,7 @@ class WandbRun:
 
 
 def _json_value(text: str) -> Any:
-    try:
-        return float(text) if text not in ("true", "false") else json.loads(text)
-    except ValueError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-
-
-def _exact_value(text: str) -> Any:
-    """A config or summary value as W&B wrote it (an integer stays an integer)."""
+    """A value W&B wrote as JSON text (an int stays an int; NaN and Infinity are read)."""
     try:
         return json.loads(text)
     except ValueError:
@@ -296,7 +333,7 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
     for item in record.update:
         path = _item_path(item)
         if path and path[0] != "_wandb":
-            _set_path(config, path, _exact_value(item.value_json))
+            _set_path(config, path, _json_value(item.value_json))
     for item in record.remove:
         _remove_path(config, _item_path(item))
 
@@ -375,10 +412,13 @@ class RunDecoder:
 
     def _history(self, history: Any) -> None:
         step, points, timestamp = None, [], None
+        media: list[str] = []  # W&B media (an image, a table) are not metrics
         for item in history.item:
             name = _item_name(item)
             if not name:
                 continue
+            if name.endswith("._type"):
+                media.append(name[: -len("_type")])
             text = item.value_json
             if text:
                 value = _json_value(text)
@@ -399,6 +439,8 @@ class RunDecoder:
         if timestamp is not None:
             self._last_time = timestamp
         when = timestamp if timestamp is not None else (self._last_time or self.run.started_at)
+        if media:
+            points = [p for p in points if not p[0].startswith(tuple(media))]
         self.run.history.extend((step, key, value, when or 0.0) for key, value in points)
         self._last.update(points)
 
@@ -410,25 +452,40 @@ class RunDecoder:
     def summary(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The summary so far (W&B's: the last value of each metric unless set
         explicitly) and what an export by wbg kept in its hidden summary entry."""
+        updates = self._summary_updates
         # Current W&B writes the last values as summary records too; older writers only
-        # wrote explicit sets, so the last history values are the base they update.
-        summary: dict[str, Any] = {k: v for k, v in self._last.items() if k not in self._removed}
+        # wrote explicit sets, so the last history values are the base they update. A log
+        # from a current writer (some logged key has a summary record) is read as it says:
+        # a metric with define_metric(summary="none") has no summary there.
+        current_writer = any(key in updates for key in self._last)
+        summary: dict[str, Any] = {}
+        if not current_writer:
+            summary = {k: v for k, v in self._last.items() if k not in self._removed}
         wbg_fields: dict[str, Any] = {}
-        for name, text in self._summary_updates.items():
+        # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept
+        # as one description: {"img": {"_type": "image-file", "path": ...}}.
+        media = tuple(name[: -len("_type")] for name in updates if name.endswith("._type"))
+        for name, text in updates.items():
             if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
                 _set_path(wbg_fields, name.split("."), _json_value(text))
+            elif media and name.startswith(media):
+                prefix = next(m for m in media if name.startswith(m))
+                _set_path(summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
             elif name and not name.startswith("_"):
                 # A nested W&B key (a dict logged as a metric) is named with dots, as in
                 # history.
-                summary[name] = _exact_value(text)
+                summary[name] = _json_value(text)
         return {k: v for k, v in summary.items() if v is not None}, wbg_fields
 
-    def finish(self, complete: bool = True, problem: str | None = None) -> WandbRun:
-        """The run as the whole log tells it (``complete``: the log ended cleanly)."""
+    def finish(
+        self, complete: bool = True, problem: str | None = None, damage: str | None = None
+    ) -> WandbRun:
+        """The run as the whole log tells it (``complete``: the log ended cleanly;
+        ``damage``: what a damaged middle cost)."""
         run = self.run
         if not self.seen_run or not run.id:
             raise _no_run_record(run.path)
-        run.complete, run.problem = complete, problem
+        run.complete, run.problem = complete, problem or damage
         summary, wbg_fields = self.summary()
         run.summary.update(summary)
         if run.exit_code is not None and run.complete:
@@ -438,6 +495,8 @@ class RunDecoder:
             run.exit_code = None
         if not run.complete:
             run.reason = f"imported from an incomplete W&B log: {run.problem}"
+        elif damage:
+            run.reason = f"imported from a damaged W&B log: {damage}"
         elif run.exit_code is None:
             run.reason = "imported from a W&B log without an exit record (the run did not end)"
         # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.
@@ -467,7 +526,7 @@ def decode_run(path: Path) -> WandbRun:
     except OSError as exc:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
     history = decoder.run.history
-    run = decoder.finish(complete, problem)
+    run = decoder.finish(complete, problem, log.damage)
     run.history = history
     return run
 

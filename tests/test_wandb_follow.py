@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_wandb_log_format import _record, _sizes, write_log
 
 from wbg.wandb_follow import process_tree, shadowed_keys
-from wbg.wandb_io import RecordLog, RecordTail
+from wbg.wandb_io import BLOCK_LEN, RecordLog, RecordTail
 
 
 @settings(max_examples=60, deadline=None)
@@ -38,16 +38,30 @@ def test_a_log_read_as_it_grows_gives_the_records_once_in_order(tmp_path_factory
     assert list(whole) == records and whole.complete
 
 
-def test_a_damaged_chunk_stops_the_tail_for_good(tmp_path):
-    data = bytearray(write_log([b"a" * 10, b"b" * 10]))
-    data[7 + 7 + 10 + 7] ^= 0xFF  # first data byte of the second record
+def test_a_damaged_chunk_in_the_block_being_written_is_read_again(tmp_path):
+    good = write_log([b"a" * 10, b"b" * 10])
+    torn = bytearray(good)
+    torn[7 + 7 + 10 + 7] ^= 0xFF  # first data byte of the second record: not written yet?
+    path = tmp_path / "run.wandb"
+    path.write_bytes(bytes(torn))
+    tail = RecordTail(path)
+    assert list(tail.read()) == [b"a" * 10]
+    assert tail.problem is None and tail.skipped_bytes == 0  # waits for the block
+    whole = RecordLog(path)  # read as a finished log, it is damage at the end
+    assert list(whole) == [b"a" * 10] and whole.problem == "damaged chunk at byte 24"
+    path.write_bytes(good)  # the writer got there
+    assert list(tail.read()) == [b"b" * 10]
+
+
+def test_a_damaged_chunk_in_a_whole_block_costs_that_block(tmp_path):
+    records = [_record(BLOCK_LEN // 2, 1), _record(BLOCK_LEN // 2, 2), _record(100, 3)]
+    data = bytearray(write_log(records))
+    data[7 + 7 + 5] ^= 0xFF  # inside the first record, in the first block
     path = tmp_path / "run.wandb"
     path.write_bytes(bytes(data))
     tail = RecordTail(path)
-    assert list(tail.read()) == [b"a" * 10]
-    assert tail.problem == "damaged chunk at byte 24"
-    path.write_bytes(write_log([b"a" * 10, b"b" * 10, b"c"]))  # even if it were repaired
-    assert list(tail.read()) == []
+    assert list(tail.read()) == records[2:]  # the second record began in the first block
+    assert tail.problem is None and tail.first_damage == 7 and tail.skipped_bytes > 0
 
 
 def test_printed_names_that_wandb_keys_stand_for():
