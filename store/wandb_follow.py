@@ -49,6 +49,7 @@ DEBUG_LOG_PID = re.compile(rb":(\d+) \[")
 # of it after the script's process has gone).
 SETTLE_S = 5.0
 SETTLE_STEP_S = 0.1
+SETTLE_QUIET_S = 1.0
 
 
 def shadowed_keys(wandb_keys: Iterable[str]) -> set[str]:
@@ -396,10 +397,14 @@ class WandbFollower:
         deadline = time.monotonic() + SETTLE_S
         while True:
             grew = self.poll(final=True)
-            waiting = any(
-                not f.decoder.exited and f.broken is None for f in self._followed.values()
-            )
-            if not waiting or (not grew and self._tree_gone()) or time.monotonic() > deadline:
+            waiting = [
+                f for f in self._followed.values() if not f.decoder.exited and f.broken is None
+            ]
+            if not waiting or time.monotonic() > deadline:
+                break
+            # A log without its exit record: done once nothing of the tree is left and the
+            # log has been still for a while (a W&B service outside the tree may write it).
+            if not grew and self._tree_gone() and _still(waiting, SETTLE_QUIET_S):
                 break
             time.sleep(SETTLE_STEP_S)
         from wbg.wandb_io import exit_state
@@ -433,6 +438,19 @@ class WandbFollower:
 
     def _tree_gone(self) -> bool:
         return all(not runs.pid_alive(pid) for pid in self._seen_pids)
+
+
+def _still(followed: Iterable[Followed], seconds: float) -> bool:
+    """True when none of these W&B run folders' logs changed in the last ``seconds``."""
+    now = time.time()
+    for item in followed:
+        path = item.tail.path if item.tail is not None else item.folder
+        try:
+            if now - path.stat().st_mtime < seconds:
+                return False
+        except OSError:
+            continue
+    return True
 
 
 def _storable(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,18 +9,34 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke
-from helpers import records, run_wbg
+from conftest import invoke, wbg_executable
+from helpers import records
 
 for _module in ("wandb", "torch", "transformers", "accelerate", "lightning"):
     pytest.importorskip(_module, reason="install the extra: pip install -e '.[test,frameworks]'")
 
 PY = sys.executable
+
+
+def run_wbg(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`wbg ARGS` as a real process with exactly ``env``: none of this process's own W&B
+    variables leak in (an in-process `wandb` leaves WANDB_SERVICE behind, and a child
+    that finds it hands its run to that service instead of starting its own)."""
+    return subprocess.run(
+        [*wbg_executable(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
 
 HF_TRAIN = """
 import sys

@@ -5,17 +5,32 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke
-from helpers import history, records, run_wbg
+from conftest import invoke, wbg_executable
+from helpers import history, records
 
 pytest.importorskip("wandb", reason="the `wandb` package is not installed (the test extra)")
 
 PY = sys.executable
+
+
+def run_wbg(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`wbg ARGS` as a real process with exactly ``env``: none of this process's own W&B
+    variables leak in (an in-process `wandb` leaves WANDB_SERVICE behind, and a child
+    that finds it hands its run to that service instead of starting its own)."""
+    return subprocess.run(
+        [*wbg_executable(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wandb_env(tmp_path: Path, **extra: str) -> dict[str, str]:
