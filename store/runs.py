@@ -170,7 +170,17 @@ def create_run(
 
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     """Set plain columns of a run (``pid``, ``git_commit``, ``git_dirty``, ``reason``...)."""
-    allowed = {"pid", "git_commit", "git_dirty", "reason", "owner_pid", "name", "notes"}
+    # started_at: for a run recorded from another tool's log (W&B's start time)
+    allowed = {
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "reason",
+        "owner_pid",
+        "name",
+        "notes",
+        "started_at",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not updatable here: {sorted(unknown)}")
@@ -244,6 +254,24 @@ def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, 
     config = values.loads(row[0], {})
     config.update(update)
     conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
+
+
+def forget_metrics(conn: sqlite3.Connection, num: int, keys: Sequence[str]) -> None:
+    """Remove metrics from run ``num``: their history points and summary values.
+
+    Call inside a transaction.
+    """
+    if not keys:
+        return
+    rows = [(num, key) for key in keys]
+    conn.executemany("DELETE FROM history WHERE run = ? AND key = ?", rows)
+    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", rows)
+    row = conn.execute("SELECT summary FROM runs WHERE num = ?", (num,)).fetchone()
+    summary = values.loads(row[0], {}) if row else {}
+    if any(key in summary for key in keys):
+        for key in keys:
+            summary.pop(key, None)
+        conn.execute("UPDATE runs SET summary = ? WHERE num = ?", (values.dumps(summary), num))
 
 
 def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
