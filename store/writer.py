@@ -234,6 +234,17 @@ class Recorder:
             if self.on_problem is not None:
                 self.on_problem(str(exc))
 
+    def summary_now(self) -> dict[str, Any]:
+        """The summary as it will be once the buffer is written (read without writing)."""
+        with self._lock:
+            pending = self._last_values(self._points)
+            explicit = dict(self._summary)
+        current = {**self.last_values, **pending}
+        for key, value in explicit.items():  # the rule of the flush: a string never
+            if not isinstance(value, str) or not values.is_number(current.get(key)):
+                current[key] = value  # replaces a number
+        return current
+
     def _last_values(self, points: list[runs.Point]) -> dict[str, Any]:
         """The last value of each key in ``points`` (they are in logging order).
 
