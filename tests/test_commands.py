@@ -246,3 +246,15 @@ def test_command_modules_import_shared_parts_not_each_other() -> None:
                 )
                 crossings += [(name, other) for other in imported & commands if other != name]
     assert crossings == []
+
+
+def test_tests_import_helpers_not_conftest() -> None:
+    """conftest.py holds fixtures; what tests import lives in tests/helpers.py (pytest may
+    load conftest under another module name, and then ``from conftest`` is a second copy)."""
+    tests = Path(__file__).parent
+    offenders = [
+        path.name
+        for path in sorted(tests.glob("*.py"))
+        if re.search(r"^\s*(from conftest import|import conftest)", path.read_text(), re.M)
+    ]
+    assert offenders == []

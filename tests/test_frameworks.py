@@ -15,8 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke, wbg_executable
-from helpers import records
+from helpers import invoke, records, wbg_executable
 
 for _module in ("wandb", "torch", "transformers", "accelerate", "lightning"):
     pytest.importorskip(_module, reason="install the extra: pip install -e '.[test,frameworks]'")

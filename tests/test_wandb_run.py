@@ -11,8 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import invoke, wbg_executable
-from helpers import history, records
+from helpers import history, invoke, records, wbg_executable
 
 pytest.importorskip("wandb", reason="the `wandb` package is not installed (the test extra)")
 
