@@ -221,68 +221,113 @@ def _aggregate(
     kind ``stats``: the aggregates of the finite values; ``runs``: the group's run count in
     ``n`` (metric None); ``excluded``: how many NaN/inf values ``n`` were left out.
 
-    The selected runs and their group values go into a temporary table (each config value
-    is read from JSON once), indexed by (group values, run). For each metric, pass one
-    walks that index in group order, looks the metric up by primary key and aggregates
-    count, mean, min and max with no sort; pass two walks it again and sums the squared
-    deviations from the group's mean (a two-pass, numerically stable variance). NaN/inf
-    values are counted through the partial index of migration 3. The median (only when
-    asked for) ranks each metric's values within each group with a window function.
+    The passes, each a method of ``_Selection`` (which owns the temporary tables): the
+    selected runs and their group values go into a temporary table indexed by (group
+    values, run); one walk per metric gathers count, mean, min, max and shifted sums; the
+    squared deviations come from those sums (or an exact second walk where they cannot be
+    trusted); NaN/inf values are counted through the partial index of migration 3; the
+    median (only when asked for) ranks each metric's values within each group.
     """
     if not keys:  # pragma: no cover - callers always group by something
         raise ValueError("no group keys")
-    g = [f"g{i}" for i in range(len(keys))]
-    g_list = ", ".join(g)
-    s_list = ", ".join(f"s.{name}" for name in g)
-    exprs: list[str] = []
-    sel_params: list[Any] = []
-    for key in keys:
-        expr, extra = key.display_sql()
-        exprs.append(expr)
-        sel_params += extra
     with_duration = metrics is None or DURATION in metrics
-    finite = "abs(sm.value) < 9e999"
-    walk = (  # the selected runs in group order, joined to one metric's values
-        "FROM temp.wbg_sel AS s INDEXED BY wbg_sel_groups CROSS JOIN summary_metrics AS sm "
-        f"ON sm.run = s.run AND sm.key = ? AND {finite}"
-    )
-    _drop_temp(conn)
-    # Sorting for the indexes uses temporary b-trees: in memory, not in files.
-    conn.execute("PRAGMA temp_store = MEMORY")
-    try:
-        conn.execute(f"CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, {g_list}, dur)")
-        conn.execute(
-            f"INSERT INTO temp.wbg_sel SELECT runs.num, {', '.join(exprs)}, "
-            f"runs.ended_at - runs.started_at FROM runs WHERE {where}",
-            [*sel_params, *params],
-        )
-        conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run, dur)")
-        # Statistics on the temporary table let the planner see how small a selection is
-        # (without them it may scan all of summary_metrics to build a Bloom filter).
-        conn.execute("ANALYZE temp.wbg_sel")
-        if metrics is None:
-            names = [k for k in query.metric_names(conn) if k != DURATION]
-            if len(names) > 20:  # many keys in the file: walk only those the selection has
-                names = [
-                    k
-                    for (k,) in conn.execute(
-                        "SELECT DISTINCT sm.key FROM temp.wbg_sel AS s CROSS JOIN "
-                        "summary_metrics AS sm ON sm.run = s.run WHERE sm.key != ?",
-                        (DURATION,),
-                    )
-                ]
-        else:
-            names = [m for m in metrics if m != DURATION]
-        # One walk per metric gathers count, mean, min, max and the sums of (x - K) and
-        # (x - K)**2, K being one of the metric's own values: the squared deviations are
-        # then S2 - S1**2/n, accurate unless the spread is tiny next to |mean - K| (then
-        # that group is walked again for an exact two-pass sum, below).
-        conn.execute(
-            f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi, shift, s1, s2)"
+    with _Selection(conn, keys, where, params) as selection:
+        names = selection.metric_names(metrics)
+        selection.walk_metrics(names, with_duration)
+        sumsq = selection.squared_deviations() if deviations else {}
+        medians = _medians(conn, selection.g, names, with_duration) if median else {}
+        return [
+            *selection.stats_rows(sumsq, medians),
+            *selection.run_counts(),
+            *selection.excluded_counts(with_duration),
+        ]
+
+
+_FINITE = "abs(sm.value) < 9e999"
+
+
+class _Selection:
+    """The selected runs of one aggregation in ``temp.wbg_sel`` (each config value read
+    from JSON once), with their per-group statistics in ``temp.wbg_stats``: made on
+    entering, dropped on leaving, whatever happens in between."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        keys: Sequence[query.Key],
+        where: str,
+        params: Sequence[Any],
+    ) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.where = where
+        self.params = params
+        self.g = [f"g{i}" for i in range(len(keys))]
+        self.g_list = ", ".join(self.g)
+        self.s_list = ", ".join(f"s.{name}" for name in self.g)
+
+    def __enter__(self) -> _Selection:
+        conn, g_list = self.conn, self.g_list
+        exprs: list[str] = []
+        sel_params: list[Any] = []
+        for key in self.keys:
+            expr, extra = key.display_sql()
+            exprs.append(expr)
+            sel_params += extra
+        _drop_temp(conn)
+        # Sorting for the indexes uses temporary b-trees: in memory, not in files.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        try:
+            conn.execute(f"CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, {g_list}, dur)")
+            conn.execute(
+                f"INSERT INTO temp.wbg_sel SELECT runs.num, {', '.join(exprs)}, "
+                f"runs.ended_at - runs.started_at FROM runs WHERE {self.where}",
+                [*sel_params, *self.params],
+            )
+            conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run, dur)")
+            # Statistics on the temporary table let the planner see how small a selection
+            # is (without them it may scan all of summary_metrics to build a Bloom filter).
+            conn.execute("ANALYZE temp.wbg_sel")
+            conn.execute(
+                f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi, shift, s1, s2)"
+            )
+        except BaseException:
+            _drop_temp(conn)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _drop_temp(self.conn)
+
+    def metric_names(self, metrics: Sequence[str] | None) -> list[str]:
+        """The stored metrics to walk (``duration_s`` is the selection's own column)."""
+        if metrics is not None:
+            return [m for m in metrics if m != DURATION]
+        names = [k for k in query.metric_names(self.conn) if k != DURATION]
+        if len(names) > 20:  # many keys in the file: walk only those the selection has
+            names = [
+                k
+                for (k,) in self.conn.execute(
+                    "SELECT DISTINCT sm.key FROM temp.wbg_sel AS s CROSS JOIN "
+                    "summary_metrics AS sm ON sm.run = s.run WHERE sm.key != ?",
+                    (DURATION,),
+                )
+            ]
+        return names
+
+    def walk_metrics(self, names: Sequence[str], with_duration: bool) -> None:
+        """Pass one: per (group, metric) count, mean, min, max and the sums of (x - K) and
+        (x - K)**2, K one of the metric's own values, into ``temp.wbg_stats``. The squared
+        deviations are then S2 - S1**2/n, accurate unless the spread is tiny next to
+        |mean - K| (``squared_deviations`` walks those groups again)."""
+        conn, g_list, s_list = self.conn, self.g_list, self.s_list
+        walk = (  # the selected runs in group order, joined to one metric's values
+            "FROM temp.wbg_sel AS s INDEXED BY wbg_sel_groups CROSS JOIN summary_metrics AS sm "
+            f"ON sm.run = s.run AND sm.key = ? AND {_FINITE}"
         )
         for name in names:
             row = conn.execute(
-                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {finite} LIMIT 1",
+                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {_FINITE} LIMIT 1",
                 (name,),
             ).fetchone()
             shift = row[0] if row else 0.0
@@ -302,37 +347,56 @@ def _aggregate(
                 f"GROUP BY {g_list}",
                 (found[0] if found else 0.0,),
             )
+
+    def squared_deviations(self) -> dict[tuple[Any, ...], float]:
+        """Pass two: (group values..., metric) -> sum of squared deviations from the mean,
+        from pass one's sums where they are exact enough, else by a second walk."""
         sumsq: dict[tuple[Any, ...], float] = {}
-        if deviations:
-            redo = []
-            for row in conn.execute(
-                f"SELECT {g_list}, metric, n, s1, s2 FROM temp.wbg_stats WHERE n >= 2"
-            ):
-                *found, n, s1, s2 = row
-                deviation = s2 - s1 * s1 / n
-                # cancellation loses about log10(s2 / deviation) of float's 16 digits
-                if deviation > 0 and s2 <= deviation * 1e6:
-                    sumsq[tuple(found)] = deviation
-                else:
-                    redo.append(tuple(found))
-            if redo:
-                sumsq.update(_exact_deviations(conn, g, redo))
-        medians: dict[tuple[Any, ...], float] = {}
-        if median:
-            medians = _medians(conn, g, names, with_duration)
-        width = len(keys)
-        result: list[tuple[Any, ...]] = []
-        for row in conn.execute(f"SELECT {g_list}, metric, n, mu, lo, hi FROM temp.wbg_stats"):
+        redo = []
+        for row in self.conn.execute(
+            f"SELECT {self.g_list}, metric, n, s1, s2 FROM temp.wbg_stats WHERE n >= 2"
+        ):
+            *found, n, s1, s2 = row
+            deviation = s2 - s1 * s1 / n
+            # cancellation loses about log10(s2 / deviation) of float's 16 digits
+            if deviation > 0 and s2 <= deviation * 1e6:
+                sumsq[tuple(found)] = deviation
+            else:
+                redo.append(tuple(found))
+        if redo:
+            sumsq.update(_exact_deviations(self.conn, self.g, redo))
+        return sumsq
+
+    def stats_rows(
+        self, sumsq: dict[tuple[Any, ...], float], medians: dict[tuple[Any, ...], float]
+    ) -> list[tuple[Any, ...]]:
+        """The ``stats`` rows: pass one's aggregates with the deviations and medians."""
+        width = len(self.g)
+        rows: list[tuple[Any, ...]] = []
+        for row in self.conn.execute(
+            f"SELECT {self.g_list}, metric, n, mu, lo, hi FROM temp.wbg_stats"
+        ):
             group, metric = tuple(row[:width]), row[width]
             found = (*group, metric)
-            result.append(
+            rows.append(
                 ("stats", group, metric, *row[width + 1 :], sumsq.get(found), medians.get(found))
             )
-        for row in conn.execute(
-            f"SELECT {g_list}, count(*) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
-            f"GROUP BY {g_list}"
-        ):
-            result.append(("runs", tuple(row[:width]), None, row[width], *([None] * 5)))
+        return rows
+
+    def run_counts(self) -> list[tuple[Any, ...]]:
+        """The ``runs`` rows: each group's number of selected runs."""
+        width = len(self.g)
+        return [
+            ("runs", tuple(row[:width]), None, row[width], *([None] * 5))
+            for row in self.conn.execute(
+                f"SELECT {self.g_list}, count(*) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
+                f"GROUP BY {self.g_list}"
+            )
+        ]
+
+    def excluded_counts(self, with_duration: bool) -> list[tuple[Any, ...]]:
+        """The ``excluded`` rows: how many NaN/inf values each (group, metric) left out."""
+        g_list, s_list, width = self.g_list, self.s_list, len(self.g)
         excluded = (
             f"SELECT {s_list}, sm.key, count(*) "
             "FROM summary_metrics AS sm INDEXED BY summary_metrics_non_finite "
@@ -344,12 +408,10 @@ def _aggregate(
                 f" UNION ALL SELECT {g_list}, '{DURATION}', count(*) FROM temp.wbg_sel "
                 f"WHERE dur IS NOT NULL AND abs(dur) >= 9e999 GROUP BY {g_list}"
             )
-        for row in conn.execute(excluded):
-            result.append(("excluded", tuple(row[:width]), row[width], row[width + 1]))
-            result[-1] += (None,) * 5
-    finally:
-        _drop_temp(conn)
-    return result
+        return [
+            ("excluded", tuple(row[:width]), row[width], row[width + 1], *([None] * 5))
+            for row in self.conn.execute(excluded)
+        ]
 
 
 def _exact_deviations(
