@@ -106,12 +106,9 @@ def build_table(
     keys = list(group_by or ())
     resolved = [query.resolve_key(k) for k in keys]
     if not keys and not no_group:
-        has_group = conn.execute(
-            f'SELECT 1 FROM runs WHERE ({where}) AND runs."group" IS NOT NULL LIMIT 1', params
-        ).fetchone()
-        no_group = has_group is None
-        if not no_group:
-            keys, resolved = ["group"], [query.resolve_key("group")]
+        keys = query.default_grouping(conn, where, params)
+        resolved = [query.resolve_key(k) for k in keys]
+        no_group = not keys
     if no_group:
         keys, resolved = list(NO_GROUP_KEYS), [query.resolve_key(k) for k in NO_GROUP_KEYS]
     for key in resolved:
@@ -506,18 +503,9 @@ def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return list(by_group.values())
 
 
-def _order_key(value: Any) -> tuple[int, Any]:
-    """Numbers before strings, the ``-`` group (None) last."""
-    if value is None:
-        return (2, 0)
-    if isinstance(value, (int, float)):
-        return (0, value)
-    return (1, str(value))
-
-
 def _sort(table: Table, sort: str | None, desc: bool) -> None:
     if sort is None:
-        table.rows.sort(key=lambda row: [_order_key(row.get(k)) for k in table.keys])
+        table.rows.sort(key=lambda row: [query.group_order_key(row.get(k)) for k in table.keys])
         if desc:
             table.rows.reverse()
         return
@@ -535,5 +523,5 @@ def _sort(table: Table, sort: str | None, desc: bool) -> None:
         raise InvalidInput(f"cannot sort by {sort!r}: not a column of this table", hint=hint)
     present = [row for row in table.rows if row.get(sort) is not None]
     missing = [row for row in table.rows if row.get(sort) is None]
-    present.sort(key=lambda row: _order_key(row[sort]), reverse=desc)
+    present.sort(key=lambda row: query.group_order_key(row[sort]), reverse=desc)
     table.rows = present + missing  # rows without a value stay last either way

@@ -131,10 +131,7 @@ def select_runs(
     """
     where, params = filters.sql()
     if group_by is None:
-        has_group = conn.execute(
-            f'SELECT 1 FROM runs WHERE ({where}) AND runs."group" IS NOT NULL LIMIT 1', params
-        ).fetchone()
-        group_by = ["group"] if has_group else []
+        group_by = query.default_grouping(conn, where, params)
     keys = [query.resolve_key(name) for name in group_by]
     for key in keys:
         if not query.key_exists(conn, key, where, params):
@@ -158,7 +155,7 @@ def select_runs(
                 _label(value) if key.name == "group" else f"{key.name}={_label(value)}"
                 for key, value in zip(keys, key_values, strict=True)
             )
-            sort_keys.setdefault(label, tuple(_sort_key(v) for v in key_values))
+            sort_keys.setdefault(label, tuple(query.group_order_key(v) for v in key_values))
         else:
             label = f"{name} ({run_id})" if name and name != run_id else run_id
             sort_keys.setdefault(label, (len(sort_keys),))
@@ -173,15 +170,6 @@ def _label(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return str(value)
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    # numbers in numeric order, then text, then the missing group
-    if value is None:
-        return (2, "")
-    if isinstance(value, (int, float)):
-        return (0, value)
-    return (1, str(value))
 
 
 # SQLite stores NaN as NULL; ±inf fall outside the range of finite doubles.

@@ -103,6 +103,27 @@ def grouping(group_by: Sequence[str] | None, no_group: bool = False) -> list[str
     return split_keys(group_by) if group_by else None
 
 
+def default_grouping(
+    conn: sqlite3.Connection, where: str = "1", params: Sequence[Any] = ()
+) -> list[str]:
+    """The group keys of a grouped view given none (``wbg table``, ``wbg plot``): by
+    ``group`` when any selected run has one, else none (one row or curve per run)."""
+    has_group = conn.execute(
+        f'SELECT 1 FROM runs WHERE ({where}) AND runs."group" IS NOT NULL LIMIT 1', params
+    ).fetchone()
+    return ["group"] if has_group else []
+
+
+def group_order_key(value: Any) -> tuple[int, Any]:
+    """Where a group key's value sorts in every grouped view: numbers in numeric order,
+    then text, the ``-`` group (no value) last."""
+    if value is None:
+        return (2, "")
+    if isinstance(value, (int, float)):
+        return (0, value)
+    return (1, str(value))
+
+
 def fts_query(text: str) -> str:
     """``--search`` text as a full-text query: every word must appear (in any field), each
     word taken literally (quoted, so ``OR``, ``-`` or ``"`` in it mean nothing special)."""
