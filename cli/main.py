@@ -22,6 +22,7 @@ from wbg.cli import plot as plot_cmds
 from wbg.cli import record as record_cmds
 from wbg.cli import runs as runs_cmds
 from wbg.cli import table as table_cmds
+from wbg.cli import ui as ui_cmds
 
 
 def _new_app() -> typer.Typer:
@@ -44,6 +45,7 @@ app.add_typer(group_cmds.app, name="group")
 app.add_typer(runs_cmds.app, name="runs")
 plot_cmds.register(app)
 export_cmds.register(app)
+ui_cmds.register(app)
 interop_cmds.register(app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
