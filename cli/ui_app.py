@@ -270,6 +270,8 @@ def clean_output(text: str) -> list[str]:
 class ChartView(Widget, can_focus=True):
     """One metric's grouped curves, drawn by the renderer of ``wbg plot``."""
 
+    BINDINGS = [Binding("enter", "open", "Full screen")]
+
     DEFAULT_CSS = """
     ChartView { height: 1fr; min-height: 6; }
     ChartView:focus { background: $boost; }
@@ -283,6 +285,11 @@ class ChartView(Widget, can_focus=True):
         self.x_range: tuple[float, float] | None = None
         self.log_y = False
         self.text = ""
+
+    def action_open(self) -> None:
+        charts = self.parent
+        if isinstance(charts, Charts):  # not the full-screen chart itself
+            open_chart(self.app, charts.scope, self.metric)
 
     def show(self, found: curves.Panel | str) -> None:
         if isinstance(found, str):
@@ -582,7 +589,8 @@ class MainScreen(DataScreen):
         self.app.push_screen(Picker("Group by (in order)", keys, chosen, ordered=True), picked)
 
     def action_pick_metrics(self) -> None:
-        pick_metrics(self.app, self.settings.metrics, lambda: self.reload(table=False))
+        shown = [view.metric for view in self.query_one(Charts).views()]
+        pick_metrics(self.app, shown, lambda: self.reload(table=False))
 
     def action_cycle_line(self) -> None:
         self.settings.line = _next(curves.LINES, self.settings.line)
@@ -663,17 +671,18 @@ def _next(options: Sequence[Any], value: Any) -> Any:
     return options[(index + 1) % len(options)]
 
 
-def pick_metrics(app: App, current: list[str], done: Callable[[], None]) -> None:
+def pick_metrics(app: App, shown: list[str], done: Callable[[], None]) -> None:
+    """The metric picker, starting from the charts ``shown``; applies to every screen."""
     path = app.path  # type: ignore[attr-defined]
     with contextlib.closing(_connect(path)) as conn:
         names = [m for m in query.metric_names(conn) if m != aggregate.DURATION]
 
     def picked(result: list[str] | None) -> None:
         if result is not None:
-            current[:] = result
+            app.settings.metrics = result  # type: ignore[attr-defined]
             done()
 
-    app.push_screen(Picker("Metrics to chart", names, list(current)), picked)
+    app.push_screen(Picker("Metrics to chart", names, shown), picked)
 
 
 def open_chart(app: App, scope: Scope, metric: str) -> None:
@@ -716,14 +725,20 @@ def delete_run(app: App, run_id: str) -> None:
                 raise InvalidInput(f"run {run_id} is still running: not deleted")
             runs.delete_runs(conn, nums)
 
-        if changed(app, delete, f"deleted {run_id}") and isinstance(app.screen, RunScreen):
+        screen = app.screen
+        if isinstance(screen, RunScreen):
+            screen.gone = True  # nothing left to reload on its page
+        if changed(app, delete, f"deleted {run_id}") and isinstance(screen, RunScreen):
             app.pop_screen()
+        elif isinstance(screen, RunScreen):
+            screen.gone = False
 
     app.push_screen(Confirm(f"Delete run {run_id} with its history and output?"), answered)
 
 
 def changed(app: App, change: Callable[[Any], Any], done: str) -> bool:
-    """Apply a change through the app's connection, then reload every screen."""
+    """Apply a change through the app's connection (the store function the CLI calls),
+    then reload every screen."""
     try:
         change(app.conn)  # type: ignore[attr-defined]
     except WbgError as exc:
@@ -1026,6 +1041,7 @@ class RunScreen(DataScreen):
         super().__init__()
         self.run_id = run_id
         self.data: RunData | None = None
+        self.gone = False  # deleted from this page
 
     def compose(self) -> ComposeResult:
         yield Static(f"run {self.run_id}", id="title")
@@ -1045,6 +1061,8 @@ class RunScreen(DataScreen):
         self.reload()
 
     def reload(self) -> None:
+        if self.gone:
+            return
         path, run_id = self.app.path, self.run_id  # type: ignore[attr-defined]
         settings, scope = replace(self.app.settings), self._scope()  # type: ignore[attr-defined]
         self.loader.start("run", lambda: load_run(path, run_id), self._show)
