@@ -499,16 +499,20 @@ class MainScreen(DataScreen):
             first = self.page * PAGE_SIZE
             what = "groups" if data.grouped else "runs"
             shown = f"{first + 1}-{min(first + PAGE_SIZE, data.rows)} of " if data.rows else ""
-            counts = f" · {data.total:,} runs · {what} {shown}{data.rows:,}"
+            counts = f"{data.total:,} runs · {what} {shown}{data.rows:,} · "
         if not s.grouped:
             grouping = "off (g)"
         elif data is not None and data.grouped:
             grouping = ", ".join(data.keys)
         else:
             grouping = ", ".join(s.group_by or ["default"])
+        lines = [
+            f"{counts}filter: {s.filter_text()} · db {app.shown_path}",  # type: ignore[attr-defined]
+            f"group by: {grouping} · chart: {s.chart_text()}",
+        ]
+        # one line each, cut at the width (a long path loses its end, not the settings)
         self.query_one("#status", Static).update(
-            f"db {app.shown_path}{counts} · filter: {s.filter_text()}\n"  # type: ignore[attr-defined]
-            f"group by: {grouping} · chart: {s.chart_text()}"
+            Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
         )
 
     async def _show_table(self, data: TableData) -> None:

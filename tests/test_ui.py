@@ -12,12 +12,15 @@ import contextlib
 import csv
 import io
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_wbg
+from conftest import wbg_executable
+from helpers import run_wbg, wait_for
 from views_helpers import add_run, fixture_experiment
 
 from wbg import aggregate, db, query, runs
@@ -520,3 +523,47 @@ def test_other_commands_do_not_import_textual(experiment, db_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stderr.strip().endswith("False"), proc.stderr
     assert "exp-a" in proc.stdout
+
+
+def test_in_a_real_terminal_through_tmux(experiment, db_path, tmp_path):
+    """`wbg ui` on a real 80x24 terminal: first screen, keys, help, q quits with 0."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (.ci/run installs it): no real-terminal check")
+    socket = str(tmp_path / "tmux.sock")  # a server of its own: the user's tmux is not touched
+    command = shlex.join([*wbg_executable(), "ui", "--db", str(db_path)])
+    subprocess.run(
+        [tmux, "-S", socket, "new-session", "-d", "-s", "ui", "-x", "80", "-y", "24",
+         f"{command}; echo EXIT=$?; sleep 600"],
+        check=True,
+        env={**os.environ, "TERM": "xterm-256color"},
+    )  # fmt: skip
+
+    def screen() -> str:
+        proc = subprocess.run(
+            [tmux, "-S", socket, "capture-pane", "-p", "-t", "ui"], capture_output=True, text=True
+        )
+        return proc.stdout
+
+    def keys(*names: str) -> None:
+        subprocess.run([tmux, "-S", socket, "send-keys", "-t", "ui", *names], check=True)
+
+    try:
+        drawn = ("▸ exp-b", "q Quit", "loss (mean per group, band: min-max)")
+        wait_for(lambda: all(part in screen() for part in drawn), timeout=60)
+        first = screen().splitlines()
+        assert len(first) == 24
+        assert first[0].startswith(" 8 runs · groups 1-2 of 2 · filter: none · db")
+        assert first[1].startswith(" group by: group · chart: mean, band minmax, x step")
+        assert first[3].startswith(" ▸ exp-a  4     0.91 ± 0.01 (n=3)")
+        keys("g")
+        wait_for(lambda: "exp-a-fold0 (" in screen(), timeout=30)
+        assert "group by: off (g)" in screen()
+        keys("?")
+        wait_for(lambda: "wbg ui — keys" in screen(), timeout=30)
+        keys("Escape")
+        wait_for(lambda: "wbg ui — keys" not in screen(), timeout=30)
+        keys("q")
+        wait_for(lambda: "EXIT=0" in screen(), timeout=30)
+    finally:
+        subprocess.run([tmux, "-S", socket, "kill-server"], capture_output=True)
