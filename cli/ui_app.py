@@ -430,7 +430,9 @@ class MainScreen(DataScreen):
     ]
 
     DEFAULT_CSS = """
-    #status { height: 2; background: $panel; padding: 0 1; }
+    #status {
+        height: 2; background: $panel; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     #body { height: 1fr; layout: vertical; }
     #body.wide { layout: horizontal; }
     #runs { height: 1fr; }
@@ -510,10 +512,8 @@ class MainScreen(DataScreen):
             f"{counts}filter: {s.filter_text()} · db {app.shown_path}",  # type: ignore[attr-defined]
             f"group by: {grouping} · chart: {s.chart_text()}",
         ]
-        # one line each, cut at the width (a long path loses its end, not the settings)
-        self.query_one("#status", Static).update(
-            Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
-        )
+        # one line each, cut at the width (CSS): a long path loses its end, not the settings
+        self.query_one("#status", Static).update(Text("\n".join(lines)))
 
     async def _show_table(self, data: TableData) -> None:
         self.data = data
