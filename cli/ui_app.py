@@ -54,6 +54,7 @@ MEMBERS_SHOWN = 50  # runs listed under an expanded group row (all on the group 
 UNGROUPED_LINES = 10  # with grouping off, the newest runs get a line each
 POLL_S = 0.5  # change-counter poll: at most two reloads a second
 RUNNING = "●"
+MAX_COLUMN = 48  # widest table column (a longer cell is cut; the run page shows all)
 AGGREGATES = ("count", "mean", "std")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -519,17 +520,11 @@ class MainScreen(DataScreen):
         self.data = data
         table = self.query_one("#runs", DataTable)
         row_before = table.cursor_row
-        table.clear(columns=True)
         if data.grouped:
-            table.add_column("group" if data.keys == ["group"] else ", ".join(data.keys))
-            table.add_column("runs")
+            columns = ["group" if data.keys == ["group"] else ", ".join(data.keys), "runs"]
         else:
-            for name in ("run", "state", "group", "job_type"):
-                table.add_column(name)
-        for metric in data.metrics:
-            table.add_column(metric)
-        for entry in data.entries:
-            table.add_row(*self._cells(data, entry))
+            columns = ["run", "state", "group", "job_type"]
+        fill_table(table, [*columns, *data.metrics], [self._cells(data, e) for e in data.entries])
         if data.entries:
             table.move_cursor(row=min(row_before, len(data.entries) - 1))
         self._status()
@@ -668,6 +663,21 @@ class MainScreen(DataScreen):
         run_id = self._run_id()
         if run_id:
             delete_run(self.app, run_id)
+
+
+def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Replace a table's columns and rows. Widths are measured here, from the cells of the
+    page, rather than left to DataTable's own measuring when idle, which can miss rows
+    that arrive while the app is busy."""
+    from rich.cells import cell_len
+
+    widths = [cell_len(c) for c in columns]
+    for row in rows:
+        widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row, strict=True)]
+    table.clear(columns=True)
+    for column, width in zip(columns, widths, strict=True):
+        table.add_column(column, width=min(width, MAX_COLUMN))
+    table.add_rows(rows)
 
 
 def _next(options: Sequence[Any], value: Any) -> Any:
@@ -961,26 +971,25 @@ class GroupScreen(DataScreen):
         self.query_one("#facts", Static).update(
             Text("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.facts))
         )
-        members = self.query_one("#members", DataTable)
-        members.clear(columns=True)
-        for column in data.columns:
-            members.add_column(column.removeprefix("summary."))
-        for row in data.rows:
-            members.add_row(*(_cell(row.get(c)) for c in data.columns))
-        table = self.query_one("#aggregates", DataTable)
-        table.clear(columns=True)
-        if data.aggregates is not None:
-            result = data.aggregates
-            table.add_column("job_type")
-            table.add_column("runs")
-            for metric in result.metrics:
-                table.add_column(metric)
-            for row in result.rows:
-                table.add_row(
-                    row["job_type"] or "-",
-                    str(row["runs"]),
-                    *(metric_cell(row, m) for m in result.metrics),
-                )
+        fill_table(
+            self.query_one("#members", DataTable),
+            [c.removeprefix("summary.") for c in data.columns],
+            [[_cell(row.get(c)) for c in data.columns] for row in data.rows],
+        )
+        result = data.aggregates
+        if result is not None:
+            fill_table(
+                self.query_one("#aggregates", DataTable),
+                ["job_type", "runs", *result.metrics],
+                [
+                    [
+                        row["job_type"] or "-",
+                        str(row["runs"]),
+                        *(metric_cell(row, m) for m in result.metrics),
+                    ]
+                    for row in result.rows
+                ],
+            )
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

@@ -1,0 +1,138 @@
+"""Benchmark of ``wbg ui`` (issue 14): a script, not a test.
+
+On the databases of ``bench_views.py`` (N runs, 5 summary metrics, groups of 1,000 runs)
+it starts ``wbg ui`` in a real terminal (a tmux pane, 120x40) and reads the screen:
+
+- time to first screen: from starting the process to the first group row on screen, and
+  to the status line's run count (the grouped aggregation done), median of 3 starts;
+- time for the key ``g`` (grouping off: the first page of runs), median of 3;
+- peak memory (VmHWM) of the process once the first screen is drawn;
+- the cost of one poll when nothing changed (``PRAGMA data_version``), in-process.
+
+Usage: python benchmarks/bench_ui.py [--runs 1000 100000] [--keep]
+Needs tmux and the ui extra (pip install 'wbg[ui]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_views import ENV, build, wbg_command  # noqa: E402
+
+
+class Pane:
+    """``wbg ui`` in a tmux pane of a tmux server of its own."""
+
+    def __init__(self, db: Path, socket: Path) -> None:
+        self.socket = str(socket)
+        command = shlex.join([*wbg_command(), "ui", "--db", str(db)])
+        self.started = time.perf_counter()
+        subprocess.run(
+            ["tmux", "-S", self.socket, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40",
+             f"exec {command}"],
+            check=True,
+            env={**ENV, "TERM": "xterm-256color"},
+        )  # fmt: skip
+
+    def screen(self) -> str:
+        return subprocess.run(
+            ["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "b"],
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def wait(self, text: str, timeout: float = 120.0) -> float:
+        """Seconds from the start until ``text`` is on screen."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if text in self.screen():
+                return time.perf_counter() - self.started
+            time.sleep(0.01)
+        raise RuntimeError(f"{text!r} never appeared:\n{self.screen()}")
+
+    def keys(self, *names: str) -> None:
+        self.started = time.perf_counter()
+        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "b", *names], check=True)
+
+    def peak_rss_mib(self) -> float:
+        pid = subprocess.run(
+            ["tmux", "-S", self.socket, "display", "-p", "-t", "b", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+def poll_cost(db: Path, repeat: int = 20000) -> float:
+    from wbg import workspace
+
+    conn = sqlite3.connect(db)
+    workspace.data_version(conn)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        workspace.data_version(conn)
+    conn.close()
+    return (time.perf_counter() - start) / repeat
+
+
+def measure(db: Path, runs: int, tmp: Path) -> None:
+    first_row, counted, ungrouped, peak = [], [], [], []
+    for attempt in range(3):
+        pane = Pane(db, tmp / f"tmux-{runs}-{attempt}.sock")
+        try:
+            first_row.append(pane.wait("▸ group-000"))
+            counted.append(pane.wait(f"{runs:,} runs · groups"))
+            peak.append(pane.peak_rss_mib())
+            pane.keys("g")
+            ungrouped.append(pane.wait(f"run-{runs} (r{runs:07d})"))
+            pane.keys("q")
+        finally:
+            pane.close()
+    print(f"{runs:,} runs")
+    print(f"  first group row on screen         {statistics.median(first_row) * 1000:8.0f} ms")
+    print(f"  status with the run count         {statistics.median(counted) * 1000:8.0f} ms")
+    print(f"  g (grouping off, first page)      {statistics.median(ungrouped) * 1000:8.0f} ms")
+    print(f"  peak RSS after the first screen   {max(peak):8.1f} MiB")
+    print(f"  poll with nothing changed         {poll_cost(db) * 1e6:8.1f} µs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    args = parser.parse_args()
+    if shutil.which("tmux") is None:
+        sys.exit("bench_ui needs tmux")
+    tmp = Path(tempfile.mkdtemp(prefix="wbg-bench-ui-"))
+    try:
+        for runs in args.runs:
+            db = tmp / f"ui-{runs}.db"
+            start = time.perf_counter()
+            build(db, runs)
+            print(f"built {db} ({runs} runs) in {time.perf_counter() - start:.1f} s")
+            measure(db, runs, tmp)
+        print(f"load average                        {os.getloadavg()[0]:8.2f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
