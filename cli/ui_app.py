@@ -459,7 +459,9 @@ class MainScreen(DataScreen):
         return self.app.settings  # type: ignore[attr-defined]
 
     def on_mount(self) -> None:
-        self.reload()
+        # The table first, the charts once it is up: at 100,000 runs both loads compete for
+        # the interpreter, and the table is what the first screen is for.
+        self.reload(charts=False)
 
     def on_resize(self) -> None:
         self.query_one("#body").set_class(self.size.width >= 120, "wide")
@@ -517,7 +519,7 @@ class MainScreen(DataScreen):
         self.query_one("#status", Static).update(Text("\n".join(lines)))
 
     async def _show_table(self, data: TableData) -> None:
-        self.data = data
+        first, self.data = self.data is None, data
         table = self.query_one("#runs", DataTable)
         row_before = table.cursor_row
         if data.grouped:
@@ -528,6 +530,8 @@ class MainScreen(DataScreen):
         if data.entries:
             table.move_cursor(row=min(row_before, len(data.entries) - 1))
         self._status()
+        if first:
+            self._load_charts()
 
     def _cells(self, data: TableData, entry: Entry) -> list[str]:
         row = entry.row
