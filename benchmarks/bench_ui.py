@@ -7,9 +7,10 @@ it starts ``wbg ui`` in a real terminal (a tmux pane, 120x40) and reads the scre
   to the status line's run count (the grouped aggregation done), median of 3 starts;
 - time for the key ``g`` (grouping off: the first page of runs), median of 3;
 - peak memory (VmHWM) of the process once the first screen is drawn;
-- the cost of one poll when nothing changed (``PRAGMA data_version``), in-process.
+- the cost of one poll when nothing changed (``PRAGMA data_version``), in-process;
+- long curves: 10 runs x 100,000 steps in 2 groups, time until the chart is drawn.
 
-Usage: python benchmarks/bench_ui.py [--runs 1000 100000] [--keep]
+Usage: python benchmarks/bench_ui.py [--runs 1000 100000] [--steps 100000] [--keep]
 Needs tmux and the ui extra (pip install 'wbg[ui]').
 """
 
@@ -113,9 +114,52 @@ def measure(db: Path, runs: int, tmp: Path) -> None:
     print(f"  poll with nothing changed         {poll_cost(db) * 1e6:8.1f} µs")
 
 
+def build_long(path: Path, steps: int, n_runs: int = 10) -> None:
+    """``n_runs`` runs in 2 groups, each logging ``loss`` at every one of ``steps`` steps."""
+    import contextlib
+    import math
+    import random
+
+    from wbg import runs
+    from wbg.db import connect
+
+    rng = random.Random(0)
+    with contextlib.closing(connect(path)) as conn:
+        for index in range(n_runs):
+            with runs.transaction(conn):
+                run_id, num = runs.create_run(
+                    conn, project="bench", group=f"long-{index % 2}", job_type="train", config={}
+                )
+                runs.write_history(
+                    conn,
+                    [
+                        (num, step, "loss", math.exp(-step / steps) + rng.random() * 0.1, step)
+                        for step in range(steps)
+                    ],
+                )
+                runs.merge_summary(conn, num, {"loss": 0.5})
+                runs.finish_run(conn, run_id, state="finished", exit_code=0)
+
+
+def measure_long(db: Path, steps: int, tmp: Path) -> None:
+    drawn, peak = [], []
+    for attempt in range(3):
+        pane = Pane(db, tmp / f"tmux-long-{attempt}.sock")
+        try:
+            drawn.append(pane.wait("loss (mean per group, band: min-max)"))
+            peak.append(pane.peak_rss_mib())
+            pane.keys("q")
+        finally:
+            pane.close()
+    print(f"10 runs x {steps:,} steps (2 groups)")
+    print(f"  chart drawn                       {statistics.median(drawn) * 1000:8.0f} ms")
+    print(f"  peak RSS                          {max(peak):8.1f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--steps", type=int, default=100_000, help="0: skip the long curves")
     parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
@@ -128,6 +172,14 @@ def main() -> None:
             build(db, runs)
             print(f"built {db} ({runs} runs) in {time.perf_counter() - start:.1f} s")
             measure(db, runs, tmp)
+        if args.steps:
+            db = tmp / "ui-long.db"
+            start = time.perf_counter()
+            build_long(db, args.steps)
+            print(
+                f"built {db} (10 runs x {args.steps} steps) in {time.perf_counter() - start:.1f} s"
+            )
+            measure_long(db, args.steps, tmp)
         print(f"load average                        {os.getloadavg()[0]:8.2f}")
     finally:
         if not args.keep:
