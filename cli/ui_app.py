@@ -904,6 +904,10 @@ def load_group(
             return GroupData(facts, rows, columns, page["aggregates"])
         members, count = workspace.group_members(conn, filters, keys, group, limit=PAGE_SIZE)
         facts = [("group", group_label(keys, group)), ("runs", str(count))]
+        narrowed = workspace.member_filters(filters, keys, group)
+        table = None
+        if narrowed is not None:  # the missing-key group has no --where of its own
+            table = aggregate.build_table(conn, narrowed, group_by=["job_type"])
         rows = [
             {
                 "id": m["id"],
@@ -917,7 +921,7 @@ def load_group(
             for m in members
         ]
         columns = list(dict.fromkeys(c for row in rows for c in row))
-        return GroupData(facts, rows, columns, None)
+        return GroupData(facts, rows, columns, table)
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -113,6 +113,25 @@ def group_members(
     return _page_rows(rows), total
 
 
+def member_filters(
+    filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
+) -> query.Filters | None:
+    """``filters`` narrowed to one group as ``--where`` conditions (so that any reading
+    function takes it), or None for the missing-key group, which no condition selects."""
+    conditions = []
+    for key, value in zip(keys, group, strict=True):
+        if value is None:
+            return None
+        if isinstance(value, str) and value not in ("true", "false"):
+            if "'" in value:
+                return None
+            value = f"'{value}'"
+        elif isinstance(value, float):
+            value = repr(value)  # round-trips exactly
+        conditions.append(f"{key} = {value}")
+    return replace(filters, where=(*filters.where, *conditions))
+
+
 def member_nums(
     conn: sqlite3.Connection, filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
 ) -> list[int]:

@@ -355,6 +355,33 @@ def test_group_page_shows_wbg_group_show(experiment, db_path):
     assert back is MainScreen
 
 
+def test_group_page_of_a_config_key_group(experiment, db_path):
+    from wbg.cli.table import human_rows
+
+    settings = WorkspaceSettings(query.Filters(), group_by=["lr"])
+
+    async def scenario(app, pilot):
+        await press(pilot, "down", "enter")  # lr=0.1
+        screen = app.screen
+        facts = flat(screen.query_one("#facts").content)
+        aggregates = screen.query_one("#aggregates")
+        rows = [[str(c) for c in aggregates.get_row_at(i)] for i in range(aggregates.row_count)]
+        members = screen.query_one("#members")
+        return facts, rows, members.row_count
+
+    facts, rows, members = run_app(db_path, scenario, settings)
+    assert facts == "group lr=0.1 runs 4"
+    assert members == 4
+    with contextlib.closing(db.connect(db_path)) as conn:
+        table = aggregate.build_table(conn, query.Filters(), group_by=["lr", "job_type"])
+    expected, _, _ = human_rows(table, 4)
+    assert rows == [
+        [row["job_type"], str(row["runs"]), *(row[m] for m in table.metrics)]
+        for row in expected
+        if row["lr"] == "0.1"
+    ]
+
+
 def test_run_page_follows_output_and_tags_moves_deletes(experiment, db_path):
     run_id = experiment["exp-b-eval"]
     with contextlib.closing(db.connect(db_path)) as conn:
