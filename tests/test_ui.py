@@ -471,6 +471,66 @@ def test_live_refresh_follows_other_writers_and_is_idle_otherwise(experiment, db
     }  # fmt: skip
 
 
+def test_a_recording_run_is_followed_live(db_path, tmp_path):
+    """A real `wbg run` child: marked running, its output and curve followed, then ended."""
+    go = tmp_path / "go"
+    script = (
+        "import pathlib, time\n"
+        "print('loss: 2.0', flush=True)\n"
+        f"while not pathlib.Path({str(go)!r}).exists():\n"
+        "    time.sleep(0.05)\n"
+        "print('loss: 1.0')\nprint('done')\n"
+    )
+    child = subprocess.Popen(
+        [*wbg_executable(), "run", "-g", "live", "-n", "job", "--", sys.executable, "-c", script],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def logged() -> bool:
+        with contextlib.closing(db.connect(db_path)) as conn:
+            found = runs.list_runs(conn)
+            return bool(found) and runs.get_output(conn, found[0]["id"]) is not None
+
+    async def until(pilot, predicate) -> None:
+        for _ in range(3000):
+            pilot.app.poll()
+            await settle(pilot)
+            if predicate():
+                return
+            await pilot.pause(0.02)
+        raise AssertionError("the screen did not follow the run")
+
+    try:
+        wait_for(logged, timeout=60)
+
+        async def scenario(app, pilot):
+            seen = {"row": cells(app)[0]}
+            await press(pilot, "enter")
+            screen = app.screen
+            await until(pilot, lambda: "loss: 2.0" in screen.query_one("#log").lines)
+            seen["title"] = str(screen.query_one("#title").content)
+            go.write_text("")
+            await until(pilot, lambda: "done" in screen.query_one("#log").lines)
+            await until(pilot, lambda: "finished" in str(screen.query_one("#title").content))
+            seen["log"] = list(screen.query_one("#log").lines)
+            await press(pilot, "3")
+            seen["curve"] = chart_rows(screen.query_one(ChartView))
+            return seen
+
+        settings = WorkspaceSettings(query.Filters(), grouped=False)
+        seen = run_app(db_path, scenario, settings)
+        assert child.wait(timeout=60) == 0
+    finally:
+        go.write_text("")
+        child.wait(timeout=60)
+    assert seen["row"][0].startswith("job (")
+    assert seen["row"][1:3] == ["● running", "live"]
+    assert seen["title"].endswith("· ● running")
+    assert seen["log"] == ["loss: 2.0", "loss: 1.0", "done"]
+    assert [(row["x"], row["line"]) for row in seen["curve"]] == [("0", "2.0"), ("1", "1.0")]
+
+
 # --- help, colour, size ----------------------------------------------------------------------
 
 
