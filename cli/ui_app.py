@@ -51,6 +51,7 @@ from wbg.errors import WbgError
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 PAGE_SIZE = 200  # table rows per page: a page is built at once, 100,000 runs never are
 MEMBERS_SHOWN = 50  # runs listed under an expanded group row (all on the group page)
+RUN_CHARTS = 4  # a run page charts the run's first metrics unless metrics were picked
 UNGROUPED_LINES = 10  # with grouping off, the newest runs get a line each
 POLL_S = 0.5  # change-counter poll: at most two reloads a second
 RUNNING = "●"
@@ -287,9 +288,13 @@ class ChartView(Widget, can_focus=True):
         self.log_y = False
         self.text = ""
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Enter opens a chart of a panel full-screen; the full-screen chart has no Enter
+        return action != "open" or isinstance(self.parent, Charts)
+
     def action_open(self) -> None:
         charts = self.parent
-        if isinstance(charts, Charts):  # not the full-screen chart itself
+        if isinstance(charts, Charts):
             open_chart(self.app, charts.scope, self.metric)
 
     def show(self, found: curves.Panel | str) -> None:
@@ -390,6 +395,13 @@ class Loader:
 
 class DataScreen(Screen):
     """A screen that reloads its data when the database changes."""
+
+    DEFAULT_CSS = """
+    DataScreen #title { height: 1; background: $panel; padding: 0 1; text-wrap: nowrap; }
+    DataScreen TabbedContent { height: 1fr; }
+    DataScreen TabPane { height: 1fr; padding: 0; }
+    DataScreen #facts, DataScreen #fields { padding: 0 1; }
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -1089,7 +1101,10 @@ class RunScreen(DataScreen):
         self.loader.start("run", lambda: load_run(path, run_id), self._show)
 
         def charts():
-            metrics = settings.metrics or default_metrics(path)
+            metrics = settings.metrics
+            if not metrics:  # the run's own curves, not another run's default
+                with contextlib.closing(_connect(path)) as conn:
+                    metrics = workspace.run_history_keys(conn, run_id)[:RUN_CHARTS]
             return load_panels(path, scope, metrics, settings)
 
         self.loader.start("charts", charts, self.query_one(Charts).show)
@@ -1290,7 +1305,7 @@ wbg ui — keys
 
 Workspace
   g        grouping on/off (off: one row and one line per run)
-  G        group-by keys: pick config columns, group, job_type (in order = nested)
+  G        group by: config keys, group, job_type... (picked in order = nested)
   m        metrics to chart (search, Enter adds/removes, Esc applies)
   l        line: mean → median → min → max
   b        band: none → min-max → std → stderr
@@ -1298,7 +1313,7 @@ Workspace
   s        smoothing (EMA weight): 0 → 0.6 → 0.8 → 0.9 → 0.95 → 0.99
   space    expand/collapse a group row into its runs
   Enter    open the group's or the run's page
-  Tab      move between the table and the charts; Enter on a chart: full-screen
+  Tab      table ↔ charts; Enter on a chart shows it full-screen
   f        first (or focused) chart full-screen
   [ ]      previous / next page of rows
   t M d    tag, move to another group, delete the run of the row

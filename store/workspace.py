@@ -159,6 +159,18 @@ def latest(selection: Selection, count: int) -> Selection:
     return restrict(selection, newest)
 
 
+def run_history_keys(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """The metrics a run logged history for, sorted (one primary-key range of history)."""
+    return [
+        key
+        for (key,) in conn.execute(
+            "SELECT DISTINCT key FROM history WHERE run = (SELECT num FROM runs WHERE id = ?) "
+            "ORDER BY key",
+            (run_id,),
+        )
+    ]
+
+
 def run_output_tail(conn: sqlite3.Connection, run_id: str, max_bytes: int = 65536) -> str:
     """The end of a run's kept output as text (undecodable bytes replaced)."""
     kept = runs.get_output(conn, run_id)

@@ -542,7 +542,7 @@ def test_help_and_quit(experiment, db_path):
         return text, app.return_code
 
     text, code = run_app(db_path, scenario)
-    assert "G        group-by keys" in text
+    assert "G        group by: config keys, group, job_type" in text
     assert code == 0
 
 
