@@ -521,6 +521,8 @@ class MainScreen(DataScreen):
             grouping = "off (g)"
         elif data is not None and data.grouped:
             grouping = ", ".join(data.keys)
+        elif data is not None:
+            grouping = "none: no run has a group (g picks keys)"
         else:
             grouping = ", ".join(s.group_by or ["default"])
         lines = [
@@ -581,7 +583,13 @@ class MainScreen(DataScreen):
     # --- keys ---
 
     def action_toggle_grouping(self) -> None:
-        self.settings.grouped = not self.settings.grouped
+        settings = self.settings
+        showing_groups = self.data is not None and self.data.grouped
+        if settings.grouped and not showing_groups and settings.group_by is None:
+            # runs, because no run has a group (wbg table's default): pick what to group by
+            self.action_pick_group_by()
+            return
+        settings.grouped = not showing_groups
         self.page = 0
         self.reload()
 

@@ -227,9 +227,15 @@ def test_pages_of_runs_at_scale(db_path):
         for key in ("right_square_bracket", "right_square_bracket", "right_square_bracket"):
             await press(pilot, key)
             seen.append((len(cells(app)), str(app.screen.query_one("#status").content)))
-        return seen, cells(app)[-1][0]
+        last = cells(app)[-1][0]
+        await press(pilot, "g")  # no run has a group: g asks what to group by
+        picker = isinstance(app.screen, Picker)
+        await press(pilot, *"quit")  # typed into the search box, not the quit key
+        return seen, last, picker, app.screen.query_one("#search").value
 
-    seen, last = run_app(db_path, scenario)
+    seen, last, picker, typed = run_app(db_path, scenario)
+    assert picker
+    assert typed == "quit"
     # no run has a group: one row per run by default, as wbg table
     assert [n for n, _ in seen] == [200, 200, 50, 50]
     assert "450 runs · runs 1-200 of 450" in seen[0][1]
