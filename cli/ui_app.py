@@ -353,36 +353,35 @@ class Charts(Vertical):
 
 
 class Loader:
-    """Loads of one screen, by kind, in threads: a load asked for while one of its kind
-    runs is queued (once), so a slow aggregation is never started twice at once."""
+    """Loads of one screen, by kind, in threads. A load asked for while one of its kind
+    runs waits for it (only the newest such request is kept), so a slow aggregation is
+    never run twice at once, however often the data changes; the finished load's result
+    is still shown, so a busy database never starves the screen."""
 
     def __init__(self, screen: Screen) -> None:
         self.screen = screen
         self.busy: set[str] = set()
-        self.pending: set[str] = set()
+        self.pending: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {}
 
     def start(self, kind: str, compute: Callable[[], Any], apply: Callable[[Any], Any]) -> None:
         if kind in self.busy:
-            self.pending.add(kind)
+            self.pending[kind] = (compute, apply)
             return
         self.busy.add(kind)
-        self._run(kind, compute, apply)
 
-    def _run(self, kind: str, compute: Callable[[], Any], apply: Callable[[Any], Any]) -> None:
         def job() -> None:
             try:
                 result: Any = compute()
             except WbgError as exc:
                 result = exc
-            self.screen.app.call_from_thread(self._done, kind, compute, apply, result)
+            self.screen.app.call_from_thread(self._done, kind, apply, result)
 
         self.screen.run_worker(job, thread=True, group=f"load-{kind}")
 
-    async def _done(self, kind, compute, apply, result) -> None:
+    async def _done(self, kind: str, apply: Callable[[Any], Any], result: Any) -> None:
         self.busy.discard(kind)
         if kind in self.pending:
-            self.pending.discard(kind)
-            self.start(kind, compute, apply)  # newer data or settings: load again
+            self.start(kind, *self.pending.pop(kind))  # newer data or settings
         if isinstance(result, WbgError):
             self.screen.notify(result.message, severity="error")
         else:

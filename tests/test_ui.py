@@ -282,6 +282,16 @@ def test_charts_hold_the_series_of_wbg_plot_csv(experiment, db_path, tmp_path):
     )
 
 
+def test_keys_pressed_during_a_load_all_take_effect(experiment, db_path, tmp_path):
+    async def scenario(app, pilot):
+        await pilot.press("l", "l", "b")  # no waiting: later requests queue behind a load
+        await settle(pilot)
+        return chart_rows(app.screen.query_one(ChartView))
+
+    shown = run_app(db_path, scenario)
+    assert shown == plot_csv(db_path, tmp_path, "--line", "min", "--band", "std")
+
+
 def test_metric_picker_adds_a_chart_per_metric(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "m")
