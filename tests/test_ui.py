@@ -292,6 +292,39 @@ def test_keys_pressed_during_a_load_all_take_effect(experiment, db_path, tmp_pat
     assert shown == plot_csv(db_path, tmp_path, "--line", "min", "--band", "std")
 
 
+def test_a_load_asked_for_during_another_waits_and_the_newest_wins(experiment, db_path):
+    import threading
+
+    release = threading.Event()
+    computed, applied = [], []
+
+    def compute(n):
+        def run():
+            if n == 1:
+                release.wait(30)
+            computed.append(n)
+            return n
+
+        return run
+
+    async def apply(result):
+        applied.append(result)
+
+    async def scenario(app, pilot):
+        loader = app.screen.loader
+        for n in (1, 2, 3):
+            loader.start("x", compute(n), apply)
+        queued = (set(loader.busy), list(loader.pending))
+        release.set()
+        await settle(pilot)
+        return queued
+
+    queued = run_app(db_path, scenario)
+    assert queued == ({"x"}, ["x"])
+    assert computed == [1, 3]  # never two at once; 2 was replaced by 3 while 1 ran
+    assert applied == [1, 3]
+
+
 def test_metric_picker_adds_a_chart_per_metric(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "m")
