@@ -974,8 +974,13 @@ class GroupScreen(DataScreen):
         yield Footer()
 
     def _scope(self) -> Scope:
-        settings = self.app.settings  # type: ignore[attr-defined]
-        return Scope(settings.filters, ("job_type",), (tuple(self.keys), tuple(self.group)))
+        """The group's runs, one line per job_type. As --where conditions when the group
+        has values (only its runs are read); the missing-key group is cut from all runs."""
+        filters = self.app.settings.filters  # type: ignore[attr-defined]
+        narrowed = workspace.member_filters(filters, self.keys, self.group)
+        if narrowed is not None:
+            return Scope(narrowed, ("job_type",))
+        return Scope(filters, ("job_type",), (tuple(self.keys), tuple(self.group)))
 
     def on_mount(self) -> None:
         self.reload()

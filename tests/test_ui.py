@@ -431,6 +431,26 @@ def test_group_page_of_a_config_key_group(experiment, db_path):
     ]
 
 
+def test_group_page_of_the_missing_key_group(experiment, db_path, tmp_path):
+    settings = WorkspaceSettings(query.Filters(), group_by=["split"])
+
+    async def scenario(app, pilot):
+        rows = cells(app)
+        await press(pilot, "down", "enter", "3")  # the - group: runs without split
+        screen = app.screen
+        return (
+            rows,
+            flat(screen.query_one("#facts").content),
+            chart_rows(screen.query_one(ChartView)),
+        )
+
+    rows, facts, chart = run_app(db_path, scenario, settings)
+    assert group_rows(rows) == [["split=val", "2"], ["split=-", "6"]]
+    assert facts == "group split=- runs 6"
+    expected = plot_csv(db_path, tmp_path, "-w", "job_type = train", "-G", "job_type")
+    assert chart == expected  # all six runs without split are the train runs
+
+
 def test_run_page_follows_output_and_tags_moves_deletes(experiment, db_path):
     run_id = experiment["exp-b-eval"]
     with contextlib.closing(db.connect(db_path)) as conn:
