@@ -54,6 +54,7 @@ MEMBERS_SHOWN = 50  # runs listed under an expanded group row (all on the group 
 RUN_CHARTS = 4  # a run page charts the run's first metrics unless metrics were picked
 UNGROUPED_LINES = 10  # with grouping off, the newest runs get a line each
 POLL_S = 0.5  # change-counter poll: at most two reloads a second
+REAP_EVERY = 10  # polls between looks for crashed runs (an indexed query of running runs)
 RUNNING = "●"
 MAX_COLUMN = 48  # widest table column (a longer cell is cut; the run page shows all)
 AGGREGATES = ("count", "mean", "std")
@@ -1376,6 +1377,7 @@ class Workspace(App):
         self.settings = settings
         self.conn = _connect(self.path)
         self.version = workspace.data_version(self.conn)
+        self.polls = 0
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -1385,7 +1387,15 @@ class Workspace(App):
         self.conn.close()
 
     def poll(self) -> bool:
-        """Reload the screen in view when another connection has committed."""
+        """Reload the screen in view when another connection has committed.
+
+        Every ``REAP_EVERY`` polls, running runs of this host whose process has gone are
+        marked crashed (as every read does): a job killed with SIGKILL writes nothing, so
+        the change counter alone would leave it running on screen."""
+        self.polls += 1
+        if self.polls % REAP_EVERY == 0 and runs.reap_crashed(self.conn):
+            self.reload_all()
+            return True
         version = workspace.data_version(self.conn)
         if version == self.version:
             return False

@@ -600,6 +600,33 @@ def test_a_recording_run_is_followed_live(db_path, tmp_path):
     assert [(row["x"], row["line"]) for row in seen["curve"]] == [("0", "2.0"), ("1", "1.0")]
 
 
+def test_a_run_whose_process_was_killed_turns_crashed_on_screen(db_path):
+    from wbg.cli.ui_app import REAP_EVERY
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run_id = add_run(db_path, name="victim", state="running")
+        with contextlib.closing(db.connect(db_path)) as conn:
+            runs.update_run(conn, run_id, owner_pid=owner.pid)
+
+        async def scenario(app, pilot):
+            before = cells(app)[0][1]
+            owner.kill()  # SIGKILL: the process writes nothing on its way out
+            owner.wait()
+            app.polls = 0  # the timer's polls so far do not count
+            changed = [app.poll() for _ in range(REAP_EVERY)]
+            await settle(pilot)
+            return before, changed, cells(app)[0][1]
+
+        before, changed, after = run_app(db_path, scenario)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert before == "● running"
+    assert changed == [False] * (REAP_EVERY - 1) + [True]
+    assert after == "crashed"
+
+
 # --- help, colour, size ----------------------------------------------------------------------
 
 
