@@ -83,16 +83,22 @@ class Pane:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
 
-def poll_cost(db: Path, repeat: int = 20000) -> float:
-    from wbg import workspace
+def poll_cost(db: Path, repeat: int = 20000) -> tuple[float, float]:
+    """Seconds per poll with nothing changed, and per look for crashed runs."""
+    from wbg import runs, workspace
 
     conn = sqlite3.connect(db)
     workspace.data_version(conn)
     start = time.perf_counter()
     for _ in range(repeat):
         workspace.data_version(conn)
+    poll = (time.perf_counter() - start) / repeat
+    start = time.perf_counter()
+    for _ in range(repeat // 10):
+        runs.reap_crashed(conn)
+    reap = (time.perf_counter() - start) / (repeat // 10)
     conn.close()
-    return (time.perf_counter() - start) / repeat
+    return poll, reap
 
 
 def measure(db: Path, runs: int, tmp: Path) -> None:
@@ -116,7 +122,9 @@ def measure(db: Path, runs: int, tmp: Path) -> None:
     print(f"  chart panel loaded (all runs)     {statistics.median(charted) * 1000:8.0f} ms")
     print(f"  g (grouping off, first page)      {statistics.median(ungrouped) * 1000:8.0f} ms")
     print(f"  peak RSS, table and chart loaded  {max(peak):8.1f} MiB")
-    print(f"  poll with nothing changed         {poll_cost(db) * 1e6:8.1f} µs")
+    poll, reap = poll_cost(db)
+    print(f"  poll with nothing changed         {poll * 1e6:8.1f} µs (twice a second)")
+    print(f"  look for crashed runs             {reap * 1e6:8.1f} µs (every 5 s)")
 
 
 def build_long(path: Path, steps: int, n_runs: int = 10) -> None:
