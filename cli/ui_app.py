@@ -179,14 +179,23 @@ class TableData:
     metrics: list[str]
     entries: list[Entry]
     rows: int  # rows before paging (groups, or runs)
+    table: aggregate.Table | None = None  # the grouped aggregation the rows come from
 
 
 def load_table(
-    path: Path, settings: WorkspaceSettings, page: int, expanded: set[tuple[Any, ...]]
+    path: Path,
+    settings: WorkspaceSettings,
+    page: int,
+    expanded: set[tuple[Any, ...]],
+    same: TableData | None = None,
 ) -> TableData:
+    """The rows of one page. ``same``: the data shown, still current (only the page or the
+    expanded groups changed), whose aggregation is reused instead of being run again."""
     with contextlib.closing(_connect(path)) as conn:
-        runs.reap_crashed(conn)
         filters = settings.filters
+        if same is not None and same.table is not None:
+            return _group_entries(conn, filters, same.table, same.total, page, expanded)
+        runs.reap_crashed(conn)
         total = workspace.count_runs(conn, filters)
         keys = settings.group_by
         grouped = settings.grouped
@@ -200,18 +209,29 @@ def load_table(
             entries = [Entry("run", row=row) for row in rows]
             return TableData(total, False, [], metrics, entries, total)
         table = aggregate.build_table(conn, filters, group_by=keys, aggregates=AGGREGATES)
-        entries = []
-        for row in table.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
-            group = tuple(row[k] for k in table.keys)
-            entries.append(Entry("group", group, row))
-            if group in expanded:
-                members, count = workspace.group_members(
-                    conn, filters, table.keys, group, limit=MEMBERS_SHOWN
-                )
-                entries += [Entry("run", group, member, depth=1) for member in members]
-                if count > len(members):
-                    entries.append(Entry("more", group, {"more": count - len(members)}, 1))
-        return TableData(total, True, table.keys, table.metrics, entries, len(table.rows))
+        return _group_entries(conn, filters, table, total, page, expanded)
+
+
+def _group_entries(
+    conn,
+    filters: query.Filters,
+    table: aggregate.Table,
+    total: int,
+    page: int,
+    expanded: set[tuple[Any, ...]],
+) -> TableData:
+    entries = []
+    for row in table.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
+        group = tuple(row[k] for k in table.keys)
+        entries.append(Entry("group", group, row))
+        if group in expanded:
+            members, count = workspace.group_members(
+                conn, filters, table.keys, group, limit=MEMBERS_SHOWN
+            )
+            entries += [Entry("run", group, member, depth=1) for member in members]
+            if count > len(members):
+                entries.append(Entry("more", group, {"more": count - len(members)}, 1))
+    return TableData(total, True, table.keys, table.metrics, entries, len(table.rows), table=table)
 
 
 def group_label(keys: Sequence[str], group: Sequence[Any]) -> str:
@@ -478,13 +498,19 @@ class MainScreen(DataScreen):
     def on_resize(self) -> None:
         self.query_one("#body").set_class(self.size.width >= 120, "wide")
 
-    def reload(self, table: bool = True, charts: bool = True) -> None:
+    def reload(self, table: bool = True, charts: bool = True, same: bool = False) -> None:
+        """Load again; ``same``: only the page or the expanded groups changed, so the
+        grouped aggregation shown is reused (an expand at 100,000 runs reads one group)."""
         self._status()
         if table:
             settings, page, expanded = replace(self.settings), self.page, set(self.expanded)
             path = self.app.path  # type: ignore[attr-defined]
+            # a load in flight may be a full one (new data): never replace it with a reuse
+            shown = self.data if same and "table" not in self.loader.busy else None
             self.loader.start(
-                "table", lambda: load_table(path, settings, page, expanded), self._show_table
+                "table",
+                lambda: load_table(path, settings, page, expanded, shown),
+                self._show_table,
             )
         if charts:
             self._load_charts()
@@ -601,8 +627,8 @@ class MainScreen(DataScreen):
         chosen = list(self.settings.group_by or (self.data.keys if self.data else []))
 
         def picked(result: list[str] | None) -> None:
-            if result is None:
-                return
+            if result is None or (result == chosen and self.settings.grouped):
+                return  # nothing changed: no aggregation to run again
             self.settings.group_by = result or None
             self.settings.grouped = True
             self.page = 0
@@ -638,7 +664,7 @@ class MainScreen(DataScreen):
         page = min(max(self.page + delta, 0), pages - 1)
         if page != self.page:
             self.page = page
-            self.reload(charts=False)
+            self.reload(charts=False, same=True)
 
     def action_expand(self) -> None:
         entry = self.current()
@@ -648,7 +674,7 @@ class MainScreen(DataScreen):
             self.expanded.discard(entry.group)
         else:
             self.expanded.add(entry.group)
-        self.reload(charts=False)
+        self.reload(charts=False, same=True)
 
     @on(DataTable.RowSelected, "#runs")
     def open_row(self) -> None:
