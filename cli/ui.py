@@ -64,6 +64,8 @@ def ui(
     db: DbOpt = None,
 ) -> None:
     import contextlib
+    import os
+    import sys
 
     from wbg import query
     from wbg.cli.options import open_db
@@ -87,6 +89,14 @@ def ui(
             key = query.resolve_key(name)
             if not query.key_exists(conn, key):
                 raise query.unknown_key_error(conn, key)
+    # A terminal to draw on and read keys from, unless Textual is given another driver
+    # (textual serve runs the app on pipes with TEXTUAL_DRIVER set to its web driver).
+    if not os.environ.get("TEXTUAL_DRIVER") and not (
+        sys.stdin.isatty() and (sys.stdout.isatty() or sys.stderr.isatty())
+    ):
+        raise InvalidInput(
+            "wbg ui needs a terminal: run it in one (for output to a pipe: wbg table, wbg plot)"
+        )
     from wbg.cli.ui_app import Workspace, WorkspaceSettings
 
     settings = WorkspaceSettings(

@@ -683,6 +683,14 @@ def test_bad_input_is_refused_before_the_screen_opens(experiment, cli, db_path, 
     assert not (tmp_path / "none.db").exists()
 
 
+def test_without_a_terminal_it_says_so_and_draws_nothing(experiment, db_path):
+    proc = run_wbg("ui")  # stdin /dev/null, output to pipes
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "Error: wbg ui needs a terminal: run it in one (for output to a pipe: wbg table, wbg plot)\n"
+    )
+
+
 def test_without_textual_one_line_names_the_extra(experiment, db_path):
     code = (
         "import sys; sys.modules['textual'] = None\nfrom wbg.cli.main import main; main(['ui'])\n"
