@@ -468,8 +468,8 @@ class MainScreen(DataScreen):
     }
     #body { height: 1fr; layout: vertical; }
     #body.wide { layout: horizontal; }
-    #runs { height: 1fr; }
-    #body.wide #runs { width: 3fr; height: 1fr; }
+    #runs { height: auto; max-height: 50%; }
+    #body.wide #runs { width: 3fr; height: 1fr; max-height: 100%; }
     #body.wide Charts { width: 2fr; }
     """
 
