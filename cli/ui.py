@@ -89,6 +89,12 @@ def ui(
             key = query.resolve_key(name)
             if not query.key_exists(conn, key):
                 raise query.unknown_key_error(conn, key)
+        if metric:  # as wbg plot refuses them: unknown, or a summary value only
+            from wbg import curves
+
+            selection = curves.select_runs(conn, filters, [] if no_group else keys)
+            for name in metric:
+                curves.check_metric(conn, name, selection)
     # A terminal to draw on and read keys from, unless Textual is given another driver
     # (textual serve runs the app on pipes with TEXTUAL_DRIVER set to its web driver).
     if not os.environ.get("TEXTUAL_DRIVER") and not (

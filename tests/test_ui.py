@@ -675,6 +675,12 @@ def test_bad_input_is_refused_before_the_screen_opens(experiment, cli, db_path, 
     )
     result = cli("ui", "-g", "exp-z")
     assert (result.exit_code, result.stderr.splitlines()[0]) == (2, "Error: unknown group 'exp-z'")
+    result = cli("ui", "-m", "los")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: unknown metric 'los': no selected run logged it\n"
+        "did you mean: loss? metrics with history: acc, loss\n"
+    )
     result = cli("ui", "--db", str(tmp_path / "none.db"))
     assert (result.exit_code, result.stderr) == (
         1,
