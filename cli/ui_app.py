@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual import on
@@ -309,6 +309,10 @@ class ChartView(Widget, can_focus=True):
         self.log_y = False
         self.text = ""
 
+    @property
+    def ws(self) -> Workspace:
+        return cast("Workspace", self.app)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Enter opens a chart of a panel full-screen; the full-screen chart has no Enter
         return action != "open" or isinstance(self.parent, Charts)
@@ -327,7 +331,7 @@ class ChartView(Widget, can_focus=True):
 
     def render(self) -> Text:
         width, height = self.size.width, self.size.height
-        settings = self.app.settings  # type: ignore[attr-defined]
+        settings = self.ws.settings
         if self.panel is None or width < 20 or height < 4:
             self.text = f"{self.metric}: {self.message}"
             return Text(self.text)
@@ -440,6 +444,11 @@ class DataScreen(Screen):
     def idle(self) -> bool:
         return self.loader.idle
 
+    @property
+    def ws(self) -> Workspace:
+        """The app, typed."""
+        return cast("Workspace", self.app)
+
 
 # --- the workspace -----------------------------------------------------------------------
 
@@ -488,7 +497,7 @@ class MainScreen(DataScreen):
 
     @property
     def settings(self) -> WorkspaceSettings:
-        return self.app.settings  # type: ignore[attr-defined]
+        return self.ws.settings
 
     def on_mount(self) -> None:
         # The table first, the charts once it is up: at 100,000 runs both loads compete for
@@ -504,7 +513,7 @@ class MainScreen(DataScreen):
         self._status()
         if table:
             settings, page, expanded = replace(self.settings), self.page, set(self.expanded)
-            path = self.app.path  # type: ignore[attr-defined]
+            path = self.ws.path
             # a load in flight may be a full one (new data): never replace it with a reuse
             shown = self.data if same and "table" not in self.loader.busy else None
             self.loader.start(
@@ -522,7 +531,7 @@ class MainScreen(DataScreen):
         return Scope(s.filters, None if s.group_by is None else tuple(s.group_by))
 
     def _load_charts(self) -> None:
-        path = self.app.path  # type: ignore[attr-defined]
+        path = self.ws.path
         settings, scope = replace(self.settings), self._scope()
         charts = self.query_one(Charts)
         charts.scope = scope
@@ -535,7 +544,7 @@ class MainScreen(DataScreen):
 
     def _status(self) -> None:
         s = self.settings
-        app = self.app
+        app = self.ws
         data = self.data
         counts = ""
         if data is not None:
@@ -552,7 +561,7 @@ class MainScreen(DataScreen):
         else:
             grouping = ", ".join(s.group_by or ["default"])
         lines = [
-            f"{counts}filter: {s.filter_text()} · db {app.shown_path}",  # type: ignore[attr-defined]
+            f"{counts}filter: {s.filter_text()} · db {app.shown_path}",
             f"group by: {grouping} · chart: {s.chart_text()}",
         ]
         # one line each, cut at the width (CSS): a long path loses its end, not the settings
@@ -620,7 +629,7 @@ class MainScreen(DataScreen):
         self.reload()
 
     def action_pick_group_by(self) -> None:
-        path = self.app.path  # type: ignore[attr-defined]
+        path = self.ws.path
         with contextlib.closing(_connect(path)) as conn:
             keys = [*query.FIELDS, *query.known_keys(conn, "config")]
         keys = [k for k in keys if k not in ("id", "started_at", "ended_at", "pid")]
@@ -735,25 +744,25 @@ def _next(options: Sequence[Any], value: Any) -> Any:
     return options[(index + 1) % len(options)]
 
 
-def pick_metrics(app: App, shown: list[str], done: Callable[[], None]) -> None:
+def pick_metrics(app: Workspace, shown: list[str], done: Callable[[], None]) -> None:
     """The metric picker, starting from the charts ``shown``; applies to every screen."""
-    path = app.path  # type: ignore[attr-defined]
+    path = app.path
     with contextlib.closing(_connect(path)) as conn:
         names = [m for m in query.metric_names(conn) if m != aggregate.DURATION]
 
     def picked(result: list[str] | None) -> None:
         if result is not None:
-            app.settings.metrics = result  # type: ignore[attr-defined]
+            app.settings.metrics = result
             done()
 
     app.push_screen(Picker("Metrics to chart", names, shown), picked)
 
 
-def open_chart(app: App, scope: Scope, metric: str) -> None:
+def open_chart(app: Workspace, scope: Scope, metric: str) -> None:
     app.push_screen(ChartScreen(scope, metric))
 
 
-def tag_run(app: App, run_id: str) -> None:
+def tag_run(app: Workspace, run_id: str) -> None:
     def entered(text: str | None) -> None:
         if not text:
             return
@@ -768,7 +777,7 @@ def tag_run(app: App, run_id: str) -> None:
     app.push_screen(Ask(f"Tags for {run_id} (+add -remove):"), entered)
 
 
-def move_run(app: App, run_id: str) -> None:
+def move_run(app: Workspace, run_id: str) -> None:
     def entered(text: str | None) -> None:
         if text:
             changed(app, lambda conn: runs.move_runs(conn, [run_id], text), f"moved to {text}")
@@ -776,7 +785,7 @@ def move_run(app: App, run_id: str) -> None:
     app.push_screen(Ask(f"Move {run_id} to group:"), entered)
 
 
-def delete_run(app: App, run_id: str) -> None:
+def delete_run(app: Workspace, run_id: str) -> None:
     def answered(yes: bool | None) -> None:
         if not yes:
             return
@@ -800,16 +809,16 @@ def delete_run(app: App, run_id: str) -> None:
     app.push_screen(Confirm(f"Delete run {run_id} with its history and output?"), answered)
 
 
-def changed(app: App, change: Callable[[Any], Any], done: str) -> bool:
+def changed(app: Workspace, change: Callable[[Any], Any], done: str) -> bool:
     """Apply a change through the app's connection (the store function the CLI calls),
     then reload every screen."""
     try:
-        change(app.conn)  # type: ignore[attr-defined]
+        change(app.conn)
     except WbgError as exc:
         app.notify(exc.message, severity="error")
         return False
     app.notify(done)
-    app.reload_all()  # type: ignore[attr-defined]
+    app.reload_all()
     return True
 
 
@@ -843,8 +852,8 @@ class ChartScreen(DataScreen):
         self.reload()
 
     def reload(self) -> None:
-        path, scope, metric = self.app.path, self.scope, self.metric  # type: ignore[attr-defined]
-        settings = replace(self.app.settings)  # type: ignore[attr-defined]
+        path, scope, metric = self.ws.path, self.scope, self.metric
+        settings = replace(self.ws.settings)
         self.loader.start("chart", lambda: load_panels(path, scope, [metric], settings), self._show)
 
     async def _show(self, found: list[tuple[str, curves.Panel | str]]) -> None:
@@ -892,15 +901,15 @@ class ChartScreen(DataScreen):
         view.refresh()
 
     def action_cycle_line(self) -> None:
-        self.app.settings.line = _next(curves.LINES, self.app.settings.line)  # type: ignore[attr-defined]
+        self.ws.settings.line = _next(curves.LINES, self.ws.settings.line)
         self.reload()
 
     def action_cycle_band(self) -> None:
-        self.app.settings.band = _next(curves.BANDS, self.app.settings.band)  # type: ignore[attr-defined]
+        self.ws.settings.band = _next(curves.BANDS, self.ws.settings.band)
         self.reload()
 
     def action_search(self) -> None:
-        path = self.app.path  # type: ignore[attr-defined]
+        path = self.ws.path
         with contextlib.closing(_connect(path)) as conn:
             names = [m for m in query.metric_names(conn) if m != aggregate.DURATION]
 
@@ -1003,7 +1012,7 @@ class GroupScreen(DataScreen):
     def _scope(self) -> Scope:
         """The group's runs, one line per job_type. As --where conditions when the group
         has values (only its runs are read); the missing-key group is cut from all runs."""
-        filters = self.app.settings.filters  # type: ignore[attr-defined]
+        filters = self.ws.settings.filters
         narrowed = workspace.member_filters(filters, self.keys, self.group)
         if narrowed is not None:
             return Scope(narrowed, ("job_type",))
@@ -1013,8 +1022,8 @@ class GroupScreen(DataScreen):
         self.reload()
 
     def reload(self) -> None:
-        path = self.app.path  # type: ignore[attr-defined]
-        settings = replace(self.app.settings)  # type: ignore[attr-defined]
+        path = self.ws.path
+        settings = replace(self.ws.settings)
         keys, group, scope = self.keys, self.group, self._scope()
         self.loader.start("group", lambda: load_group(path, settings, keys, group), self._show)
 
@@ -1135,8 +1144,8 @@ class RunScreen(DataScreen):
     def reload(self) -> None:
         if self.gone:
             return
-        path, run_id = self.app.path, self.run_id  # type: ignore[attr-defined]
-        settings, scope = replace(self.app.settings), self._scope()  # type: ignore[attr-defined]
+        path, run_id = self.ws.path, self.run_id
+        settings, scope = replace(self.ws.settings), self._scope()
         self.loader.start("run", lambda: load_run(path, run_id), self._show)
 
         def charts():
