@@ -154,7 +154,9 @@ def _legend(panel: Panel, width: int, color: bool) -> list[str]:
 
 
 def legend_label(curve: Curve) -> str:
-    return f"{curve.group} ({curve.runs} run{'s' if curve.runs != 1 else ''})"
+    from wbg.cli.render import safe_text
+
+    return safe_text(f"{curve.group} ({curve.runs} run{'s' if curve.runs != 1 else ''})")
 
 
 def _color(index: int) -> int:

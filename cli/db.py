@@ -9,7 +9,9 @@ import typer
 from wbg.cli.options import DbOpt, open_db
 
 app = typer.Typer(
-    help="The database file: path, info, migrate.", no_args_is_help=True, rich_markup_mode=None
+    help="The database file: path, info, check, migrate.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -26,9 +28,10 @@ def info(db: DbOpt = None) -> None:
     """Print the database's path, size, schema version and row counts."""
     from wbg import db as dbmod
 
-    conn, db_path = open_db(db)
+    conn, db_path = open_db(db, read_only=True)
     with contextlib.closing(conn):
         facts = dbmod.describe(conn)
+        quick = dbmod.quick_check(conn)
     size = sum(
         p.stat().st_size for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()
     )
@@ -37,6 +40,30 @@ def info(db: DbOpt = None) -> None:
     typer.echo(f"schema version  {facts['schema_version']} (this wbg: {facts['known_version']})")
     for table, count in facts["counts"].items():
         typer.echo(f"{table:<16}{count}")
+    typer.echo(f"quick check     {'ok' if not quick else quick[0]}")
+    if quick:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check(db: DbOpt = None) -> None:
+    """Run SQLite's full integrity check on the database (read-only); exit 1 if damaged."""
+    from wbg import db as dbmod
+    from wbg.cli.render import safe_text
+    from wbg.settings import resolve_db_path
+
+    db_path = resolve_db_path(db)
+    problems = dbmod.check_integrity(db_path)
+    if not problems:
+        typer.echo(f"{db_path}: ok")
+        return
+    typer.echo(f"{db_path}: damaged ({len(problems)} problem(s))")
+    for problem in problems[:20]:
+        typer.echo(f"  {safe_text(problem)}")
+    typer.echo(
+        f"recover what is readable: sqlite3 {db_path} .recover | sqlite3 recovered.db", err=True
+    )
+    raise typer.Exit(1)
 
 
 @app.command("migrate")

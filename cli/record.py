@@ -104,12 +104,20 @@ def run(
             "--dry-run", help="Print the planned runs (name, values, command); record nothing."
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With --grid/--repeat: start only the runs of the group that have not "
+            "finished yet (matched by grid values and repeat index).",
+        ),
+    ] = False,
     db: DbOpt = None,
 ) -> int:
     """Run COMMAND as a recorded run of a group: wbg run -g exp -j train -- python train.py
 
     With --grid/--repeat: one run per combination and repeat, all in one group (the given
-    one, $WANDB_RUN_GROUP, else a new one); the group's table is printed at the end.
+    one, $WANDB_RUN_GROUP, else a new one); the runs' table is printed at the end.
     """
     from wbg import settings, values
     from wbg.capture import ScalarCapture, compile_patterns
@@ -131,7 +139,7 @@ def run(
         notes=notes,
         config=merged,
     )
-    if grid or repeat is not None or parallel is not None or fail_fast or dry_run:
+    if grid or repeat is not None or parallel is not None or fail_fast or dry_run or resume:
         from wbg.cli.batch import run_batch
 
         return run_batch(
@@ -142,10 +150,17 @@ def run(
             parallel=parallel,
             fail_fast=fail_fast,
             dry_run=dry_run,
+            resume=resume,
             capture=None if no_capture else (lambda: ScalarCapture(patterns)),
             db=db,
         )
-    conn, db_path = open_db(db)
+    from wbg.errors import DatabaseUnavailable
+
+    unavailable = None
+    try:
+        conn, db_path = open_db(db)
+    except DatabaseUnavailable as exc:  # full disk, I/O error, lock: the job runs anyway
+        conn, db_path, unavailable = None, settings.resolve_db_path(db), exc.message
     talk = sys.stderr.isatty()
 
     def announce(run_id: str) -> None:
@@ -154,6 +169,9 @@ def run(
             sys.stderr.write(f"wbg: recording run {run_id}{where}\n")
             sys.stderr.flush()
 
+    def warn(message: str) -> None:  # from the recording thread: one write, whole line
+        os.write(2, f"wbg: warning: {message}\n".encode(errors="replace"))
+
     result = launch(
         conn,
         db_path,
@@ -161,8 +179,13 @@ def run(
         spec,
         capture=None if no_capture else ScalarCapture(patterns),
         announce=announce,
+        warn=warn,
+        unavailable=unavailable,
     )
-    conn.close()
+    if conn is not None:
+        conn.close()
+    for problem in result.problems:
+        sys.stderr.write(f"wbg: note: W&B run not fully recorded: {problem}\n")
     if result.error:
         sys.stderr.write(f"Error: {result.error}\n")
     elif talk:
@@ -184,7 +207,7 @@ def new_group(
         bool, typer.Option("--name-only", help="Print only the new group name.")
     ] = False,
 ) -> None:
-    """Print a new group name as a shell assignment: eval $(wbg new-group)"""
+    """Print a new group name as a shell assignment (for eval "$(wbg new-group)")."""
     from wbg.ids import generate_id
     from wbg.values import check_group
 
@@ -210,7 +233,9 @@ def log(
     items: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Metrics to log.")],
     step: Annotated[
         int | None,
-        typer.Option("--step", min=0, help="Step of the points (default: next step)."),
+        typer.Option(
+            "--step", min=0, max=2**63 - 1, help="Step of the points (default: next step)."
+        ),
     ] = None,
     run_id: Annotated[
         str | None, typer.Option("--run", help="Run id (default: $WBG_RUN_ID).")
@@ -245,6 +270,12 @@ def log(
         num = runs.run_num(conn, target)
         if summary:
             with runs.transaction(conn):
-                runs.merge_summary(conn, num, parsed)
+                kept = runs.merge_summary(conn, num, parsed)
+            if kept:
+                typer.echo(
+                    f"wbg: not replacing the numeric summary value of {', '.join(kept)} "
+                    "with a value that is not a number",
+                    err=True,
+                )
         else:
             runs.log_points(conn, num, parsed, step)

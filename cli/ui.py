@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     GroupByOpt,
     GroupFilterOpt,
@@ -20,7 +21,7 @@ from wbg.cli.options import (
     StateOpt,
     TagOpt,
     WhereOpt,
-    complete_metric,
+    complete_history_metric,
     filters_from,
 )
 
@@ -52,10 +53,11 @@ def ui(
             "-m",
             metavar="NAME",
             help="History metric to chart (repeatable; default: the first logged one).",
-            autocompletion=complete_metric,
+            autocompletion=complete_history_metric,
         ),
     ] = None,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -77,11 +79,11 @@ def ui(
         raise MissingExtra(
             "wbg ui needs textual, which is not installed: pip install 'wbg[ui]'"
         ) from None
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     keys = query.split_keys(group_by) or None
     if keys and no_group:
         raise InvalidInput("--group-by and --no-group exclude each other")
-    conn, path = open_db(db, create=False)
+    conn, path = open_db(db, read_only=True)
     with contextlib.closing(conn):
         # Refuse typos before the screen opens (the checks of wbg table, without its work).
         query.check_filters(conn, filters)

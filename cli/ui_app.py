@@ -77,8 +77,9 @@ class WorkspaceSettings:
 
     def filter_text(self) -> str:
         f = self.filters
+        scope = getattr(f, "project_from", None)  # a default project, as the views note it
         parts = [
-            f"{flag} {value}"
+            f"{flag} {value}" + (f" (from {scope})" if flag == "-p" and scope else "")
             for flag, value in (
                 ("-p", f.project),
                 ("-g", f.group),
@@ -148,9 +149,10 @@ def load_panels(
 
 
 def _connect(path: Path):
+    """A reading connection (as every reading command opens the file: nothing written)."""
     from wbg.db import connect
 
-    return connect(path, create=False)
+    return connect(path, read_only=True)
 
 
 def default_metrics(path: Path) -> list[str]:
@@ -408,7 +410,7 @@ class Loader:
         if kind in self.pending:
             self.start(kind, *self.pending.pop(kind))  # newer data or settings
         if isinstance(result, WbgError):
-            self.screen.notify(result.message, severity="error")
+            self.screen.notify(result.message, severity="error", markup=False)
         else:
             await apply(result)
 
@@ -812,10 +814,15 @@ def delete_run(app: Workspace, run_id: str) -> None:
 def changed(app: Workspace, change: Callable[[Any], Any], done: str) -> bool:
     """Apply a change through the app's connection (the store function the CLI calls),
     then reload every screen."""
+    import sqlite3
+
     try:
         change(app.conn)
     except WbgError as exc:
-        app.notify(exc.message, severity="error")
+        app.notify(exc.message, severity="error", markup=False)
+        return False
+    except sqlite3.OperationalError as exc:  # a read-only file or mount
+        app.notify(f"cannot change the database: {exc}", severity="error", markup=False)
         return False
     app.notify(done)
     app.reload_all()
@@ -1410,7 +1417,15 @@ class Workspace(App):
         self.path = Path(path)
         self.shown_path = shown_path or str(path)
         self.settings = settings
-        self.conn = _connect(self.path)
+        # The app's own connection makes the changes (tag, move, delete) and polls; a
+        # read-only file or mount gets a reading one, and the changes say why they cannot.
+        from wbg.db import connect
+        from wbg.errors import DatabaseError
+
+        try:
+            self.conn = connect(self.path, create=False)
+        except DatabaseError:
+            self.conn = _connect(self.path)
         self.version = workspace.data_version(self.conn)
         self.polls = 0
 

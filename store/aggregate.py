@@ -123,11 +123,11 @@ def build_table(
     for key in resolved:
         # a key some other run has is not a typo: the selected runs fall into the - group
         if not query.key_exists(conn, key):
-            raise query.unknown_key_error(conn, key)
+            raise query.unknown_key_error(conn, key, where, params)
     wanted = [metric_name(m) for m in metrics] if metrics else None
     if wanted:
         wanted = list(dict.fromkeys(wanted))
-        _check_metrics(conn, wanted)
+        _check_metrics(conn, wanted, where, params)
     result = _aggregate(
         conn,
         resolved,
@@ -138,10 +138,7 @@ def build_table(
         deviations="std" in aggs or "stderr" in aggs,
     )
     found = sorted({metric for _, _, metric, *_ in result if metric is not None})
-    if wanted is None:
-        names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
-    else:
-        names = wanted
+    names = rank_metrics(conn, found, where, params) if wanted is None else wanted
     table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=not no_group)
     table.rows = _rows(table, result)
     _sort(table, sort, desc)
@@ -150,21 +147,72 @@ def build_table(
     return table
 
 
-def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:
+# How many of the selected runs with a metric are probed for its history. A logged metric
+# is found among a run's first points; a summary-only one costs a walk over each probed
+# run's points (history is keyed by run and step), so few runs are probed: a summary value
+# that came from logging is in the history of every run that has it.
+_HISTORY_PROBE_RUNS = 3
+
+
+def rank_metrics(
+    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+) -> list[str]:
+    """``names`` in the order a reader wants them: metrics logged to history first (what
+    was trained and evaluated), then summary-only values, ``duration_s`` last; names keep
+    their order within each part. Views drop metrics from the right to fit a terminal, so
+    the bookkeeping goes first."""
+    logged = logged_metrics(conn, names, where, params)
+    summary_only = [n for n in names if n not in logged and n != DURATION]
+    return logged + summary_only + ([DURATION] if DURATION in names else [])
+
+
+def logged_metrics(
+    conn: sqlite3.Connection,
+    names: Sequence[str],
+    where: str = "1",
+    params: Sequence[Any] = (),
+    probe_runs: int = _HISTORY_PROBE_RUNS,
+) -> list[str]:
+    """The ``names`` that the selected runs logged to history (a summary metric that one
+    of the first ``probe_runs`` runs with it also has history points of)."""
+    logged = []
+    for name in names:
+        if name == DURATION:
+            continue
+        probe = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM (SELECT sm.run FROM summary_metrics AS sm "
+            f"JOIN runs ON runs.num = sm.run WHERE sm.key = ? AND ({where}) LIMIT ?) AS r "
+            "WHERE EXISTS (SELECT 1 FROM history AS h WHERE h.run = r.run AND h.key = ?))",
+            [name, *params, probe_runs, name],
+        ).fetchone()[0]
+        if probe:
+            logged.append(name)
+    return logged
+
+
+def _check_metrics(
+    conn: sqlite3.Connection, wanted: Sequence[str], where: str, params: Sequence[Any]
+) -> None:
     for name in wanted:
         if name == DURATION:
             continue
         if conn.execute("SELECT 1 FROM summary_metrics WHERE key = ? LIMIT 1", (name,)).fetchone():
             continue
-        import difflib
-
-        known = query.metric_names(conn)
-        known = sorted(known) + [DURATION]
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        selected = [
+            key
+            for (key,) in conn.execute(
+                "SELECT DISTINCT sm.key FROM summary_metrics AS sm JOIN runs ON runs.num = sm.run "
+                f"WHERE {where} LIMIT 5000",
+                params,
+            )
+        ]
+        known = query.metric_names(conn) + [DURATION]
+        # close matches among the selected runs' metrics first, then the whole file's
+        close = query.close_matches(name, [*selected, DURATION]) or query.close_matches(name, known)
         hint = (
             (f"did you mean: {', '.join(close)}? " if close else "")
             + "known metrics: "
-            + (", ".join(known[:40]))
+            + (", ".join(sorted(selected or known)[:40]))
         )
         raise InvalidInput(f"unknown metric {name!r}: no run has it in its summary", hint=hint)
 
@@ -235,38 +283,50 @@ def _aggregate(
                 ]
         else:
             names = [m for m in metrics if m != DURATION]
-        conn.execute(f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi)")
+        # One walk per metric gathers count, mean, min, max and the sums of (x - K) and
+        # (x - K)**2, K being one of the metric's own values: the squared deviations are
+        # then S2 - S1**2/n, accurate unless the spread is tiny next to |mean - K| (then
+        # that group is walked again for an exact two-pass sum, below).
+        conn.execute(
+            f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi, shift, s1, s2)"
+        )
         for name in names:
+            row = conn.execute(
+                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {finite} LIMIT 1",
+                (name,),
+            ).fetchone()
+            shift = row[0] if row else 0.0
             conn.execute(
                 f"INSERT INTO temp.wbg_stats SELECT {s_list}, ?, count(sm.value), "
-                f"avg(sm.value), min(sm.value), max(sm.value) {walk} GROUP BY {s_list}",
-                (name, name),
+                "avg(sm.value), min(sm.value), max(sm.value), ?, sum(sm.value - ?), "
+                f"sum((sm.value - ?) * (sm.value - ?)) {walk} GROUP BY {s_list}",
+                (name, shift, shift, shift, shift, name),
             )
         if with_duration:
+            row = conn.execute("SELECT dur FROM temp.wbg_sel WHERE abs(dur) < 9e999 LIMIT 1")
+            found = row.fetchone()
             conn.execute(
                 f"INSERT INTO temp.wbg_stats SELECT {g_list}, '{DURATION}', count(dur), "
-                "avg(dur), min(dur), max(dur) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
-                f"WHERE abs(dur) < 9e999 GROUP BY {g_list}"
+                "avg(dur), min(dur), max(dur), ?1, sum(dur - ?1), sum((dur - ?1) * (dur - ?1)) "
+                f"FROM temp.wbg_sel INDEXED BY wbg_sel_groups WHERE abs(dur) < 9e999 "
+                f"GROUP BY {g_list}",
+                (found[0] if found else 0.0,),
             )
         sumsq: dict[tuple[Any, ...], float] = {}
         if deviations:
-            # one index range per (group, metric) with two or more values
-            same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
-            stored_deviation = (
-                "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
-                "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
-                f"AND {finite} WHERE {same})"
-            )
-            duration_deviation = (
-                "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
-                f"WHERE {same} AND abs(s.dur) < 9e999)"
-            )
+            redo = []
             for row in conn.execute(
-                f"SELECT {', '.join('st.' + name for name in g)}, st.metric, "
-                f"CASE WHEN st.metric = '{DURATION}' THEN {duration_deviation} "
-                f"ELSE {stored_deviation} END FROM temp.wbg_stats AS st WHERE st.n >= 2"
+                f"SELECT {g_list}, metric, n, s1, s2 FROM temp.wbg_stats WHERE n >= 2"
             ):
-                sumsq[tuple(row[:-1])] = row[-1]
+                *found, n, s1, s2 = row
+                deviation = s2 - s1 * s1 / n
+                # cancellation loses about log10(s2 / deviation) of float's 16 digits
+                if deviation > 0 and s2 <= deviation * 1e6:
+                    sumsq[tuple(found)] = deviation
+                else:
+                    redo.append(tuple(found))
+            if redo:
+                sumsq.update(_exact_deviations(conn, g, redo))
         medians: dict[tuple[Any, ...], float] = {}
         if median:
             medians = _medians(conn, g, names, with_duration)
@@ -300,6 +360,29 @@ def _aggregate(
     finally:
         _drop_temp(conn)
     return result
+
+
+def _exact_deviations(
+    conn: sqlite3.Connection, g: Sequence[str], found: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], float]:
+    """The two-pass sum of squared deviations of the (group values..., metric) in ``found``:
+    one index range each, for the few the one-pass sums cannot give exactly."""
+    same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+    stored = (
+        "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
+        "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
+        f"AND abs(sm.value) < 9e999 WHERE {same})"
+    )
+    duration = (
+        "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
+        f"WHERE {same} AND abs(s.dur) < 9e999)"
+    )
+    where = " AND ".join(f"st.{name} IS ?" for name in g) + " AND st.metric = ?"
+    sql = (
+        f"SELECT CASE WHEN st.metric = '{DURATION}' THEN {duration} ELSE {stored} END "
+        f"FROM temp.wbg_stats AS st WHERE {where}"
+    )
+    return {key: conn.execute(sql, key).fetchone()[0] for key in found}
 
 
 def _medians(
@@ -389,6 +472,9 @@ def _sort(table: Table, sort: str | None, desc: bool) -> None:
     columns = [*table.keys, "runs"] + [
         f"{m}.{a}" for m in table.metrics for a in (*table.aggregates, "excluded")
     ]
+    if sort in table.metrics and sort not in columns:  # a metric alone: its mean, or first
+        aggregate = "mean" if "mean" in table.aggregates else table.aggregates[0]
+        sort = f"{sort}.{aggregate}"
     if sort not in columns:
         import difflib
 

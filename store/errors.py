@@ -36,6 +36,14 @@ class DatabaseError(WbgError):
     """The database file cannot be used (missing directory, read-only, not SQLite...)."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be written for now: disk full, I/O error, lock held elsewhere."""
+
+
+class NoDatabase(InvalidInput):
+    """A database path to read from where there is no file (a mistyped --db, exit 2)."""
+
+
 class NotADatabase(DatabaseError):
     """The path holds a file that is not a SQLite database."""
 
@@ -46,3 +54,20 @@ class NewerSchema(DatabaseError):
 
 class MissingExtra(WbgError):
     """A feature needs an optional dependency that is not installed (the hint names it)."""
+
+
+# The wandb-shaped API raises these inside a user's script, with wandb's class names, so
+# `except wandb.Error` (and `wandb.errors.UsageError`) keeps working after
+# `import wbg as wandb`.
+
+
+class Error(Exception):
+    """Base of the errors the Python API raises in a script (wandb's ``wandb.Error``)."""
+
+
+class UsageError(Error):
+    """The API was called in a way it does not allow (wandb's ``UsageError``)."""
+
+
+class ConfigError(Error):
+    """A config value was changed without ``allow_val_change`` (wandb's ``ConfigError``)."""

@@ -19,6 +19,8 @@ class GitProbe:
     def __init__(self, cwd: str | None = None) -> None:
         env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
         self._procs: list[subprocess.Popen[bytes]] = []
+        if not in_work_tree(cwd):
+            return
         for args in (
             ["git", "rev-parse", "--verify", "-q", "HEAD"],
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -56,5 +58,28 @@ class GitProbe:
         return commit, None if status is None else bool(status)
 
 
+def in_work_tree(cwd: str | None = None) -> bool:
+    """Whether git could find a repository from ``cwd``: a ``.git`` in it or a parent (or
+    ``GIT_DIR`` set). A few ``stat`` calls instead of two git processes outside a repository."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    folder = os.path.abspath(cwd or os.getcwd())
+    while True:
+        if os.path.exists(os.path.join(folder, ".git")):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
+_known: dict[tuple[int, str], tuple[str | None, bool | None]] = {}
+
+
 def git_info(cwd: str | None = None) -> tuple[str | None, bool | None]:
-    return GitProbe(cwd).result()
+    """``(commit, dirty)`` of ``cwd``, asked of git once per process and directory: a
+    process that starts many runs (a sweep, K folds) pays for git once."""
+    key = (os.getpid(), os.path.abspath(cwd or os.getcwd()))
+    if key not in _known:
+        _known[key] = GitProbe(cwd).result()
+    return _known[key]

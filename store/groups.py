@@ -7,10 +7,11 @@ several projects needs ``project`` to say which one is meant.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from wbg import query, runs, values
-from wbg.aggregate import Table, build_table
+from wbg.aggregate import DURATION, Table, build_table
 from wbg.errors import InvalidInput
 
 
@@ -77,17 +78,31 @@ def resolve_project(conn: sqlite3.Connection, name: str, project: str | None = N
 
 
 def group_page(
-    conn: sqlite3.Connection, name: str, project: str | None = None, max_runs: int | None = None
+    conn: sqlite3.Connection,
+    name: str,
+    project: str | None = None,
+    max_runs: int | None = None,
+    metrics: list[str] | None = None,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> dict[str, Any]:
     """Everything ``wbg group show`` prints: facts, runs, common config, aggregates.
 
     ``run_records`` holds the first ``max_runs`` runs in start order (all when None); the
-    facts and aggregates always cover every run.
+    facts and aggregates always cover every run. ``metrics`` (default: every numeric
+    summary key, logged ones first) are those of the aggregates and, in ``metrics``, the
+    summary columns of the runs table. ``sort`` orders the runs by a field, config key or
+    summary metric (``--sort val_acc``) instead of by start.
     """
     project = resolve_project(conn, name, project)
     [facts] = list_groups(conn, query.Filters(project=project, group=name))
     records = runs.list_runs(
-        conn, query.Filters(project=project, group=name), oldest_first=True, limit=max_runs
+        conn,
+        query.Filters(project=project, group=name),
+        oldest_first=True,
+        limit=max_runs,
+        sort=sort,
+        desc=desc,
     )
     common, varying = config_keys(conn, project, name)
     compute = conn.execute(
@@ -96,7 +111,7 @@ def group_page(
         (project, name),
     ).fetchone()[0]
     aggregates = build_table(
-        conn, query.Filters(project=project, group=name), group_by=["job_type"]
+        conn, query.Filters(project=project, group=name), group_by=["job_type"], metrics=metrics
     )
     return {
         **facts,
@@ -105,6 +120,7 @@ def group_page(
         "varying_keys": varying,
         "run_records": records,
         "aggregates": aggregates,
+        "metrics": [m for m in aggregates.metrics if m != DURATION],
     }
 
 
@@ -134,6 +150,30 @@ def _dotted_get(config: dict[str, Any], key: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def keys_to_show(records: list[dict[str, Any]], varying: list[str], most: int) -> list[str]:
+    """The varying config keys most worth a column for ``records``: those set in the most
+    of them (ties in the page's order), at most ``most``. Linear in the keys the records
+    hold, however many keys vary across the whole group."""
+    if len(varying) <= most:
+        return varying
+    wanted = set(varying)
+    counts: dict[str, int] = {}
+    for record in records:
+        for key in _leaf_keys(record["config"]):
+            if key in wanted:
+                counts[key] = counts.get(key, 0) + 1
+    order = sorted(varying, key=lambda k: -counts.get(k, 0))  # stable sort
+    return order[:most]
+
+
+def _leaf_keys(config: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
 
 def run_row(record: dict[str, Any], varying: list[str]) -> dict[str, Any]:

@@ -28,20 +28,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wbg import runs
 from wbg.capture import ScalarCapture
+from wbg.errors import WbgError
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
 
-TAIL_BYTES = 1024 * 1024
+if TYPE_CHECKING:
+    from wbg.wandb_follow import WandbFollower
+
+TAIL_BYTES = runs.OUTPUT_TAIL_BYTES
 OUTPUT_SAVE_INTERVAL_S = 5.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WANDB_POLL_S = 1.0  # how often the W&B runs of the child are looked for and read
+TREE_WATCH_S = 0.2  # how often its process tree is noted (W&B runs are taken from it)
 
 
 @dataclass
@@ -63,6 +69,9 @@ class LaunchResult:
     exit_code: int
     state: str
     error: str | None = None  # why the command could not start
+    lost: int | None = None  # points not stored when the end could not be recorded
+    # W&B runs the command wrote that could not be read (README: the real wandb)
+    problems: list[str] = field(default_factory=list)
 
 
 class OutputTail:
@@ -73,10 +82,13 @@ class OutputTail:
         self.buffer = bytearray()
         self.truncated = False
         self.changed = False
+        self.total = 0  # bytes seen; the buffer holds the last of them
+        self.saved = 0  # offset up to which pages have been queued for writing
 
     def add(self, data: bytes) -> None:
         self.buffer += data
         self.changed = True
+        self.total += len(data)
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: len(self.buffer) - self.limit]
             self.truncated = True
@@ -89,6 +101,14 @@ class OutputTail:
     @property
     def is_truncated(self) -> bool:
         return self.truncated or len(self.buffer) > self.limit
+
+    def unsaved(self) -> tuple[int, bytes]:
+        """The bytes since the last page (at most ``limit``) and where they start."""
+        start = max(self.saved, self.total - min(len(self.buffer), self.limit))
+        data = bytes(self.buffer[len(self.buffer) - (self.total - start) :])
+        self.saved = self.total
+        self.changed = False
+        return start, data
 
 
 class OutputSink:
@@ -192,7 +212,7 @@ class Supervisor:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: sqlite3.Connection | None,
         db_path: Path,
         command: Sequence[str],
         spec: RunSpec,
@@ -205,6 +225,8 @@ class Supervisor:
         sink: OutputSink | None = None,
         extra_env: Mapping[str, str] | None = None,
         stdin: int | None = None,
+        warn: Callable[[str], None] | None = None,
+        follow_wandb: bool = True,
     ) -> None:
         self.conn = conn
         self.db_path = db_path
@@ -218,6 +240,16 @@ class Supervisor:
         self.sink = sink
         self.extra_env = dict(extra_env or {})
         self.stdin = stdin  # None: ours
+        self.warn = warn  # told once when recording fails (the child runs on regardless)
+        self.own_group = False  # the child leads a process group of its own
+        self.unavailable: str | None = None  # why ``conn`` is None (then: run unrecorded)
+        self._started = 0.0  # monotonic time of the run's creation
+        self._skip_warned = False
+        self.follow_wandb = follow_wandb
+        self.wandb: WandbFollower | None = None
+        self._wandb_polled = 0.0
+        self._tree_watched = 0.0
+        self._follower: WandbFollower | None = None  # kept when reading W&B runs stopped
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -254,19 +286,38 @@ class Supervisor:
     def create(self) -> str:
         """Record the run (state ``running``) and announce it; return its id."""
         self._git = GitProbe()
-        run_id, num = runs.create_run(
-            self.conn,
-            project=self.spec.project,
-            group=self.spec.group,
-            job_type=self.spec.job_type,
-            name=self.spec.name,
-            tags=self.spec.tags,
-            notes=self.spec.notes,
-            config=self.spec.config,
-            command=self.command,
-        )
+        try:
+            if self.conn is None:  # the database could not even be opened
+                raise sqlite3.OperationalError(self.unavailable or "no database")
+            run_id, num = runs.create_run(
+                self.conn,
+                project=self.spec.project,
+                group=self.spec.group,
+                job_type=self.spec.job_type,
+                name=self.spec.name,
+                tags=self.spec.tags,
+                notes=self.spec.notes,
+                config=self.spec.config,
+                command=self.command,
+            )
+        except sqlite3.OperationalError as exc:
+            # A full disk, or the write lock held elsewhere past the busy timeout: the job
+            # runs anyway, unrecorded (a tracker must not be what stops it).
+            if self.warn is None:
+                raise
+            from wbg.ids import generate_id
+
+            run_id, num = generate_id(), 0
+            self.warn(f"cannot record this run ({exc}); the command runs unrecorded")
+            self.recorder = Recorder(self.conn, num, background_only=True, enabled=False)
+        else:
+            # Every write happens in the recorder's thread: passing the child's output
+            # through never waits for the database (a full disk, a lock held elsewhere).
+            self.recorder = Recorder(
+                self.conn, num, background_only=True, on_problem=self._recording_failed
+            )
         self.run_id = run_id
-        self.recorder = Recorder(self.conn, num)
+        self._started = time.monotonic()
         if self.announce:
             self.announce(run_id)
         return run_id
@@ -286,7 +337,36 @@ class Supervisor:
             return False
         self._record_start(self.run_id, self._git)
         self._saved_at = time.monotonic()
+        if self.follow_wandb:
+            self._start_following(env)
         return True
+
+    def _start_following(self, env: Mapping[str, str]) -> None:
+        from wbg.wandb_follow import WandbFollower
+
+        assert self.proc is not None and self.run_id is not None
+        self.wandb = self._follower = WandbFollower(
+            self.run_id, self.recorder.num, self.recorder, env, self.proc.pid, time.time()
+        )
+        self._wandb_polled = time.monotonic()
+
+    def _poll_wandb(self, final: bool = False, state: str = "", exit_code: int = 0) -> None:
+        """Read the child's W&B runs; a failure stops that (noted), never the supervision."""
+        follower = self.wandb
+        if follower is None:
+            return
+        try:
+            if final:
+                follower.close(state, exit_code)
+            else:
+                follower.poll()
+        except WbgError as exc:  # the wandb package missing here (MissingExtra)...
+            self.wandb = None
+            hint = f" ({exc.hint})" if exc.hint else ""
+            follower.problems.append(f"{exc.message}{hint}")
+        except Exception as exc:  # a W&B log we cannot make sense of must not stop wbg run
+            self.wandb = None
+            follower.problems.append(f"reading the W&B runs stopped: {exc!r}")
 
     def _spawn(self, env: dict[str, str]) -> dict[int, int]:
         """Start the child; return {our read fd: the fd its bytes go to}."""
@@ -294,6 +374,18 @@ class Supervisor:
         streams: dict[int, int] = {}
         stdout: int = subprocess.PIPE
         stderr: int = subprocess.PIPE
+        # Outside an interactive terminal (CI, a scheduler, nohup, a background job) the
+        # child leads a process group of its own, and signals sent to wbg go to that
+        # whole group: a `bash -c '...'` child's workers get them too. In the terminal's
+        # foreground group it stays in ours, where Ctrl-C and Ctrl-Z reach it directly
+        # and the shell's job control keeps working.
+        self.own_group = not terminal_sent_it()
+        group: dict[str, Any] = {}
+        if self.own_group:
+            if sys.version_info >= (3, 11):
+                group["process_group"] = 0
+            else:  # pragma: no cover - Python 3.10
+                group["preexec_fn"] = os.setpgrp
         if self.use_pty:
             import pty
 
@@ -312,6 +404,7 @@ class Supervisor:
                 stdout=stdout,
                 stderr=stderr,
                 close_fds=True,
+                **group,
             )
         except OSError:
             if slave is not None:
@@ -339,10 +432,10 @@ class Supervisor:
     def _record_start(self, run_id: str, git: GitProbe) -> None:
         commit, dirty = git.result()
         assert self.proc is not None
-        self.recorder.execute(
-            lambda conn: runs.update_run(
-                conn, run_id, pid=self.proc.pid, git_commit=commit, git_dirty=dirty
-            )
+        pid = self.proc.pid
+        self.recorder.defer(
+            "start",
+            lambda conn: runs.update_run(conn, run_id, pid=pid, git_commit=commit, git_dirty=dirty),
         )
 
     def _not_started(self, run_id: str, exc: OSError, git: GitProbe) -> LaunchResult:
@@ -354,24 +447,40 @@ class Supervisor:
         else:
             code, reason = 126, f"cannot start {program}: {exc.strerror or exc}"
         commit, dirty = git.result()
-        self.recorder.execute(
+        self.recorder.defer(
+            "end",
             lambda conn: (
                 runs.update_run(conn, run_id, pid=None, git_commit=commit, git_dirty=dirty),
                 runs.finish_run(conn, run_id, state="failed", exit_code=code, reason=reason),
-            )
+            ),
         )
+        self.recorder.close()
         return LaunchResult(run_id, code, "failed", reason)
 
     # --- while running ---------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signalled = signum
+        if signum == signal.SIGINT and not self.own_group and terminal_sent_it():
+            return  # the terminal sent Ctrl-C to our whole process group, child included
+        self.send(signum)
+
+    def send(self, signum: int) -> None:
+        """Signal the child: its whole process group when it has one of its own."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        if signum == signal.SIGINT and terminal_sent_it():
-            return  # the terminal sent Ctrl-C to our whole process group, child included
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.own_group:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+
+    def _recording_failed(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(
+                f"cannot record run {self.run_id} for now ({message}); the command runs on, "
+                "its output still passes through, and wbg keeps trying"
+            )
 
     def register(self, selector: selectors.BaseSelector) -> None:
         """Watch the child's output in ``selector`` (key data: this supervisor)."""
@@ -417,6 +526,13 @@ class Supervisor:
         if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
+        if self.wandb is not None:
+            if now - self._wandb_polled >= WANDB_POLL_S:
+                self._poll_wandb()
+                self._wandb_polled = self._tree_watched = time.monotonic()
+            elif now - self._tree_watched >= TREE_WATCH_S:
+                self.wandb.watch_tree()
+                self._tree_watched = now
         if not self._streams:
             return True
         if self.proc is not None and self.proc.poll() is not None:
@@ -451,16 +567,29 @@ class Supervisor:
             self._captured(self.capture.feed(data, target_fd))
 
     def _captured(self, points: list[tuple[int, str, float]]) -> None:
+        capture = self.capture
+        if capture is not None and capture.skipped and not self._skip_warned:
+            self._skip_warned = True
+            if self.warn is not None:
+                self.warn(f"output lines skipped as metrics: {capture.skip_reason}")
+        if points and self.wandb is not None and self.wandb.shadowed:
+            # W&B logged these numbers itself: its values are kept, not the printed ones
+            points = [point for point in points if point[1] not in self.wandb.shadowed]
         if points:
             now = time.time()
             num = self.recorder.num
             self.recorder.add([(num, step, key, value, now) for step, key, value in points])
 
     def _save_output(self) -> None:
-        tail, truncated = self.tail.value(), self.tail.is_truncated
-        self.tail.changed = False
-        self.recorder.execute(
-            lambda conn: runs.set_output(conn, self.recorder.num, tail, truncated)
+        # Only the new bytes are written (a page; the oldest pages go past 1 MiB), so the
+        # kept output costs about its own volume, not a rewrite of 1 MiB every 5 s. While
+        # writes fail, no pages queue up: the end writes the whole tail anyway.
+        if self.recorder.failing is not None:
+            return
+        start, data = self.tail.unsaved()
+        num = self.recorder.num
+        self.recorder.defer(
+            f"output-{start}", lambda conn: runs.append_output(conn, num, start, data)
         )
 
     # --- end -------------------------------------------------------------------------
@@ -483,15 +612,31 @@ class Supervisor:
         else:
             exit_code = returncode
             state = "killed" if self.signalled is not None else "failed"
-        self.recorder.close()
+        self._poll_wandb(final=True, state=state, exit_code=exit_code)
         tail, truncated = self.tail.value(), self.tail.is_truncated
-        self.recorder.execute(
-            lambda conn: (
-                runs.set_output(conn, num, tail, truncated),
-                runs.finish_run(conn, run_id, state=state, exit_code=exit_code),
-            )
+        duration = time.monotonic() - self._started
+        self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
+        self.recorder.defer(
+            "end",
+            lambda conn: runs.finish_run(
+                conn, run_id, state=state, exit_code=exit_code, duration=duration
+            ),
         )
-        return LaunchResult(run_id, exit_code, state)
+        lost = None
+        if not self.recorder.enabled:
+            pass  # unrecorded from the start: said so then
+        elif not self.recorder.close():
+            lost = self.recorder.dropped
+            if self.warn is not None:
+                self.warn(
+                    f"run {run_id} could not be recorded completely "
+                    f"({self.recorder.failing}): {lost} captured points and its end were "
+                    "not stored"
+                )
+        elif self.recorder.dropped and self.warn is not None:
+            self.warn(f"run {run_id}: {self.recorder.dropped} captured points were not stored")
+        problems = list(self._follower.problems) if self._follower is not None else []
+        return LaunchResult(run_id, exit_code, state, lost=lost, problems=problems)
 
 
 def terminal_sent_it() -> bool:
@@ -527,7 +672,7 @@ def _copy_winsize(source_fd: int, target_fd: int) -> None:
 
 
 def launch(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | None,
     db_path: Path,
     command: Sequence[str],
     spec: RunSpec,
@@ -537,14 +682,18 @@ def launch(
     announce: Callable[[str], None] | None = None,
     stdout_fd: int = 1,
     stderr_fd: int = 2,
+    warn: Callable[[str], None] | None = None,
+    unavailable: str | None = None,
 ) -> LaunchResult:
     """Run ``command`` as a recorded run; return its id, exit code and state.
 
-    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours).
+    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours). ``conn`` None
+    (with the reason in ``unavailable``, and ``warn`` given): the database cannot be
+    written for now, and the command runs unrecorded.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    return Supervisor(
+    supervisor = Supervisor(
         conn,
         db_path,
         command,
@@ -554,4 +703,7 @@ def launch(
         announce=announce,
         stdout_fd=stdout_fd,
         stderr_fd=stderr_fd,
-    ).run()
+        warn=warn,
+    )
+    supervisor.unavailable = unavailable
+    return supervisor.run()

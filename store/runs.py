@@ -9,13 +9,14 @@ aggregation. History points live in ``history``, one row per (run, key, step).
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import itertools
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +58,22 @@ _COLUMNS = (
     "host, user, pid, git_commit, git_dirty, started_at, ended_at, config, summary, "
     "owner_pid, reason"
 )
+_INSERT_COLUMNS = _COLUMNS + ", heartbeat_at, heartbeat_pid, pid_ns"
+
+# Crash detection (README "Run state"): the recording process writes a heartbeat with its
+# periodic flush. A `running` run whose heartbeat is older than HEARTBEAT_STALE_S reads as
+# crashed on any host; on the host and in the PID namespace that wrote it, a heartbeat
+# writer that is gone is also a crash. Stale is longer than the busy timeout (60 s), so a
+# write lock held by another process does not make a live run look crashed.
+HEARTBEAT_INTERVAL_S = 10.0
+HEARTBEAT_STALE_S = 90.0
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # A history point as written: (runs.num, step, key, value, time)
 Point = tuple[int, int, str, float, float]
 
 
+@functools.cache
 def hostname() -> str:
     """This machine's name, as socket.gethostname() gives it (without importing socket)."""
     if hasattr(os, "uname"):
@@ -71,7 +83,24 @@ def hostname() -> str:
     return socket.gethostname()  # pragma: no cover
 
 
+_namespace: str | None = None
+
+
+def pid_namespace() -> str:
+    """This host and PID namespace: where a recorded pid means this process table."""
+    global _namespace
+    if _namespace is None:
+        try:
+            inode = str(os.stat("/proc/self/ns/pid").st_ino)
+        except OSError:  # no /proc (macOS): the host alone
+            inode = ""
+        _namespace = f"{hostname()}/{inode}"
+    return _namespace
+
+
+@functools.cache
 def current_user() -> str | None:
+    """The user name (asked once per process: a sweep records thousands of runs)."""
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry and no USER variable (some containers)
@@ -103,10 +132,12 @@ def create_run(
     for _ in range(5):
         new_id = run_id or generate_id()
         try:
+            now = time.time()
+            owner = owner_pid if owner_pid is not None else os.getpid()
             cursor = conn.execute(
-                f"INSERT INTO runs ({_COLUMNS}) VALUES "
+                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}', ?, "
-                "NULL)",
+                "NULL, ?, ?, ?)",
                 (
                     new_id,
                     project,
@@ -122,9 +153,12 @@ def create_run(
                     pid if pid is not None else os.getpid(),
                     git_commit,
                     None if git_dirty is None else int(git_dirty),
-                    time.time(),
+                    now,
                     values.dumps(config or {}),
-                    owner_pid if owner_pid is not None else os.getpid(),
+                    owner,
+                    now,
+                    owner,
+                    pid_namespace(),
                 ),
             )
             return new_id, cursor.lastrowid
@@ -136,7 +170,17 @@ def create_run(
 
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     """Set plain columns of a run (``pid``, ``git_commit``, ``git_dirty``, ``reason``...)."""
-    allowed = {"pid", "git_commit", "git_dirty", "reason", "owner_pid", "name", "notes"}
+    # started_at: for a run recorded from another tool's log (W&B's start time)
+    allowed = {
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "reason",
+        "owner_pid",
+        "name",
+        "notes",
+        "started_at",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not updatable here: {sorted(unknown)}")
@@ -153,14 +197,36 @@ def finish_run(
     state: str,
     exit_code: int | None,
     reason: str | None = None,
+    duration: float | None = None,
 ) -> None:
-    """Close a run: final state, exit code and end time."""
+    """Close a run: final state, exit code and end time.
+
+    ``duration``: seconds since the start on the recording process's monotonic clock; the
+    end time is then the start plus that, so a wall clock stepped back meanwhile cannot
+    give a negative (or wrong) duration. Without it the end is now, and never before the
+    start.
+    """
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}")
     conn.execute(
-        "UPDATE runs SET state = ?, exit_code = ?, ended_at = ?, reason = COALESCE(?, reason) "
-        "WHERE id = ?",
-        (state, exit_code, time.time(), reason, run_id),
+        "UPDATE runs SET state = ?1, exit_code = ?2, "
+        "ended_at = CASE WHEN ?3 IS NOT NULL THEN started_at + ?3 ELSE max(?4, started_at) END, "
+        "reason = COALESCE(?5, reason) WHERE id = ?6",
+        (state, exit_code, duration, time.time(), reason, run_id),
+    )
+
+
+def heartbeat(conn: sqlite3.Connection, num: int, pid: int | None = None) -> None:
+    """Record that run ``num``'s recording process (``pid``, default this one) is alive.
+
+    A run a reader had marked ``crashed`` (its writer looked gone) that is heard from again
+    is ``running`` again.
+    """
+    conn.execute(
+        "UPDATE runs SET heartbeat_at = ?, heartbeat_pid = ?, state = CASE "
+        "WHEN state = 'crashed' AND ended_at IS NULL THEN 'running' ELSE state END "
+        "WHERE num = ?",
+        (time.time(), os.getpid() if pid is None else pid, num),
     )
 
 
@@ -177,26 +243,132 @@ def merge_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any
         raise UnknownRun(f"no run with id {run_id!r}")
 
 
-def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
-    """Set summary values (the JSON object and the numeric mirror) of run ``num``.
+def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any]) -> None:
+    """Set top-level config keys as given (wandb's ``config.update``: a nested value replaces
+    the old one whole, ``None`` is stored as null). Call inside a transaction."""
+    if not update:
+        return
+    row = conn.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise UnknownRun(f"no run with id {run_id!r}")
+    config = values.loads(row[0], {})
+    config.update(update)
+    conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
 
+
+def forget_metrics(conn: sqlite3.Connection, num: int, keys: Sequence[str]) -> None:
+    """Remove metrics from run ``num``: their history points and summary values.
+
+    Call inside a transaction.
+    """
+    if not keys:
+        return
+    rows = [(num, key) for key in keys]
+    conn.executemany("DELETE FROM history WHERE run = ? AND key = ?", rows)
+    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", rows)
+    row = conn.execute("SELECT summary FROM runs WHERE num = ?", (num,)).fetchone()
+    summary = values.loads(row[0], {}) if row else {}
+    if any(key in summary for key in keys):
+        for key in keys:
+            summary.pop(key, None)
+        conn.execute("UPDATE runs SET summary = ? WHERE num = ?", (values.dumps(summary), num))
+
+
+def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
+    """Make a run ``running`` again in this process (a resumed run: ``init(resume=...)``)."""
+    conn.execute(
+        "UPDATE runs SET state = 'running', exit_code = NULL, ended_at = NULL, reason = NULL, "
+        "pid = ?, owner_pid = ? WHERE id = ?",
+        (os.getpid(), os.getpid(), run_id),
+    )
+
+
+def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | None = None) -> None:
+    """Rewind run ``num`` to ``step`` (its later points removed), or, with ``into``, copy its
+    points up to ``step`` into run ``into`` (a fork). The summary of the run written becomes
+    the last value of each metric up to there. Call inside a transaction."""
+    target = num if into is None else into
+    if into is None:
+        conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            (into, num, step),
+        )
+    last = {
+        key: value
+        for key, value in conn.execute(
+            "SELECT key, value FROM history AS h WHERE run = ?1 AND step = "
+            "(SELECT max(step) FROM history WHERE run = ?1 AND key = h.key)",
+            (target,),
+        )
+    }
+    conn.execute("UPDATE runs SET summary = '{}' WHERE num = ?", (target,))
+    conn.execute("DELETE FROM summary_metrics WHERE run = ?", (target,))
+    merge_summary(conn, target, {k: math.nan if v is None else v for k, v in last.items()})
+
+
+def last_step(conn: sqlite3.Connection, num: int) -> int | None:
+    """The highest step recorded for run ``num`` (None without history)."""
+    return conn.execute("SELECT max(step) FROM history WHERE run = ?", (num,)).fetchone()[0]
+
+
+def _numeric_leaves(prefix: str, value: Any, out: list[tuple[str, float]]) -> None:
+    if values.is_number(value):
+        out.append((prefix, values.as_float(value)))
+    elif isinstance(value, Mapping) and "_type" not in value:  # not a media description
+        for key, item in value.items():
+            _numeric_leaves(f"{prefix}.{key}", item, out)
+
+
+def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> list[str]:
+    """Set summary values (the JSON object and the numeric mirror) of run ``num``; return
+    the keys left as they were.
+
+    A string never replaces a numeric summary value (``"0.6"`` or ``"nan"`` logged as
+    strings after numbers): the number stays, so the metric stays in
+    tables and plots. This holds for every producer, since they all write through here.
     Call inside a transaction (``transaction(conn)``) so both stay in step.
     """
     update = {key: value for key, value in update.items() if value is not None}
+    others = [key for key, value in update.items() if isinstance(value, str)]
+    kept: list[str] = []
+    if others:
+        kept = [
+            key
+            for (key,) in conn.execute(
+                f"SELECT key FROM summary_metrics WHERE run = ? AND key IN "
+                f"({', '.join('?' * len(others))})",
+                (num, *others),
+            )
+        ]
+        for key in kept:
+            del update[key]
     if not update:
-        return
+        return kept
     conn.execute(
         "UPDATE runs SET summary = json_patch(summary, ?) WHERE num = ?",
         (values.dumps(update), num),
     )
+    # The numeric mirror holds numbers, and the numeric leaves of a dict value as dotted
+    # keys (a define_metric summary {"acc": {"max": 0.9}} is the metric "acc.max").
+    numbers: list[tuple[str, float]] = []
+    gone = []
+    for key, value in update.items():
+        if values.is_number(value):
+            numbers.append((key, values.as_float(value)))
+        else:
+            gone.append((num, key))
+            if isinstance(value, Mapping):
+                _numeric_leaves(key, value, numbers)
     conn.executemany(
         "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
-        [(num, key, float(value)) for key, value in update.items() if values.is_number(value)],
+        [(num, key, value) for key, value in numbers],
     )
-    conn.executemany(
-        "DELETE FROM summary_metrics WHERE run = ? AND key = ?",
-        [(num, key) for key, value in update.items() if not values.is_number(value)],
-    )
+    if gone:
+        conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", gone)
+    return kept
 
 
 # History points go in 50 rows per INSERT: one statement step per 50 points instead of
@@ -207,9 +379,27 @@ _INSERT_ONE = _INSERT_POINTS + "(?, ?, ?, ?, ?)"
 _INSERT_MANY = _INSERT_POINTS + ", ".join(["(?, ?, ?, ?, ?)"] * _POINTS_PER_INSERT)
 
 
-def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
+def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> int:
     """Store history points; a second value for the same (run, step, key) replaces the first
-    (rows are applied in order, also within one statement)."""
+    (rows are applied in order, also within one statement).
+
+    Returns how many points could not be stored at all. A value SQLite cannot take as it is
+    (an integer beyond 64 bits, such as a FLOP count) is stored as a float; a point whose
+    step is not a 64-bit integer, or whose key or value is not a string and a number, is
+    left out and counted, never failing the points around it.
+    """
+    try:
+        _insert_points(conn, points)
+        return 0
+    except (OverflowError, TypeError, ValueError, sqlite3.InterfaceError):
+        # Statements before the failing one may already be in: INSERT OR REPLACE of the
+        # same rows again is harmless.
+        storable = [point for point in map(_storable, points) if point is not None]
+        _insert_points(conn, storable)
+        return len(points) - len(storable)
+
+
+def _insert_points(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
     size = _POINTS_PER_INSERT
     full = len(points) - len(points) % size
     if full:
@@ -219,6 +409,25 @@ def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> None:
         )
     if full < len(points):
         conn.executemany(_INSERT_ONE, points[full:])
+
+
+def _storable(point: Point) -> Point | None:
+    """``point`` as SQLite can store it, or None when it cannot be."""
+    try:
+        num, step, key, value, at = point
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if isinstance(step, bool) or not isinstance(step, int):
+            return None
+        if not INT64_MIN <= step <= INT64_MAX or not isinstance(key, str):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            value = values.as_float(value)
+        return (int(num), step, key, value, float(at))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def log_points(
@@ -242,15 +451,35 @@ def log_points(
                 ).fetchone()
                 step = last + 1 if taken else last
         now = time.time()
-        write_history(conn, [(num, step, key, float(v), now) for key, v in metrics.items()])
+        write_history(
+            conn, [(num, step, key, values.as_float(v), now) for key, v in metrics.items()]
+        )
         merge_summary(conn, num, metrics)
     return step
 
 
+OUTPUT_TAIL_BYTES = 1024 * 1024  # the kept output of a run: its last MiB
+
+
 def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool) -> None:
+    """The run's kept output, final (the pages written while it ran are dropped)."""
     conn.execute(
         "INSERT OR REPLACE INTO run_output (run, tail, truncated) VALUES (?, ?, ?)",
         (num, tail, int(truncated)),
+    )
+    conn.execute("DELETE FROM run_output_pages WHERE run = ?", (num,))
+
+
+def append_output(conn: sqlite3.Connection, num: int, start: int, data: bytes) -> None:
+    """Add output bytes ``start``.. (offsets in the whole output) to a running run's kept
+    output; pages wholly before its last ``OUTPUT_TAIL_BYTES`` are deleted."""
+    conn.execute(
+        "INSERT OR REPLACE INTO run_output_pages (run, start, data) VALUES (?, ?, ?)",
+        (num, start, data),
+    )
+    conn.execute(
+        "DELETE FROM run_output_pages WHERE run = ? AND start + length(data) <= ?",
+        (num, start + len(data) - OUTPUT_TAIL_BYTES),
     )
 
 
@@ -263,10 +492,14 @@ def transaction(conn: sqlite3.Connection):
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, an I/O error): the original
+        # error is what the caller needs, not "no transaction is active".
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -284,23 +517,70 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_crashed(conn: sqlite3.Connection) -> int:
-    """Mark ``running`` runs of this host whose recording process is gone as ``crashed``.
+def crashed_runs(conn: sqlite3.Connection) -> list[int]:
+    """The ``running`` runs (by ``num``) whose recording process is gone.
 
-    Runs of other hosts are never guessed about. Returns how many runs were marked.
+    Gone: the heartbeat is older than ``HEARTBEAT_STALE_S`` (on any host, so PID namespaces
+    and other machines reading the file are judged by it alone), or the process that wrote
+    the last heartbeat is absent from this host's, and this namespace's, process table.
+    Runs recorded before heartbeats existed keep the old rule: same host, owner pid gone.
     """
-    host = hostname()
+    now = time.time()
+    host, here = hostname(), pid_namespace()
     rows = conn.execute(
-        "SELECT id, owner_pid FROM runs WHERE state = 'running' AND host = ?", (host,)
+        "SELECT num, host, owner_pid, heartbeat_at, heartbeat_pid, pid_ns FROM runs "
+        "WHERE state = 'running'"
     ).fetchall()
-    dead = [run_id for run_id, pid in rows if pid is None or not pid_alive(pid)]
-    if dead:
-        with contextlib.suppress(sqlite3.OperationalError):  # read-only file: report only
-            conn.executemany(
-                "UPDATE runs SET state = 'crashed' WHERE id = ? AND state = 'running'",
-                [(run_id,) for run_id in dead],
-            )
+    dead = []
+    for num, run_host, owner_pid, beat_at, beat_pid, namespace in rows:
+        if beat_at is None:
+            gone = run_host == host and (owner_pid is None or not pid_alive(owner_pid))
+        elif now - beat_at > HEARTBEAT_STALE_S:
+            gone = True
+        else:
+            gone = namespace == here and beat_pid is not None and not pid_alive(beat_pid)
+        if gone:
+            dead.append(num)
+    return dead
+
+
+def reap_crashed(conn: sqlite3.Connection) -> int:
+    """Show the runs ``crashed_runs`` finds as ``crashed``; return how many there are.
+
+    On a writable connection they are marked in the file (a heartbeat heard later makes
+    them ``running`` again). A read-only connection never writes: a temporary view named
+    ``runs`` shadows the table for this connection only, with those runs' state as
+    ``crashed``, so every query of the reading command sees the same states.
+    """
+    dead = crashed_runs(conn)
+    if not dead:
+        return 0
+    try:
+        conn.executemany(
+            "UPDATE main.runs SET state = 'crashed' WHERE num = ? AND state = 'running'",
+            [(num,) for num in dead],
+        )
+    except sqlite3.OperationalError:  # read-only file or connection: shadow, do not write
+        _shadow_crashed(conn, dead)
     return len(dead)
+
+
+def _shadow_crashed(conn: sqlite3.Connection, nums: Sequence[int]) -> None:
+    # Changing temp_store drops every temporary object, so it is set first (to what the
+    # grouped table sets it to, which then changes nothing).
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
+    conn.executemany("INSERT OR IGNORE INTO temp.wbg_crashed VALUES (?)", [(n,) for n in nums])
+    columns = [row[1] for row in conn.execute("PRAGMA main.table_info(runs)")]
+    select = ", ".join(
+        "CASE WHEN state = 'running' AND num IN (SELECT num FROM temp.wbg_crashed) "
+        "THEN 'crashed' ELSE state END AS state"
+        if column == "state"
+        else f'"{column}"'
+        for column in columns
+    )
+    conn.execute("DROP VIEW IF EXISTS temp.runs")
+    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {select} FROM main.runs")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -388,17 +668,41 @@ def list_runs(
     *,
     limit: int | None = None,
     oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run records, newest first, that ``filters`` select (all runs without it)."""
-    from wbg.query import Filters
+    """Run records, newest first, that ``filters`` select (all runs without it); ``sort``
+    orders them by a field, config key or summary metric first (``wbg.query.sort_sql``)."""
+    return list(
+        iter_runs(conn, filters, limit=limit, oldest_first=oldest_first, sort=sort, desc=desc)
+    )
+
+
+def iter_runs(
+    conn: sqlite3.Connection,
+    filters: Filters | None = None,
+    *,
+    limit: int | None = None,
+    oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """``list_runs`` read as it is consumed: a view of 100,000 runs prints its first row at
+    once and holds one record at a time."""
+    from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
     clause, params = (filters or Filters()).sql()
     order = "started_at, id" if oldest_first else "started_at DESC, id"
+    if sort is not None:
+        by, extra = sort_sql(conn, sort, desc)
+        order = f"{by}, {order}"
+        params = [*params, *extra]
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [record_from_row(row) for row in conn.execute(sql, params)]
+    for row in conn.execute(sql, params):
+        yield record_from_row(row)
 
 
 def run_num(conn: sqlite3.Connection, run_id: str) -> int:
@@ -416,24 +720,65 @@ def history_count(conn: sqlite3.Connection, run_id: str) -> int:
     ).fetchone()[0]
 
 
-def get_history(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT step, key, value, time FROM history "
-        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY step, key",
-        (run_id,),
+def get_history(
+    conn: sqlite3.Connection,
+    run_id: str,
+    keys: Sequence[str] | None = None,
+    tail: int | None = None,
+) -> list[dict[str, Any]]:
+    return list(iter_history(conn, run_id, keys, tail))
+
+
+def iter_history(
+    conn: sqlite3.Connection,
+    run_id: str,
+    keys: Sequence[str] | None = None,
+    tail: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """A run's points in step order, read as they are consumed (memory stays flat however
+    many points the run has): of ``keys`` only when given, of the last ``tail`` steps only
+    when given."""
+    sql = (
+        "SELECT step, key, value, time FROM history WHERE run = (SELECT num FROM runs WHERE id = ?)"
     )
-    return [
-        {"step": step, "key": key, "value": math.nan if value is None else value, "time": iso(t)}
-        for step, key, value, t in rows
-    ]
+    params: list[Any] = [run_id]
+    if keys:
+        sql += f" AND key IN ({', '.join('?' * len(keys))})"
+        params += keys
+    if tail is not None:
+        sql += (
+            " AND step >= coalesce((SELECT min(step) FROM (SELECT DISTINCT h.step FROM history "
+            "AS h WHERE h.run = (SELECT num FROM runs WHERE id = ?)"
+            + (f" AND h.key IN ({', '.join('?' * len(keys))})" if keys else "")
+            + " ORDER BY h.step DESC LIMIT ?)), 0)"
+        )
+        params += [run_id, *(keys or ()), tail]
+    for step, key, value, t in conn.execute(sql + " ORDER BY step, key", params):
+        yield {
+            "step": step,
+            "key": key,
+            "value": math.nan if value is None else value,
+            "time": iso(t),
+        }
 
 
 def get_output(conn: sqlite3.Connection, run_id: str) -> tuple[bytes, bool] | None:
+    """The run's kept output and whether older output was cut; None when there is none."""
     row = conn.execute(
         "SELECT tail, truncated FROM run_output WHERE run = (SELECT num FROM runs WHERE id = ?)",
         (run_id,),
     ).fetchone()
-    return None if row is None else (bytes(row[0]), bool(row[1]))
+    if row is not None:
+        return bytes(row[0]), bool(row[1])
+    pages = conn.execute(  # a run still going (or one that never ended)
+        "SELECT start, data FROM run_output_pages "
+        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY start",
+        (run_id,),
+    ).fetchall()
+    if not pages:
+        return None
+    data = b"".join(bytes(page) for _, page in pages)
+    return data[-OUTPUT_TAIL_BYTES:], pages[0][0] > 0 or len(data) > OUTPUT_TAIL_BYTES
 
 
 def run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
@@ -462,6 +807,48 @@ def set_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any])
     _running_check(conn, run_id, "edit the config of")
     with transaction(conn):
         merge_config(conn, run_id, update)
+
+
+def set_name(conn: sqlite3.Connection, run_id: str, name: str) -> None:
+    """Rename a run (``wbg runs set ID --name NEW``); a name is 1-128 characters."""
+    values.check_name("name", name, values.MAX_GROUP)
+    with transaction(conn):
+        cursor = conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+        if cursor.rowcount == 0:
+            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+
+
+DIFF_FIELDS = ("project", "group", "job_type", "name", "state", "exit_code", "duration_s",
+               "host", "git_commit", "git_dirty", "command", "tags")  # fmt: skip
+
+
+def diff_records(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Two runs side by side (``wbg runs diff``): the fields that describe a run, then every
+    config and summary key (dotted), each row ``{key, a, b, same}``."""
+    import shlex
+
+    def field(record: Mapping[str, Any], name: str) -> Any:
+        value = record.get(name)
+        return shlex.join(value) if name == "command" and isinstance(value, list) else value
+
+    rows = [{"key": f, "a": field(a, f), "b": field(b, f)} for f in DIFF_FIELDS]
+    for section in ("config", "summary"):
+        left, right = _dotted_items(a.get(section) or {}), _dotted_items(b.get(section) or {})
+        for key in sorted({*left, *right}):
+            rows.append({"key": f"{section}.{key}", "a": left.get(key), "b": right.get(key)})
+    for row in rows:
+        row["same"] = values.dumps(row["a"]) == values.dumps(row["b"])
+    return rows
+
+
+def _dotted_items(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            found.update(_dotted_items(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def set_tags(
@@ -494,7 +881,7 @@ def move_runs(conn: sqlite3.Connection, run_ids: Sequence[str], group: str | Non
 def delete_runs(conn: sqlite3.Connection, nums: Sequence[int]) -> int:
     """Delete runs (by ``num``) with their history, summary metrics and output."""
     with transaction(conn):
-        for table in ("history", "summary_metrics", "run_output"):
+        for table in ("history", "summary_metrics", "run_output", "run_output_pages"):
             conn.executemany(f"DELETE FROM {table} WHERE run = ?", [(n,) for n in nums])
         conn.executemany("DELETE FROM runs WHERE num = ?", [(n,) for n in nums])
     return len(set(nums))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,12 +60,14 @@ def check_tags(tags: Iterable[str] | None) -> list[str]:
     return checked
 
 
-def check_key(key: str, what: str = "config key") -> str:
+def check_key(key: str, what: str = "config key", dotted: bool = True) -> str:
+    """A key typed as a dotted path (``opt.lr``); ``dotted=False`` for a literal key, as
+    stored (wandb accepts ``'a..b'`` as a config key, so a stored key may hold any dots)."""
     if not isinstance(key, str) or not key or not key.strip():
         raise InvalidName(f"{what} must not be empty")
     if _has_control(key):
         raise InvalidName(f"{what} must not contain control characters: {key!r}")
-    if any(not part for part in key.split(".")):
+    if dotted and any(not part for part in key.split(".")):
         raise InvalidName(f"{what} has an empty part between dots: {key!r}")
     return key
 
@@ -78,11 +81,17 @@ def toml() -> Any:
     return tomllib
 
 
+# Decimals that TOML refuses but Python reads: ``.001``, ``1.``, ``-.5``, ``1.e-3``.
+_BARE_POINT = re.compile(r"^[+-]?(?:\d(?:_?\d)*\.(?:\d(?:_?\d)*)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?$")
+
+
 def parse_value(text: str) -> Any:
     """Type a command-line value: a TOML/JSON scalar or array, else the string itself.
 
     ``3`` -> 3, ``0.1`` -> 0.1, ``true`` -> True, ``"x"`` -> "x", ``[1,2]`` -> [1, 2],
-    ``adam`` -> "adam". TOML dates and tables stay the text that was typed.
+    ``adam`` -> "adam". Numbers are written as in Python or TOML: ``-5``, ``+1``, ``1e-3``,
+    ``1_000``, and also ``.001`` and ``1.`` (floats, as Python reads them). TOML dates and
+    tables stay the text that was typed.
     """
     stripped = text.strip()
     if not stripped:
@@ -90,12 +99,27 @@ def parse_value(text: str) -> Any:
     tomllib = toml()
     try:
         value = tomllib.loads(f"v = {stripped}")["v"]
-    except (tomllib.TOMLDecodeError, KeyError):
+    except (ValueError, KeyError):  # TOMLDecodeError is a ValueError, and so is a
+        if _BARE_POINT.match(stripped):  # number beyond Python's digit limit for int()
+            return float(stripped)
         try:
             value = json.loads(stripped)
         except ValueError:
+            if _LONG_NUMBER.fullmatch(stripped):
+                raise InvalidInput(
+                    f"number too long: {stripped[:12]}... ({len(stripped)} characters)",
+                    hint="quote it to keep it as text: KEY='\"...\"'",
+                ) from None
             return text
     return value if _is_plain(value) else text
+
+
+_LONG_NUMBER = re.compile(r"[-+]?[\d_]{1000,}(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
+def storable_int(value: int) -> int | float:
+    """``value`` itself when SQLite can store it as an integer (64 bits), else a float."""
+    return value if -(2**63) <= value < 2**63 else as_float(value)
 
 
 def _is_plain(value: Any) -> bool:
@@ -147,11 +171,40 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return base
 
 
-def check_config(config: Mapping[str, Any], prefix: str = "") -> None:
-    for key, value in config.items():
-        check_key(str(key), f"config key {prefix}{key!r}")
-        if isinstance(value, Mapping):
-            check_config(value, f"{prefix}{key}.")
+MAX_CONFIG_DEPTH = 100  # nested tables; far beyond any real config, far below recursion
+
+
+def check_config(config: Mapping[str, Any], prefix: str = "", depth: int = 1) -> None:
+    """Every key valid, nesting at most ``MAX_CONFIG_DEPTH`` deep (checked without recursion,
+    so a hostile config gets this error and not a RecursionError)."""
+    stack: list[tuple[Mapping[str, Any], str, int]] = [(config, prefix, depth)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise InvalidInput(
+                f"config nested more than {MAX_CONFIG_DEPTH} levels deep (at {path[:60]}...)"
+            )
+        for key, value in node.items():
+            check_key(str(key), f"config key {path}{key!r}", dotted=False)
+            if isinstance(value, Mapping):
+                stack.append((value, f"{path}{key}.", depth + 1))
+            elif isinstance(value, (list, tuple)):
+                _check_list_depth(value, f"{path}{key}", depth + 1)
+
+
+def _check_list_depth(items: Any, path: str, depth: int) -> None:
+    stack = [(items, depth)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_CONFIG_DEPTH:
+            raise InvalidInput(
+                f"config nested more than {MAX_CONFIG_DEPTH} levels deep (at {path})"
+            )
+        for item in node:
+            if isinstance(item, (list, tuple)):
+                stack.append((item, level + 1))
+            elif isinstance(item, Mapping):
+                check_config(item, f"{path}[].", level + 1)  # rare: a table in a list
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -169,6 +222,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     ]:
         try:
             data = _parse_config_text(text, kind)
+        except RecursionError:
+            raise InvalidInput(f"config file {file} is nested too deeply") from None
         except ValueError as exc:
             errors.append(f"{kind.upper()}: {exc}")
             continue
@@ -225,6 +280,14 @@ def loads(text: str | None, default: Any = None) -> Any:
     if text is None:
         return default
     return _decode(json.loads(text))
+
+
+def as_float(value: float) -> float:
+    """``float(value)``, with integers beyond a double's range as +-inf instead of an error."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def is_number(value: Any) -> bool:

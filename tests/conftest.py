@@ -19,6 +19,13 @@ WBG_ENV = (
     "WANDB_NAME",
     "WANDB_TAGS",
     "WANDB_NOTES",
+    "WANDB_MODE",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_DIR",
+    "WANDB_ENTITY",
+    "WANDB_DISABLED",
+    "WANDB_SILENT",
     "NO_COLOR",
 )
 

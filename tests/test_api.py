@@ -50,18 +50,22 @@ def test_init_log_finish_records_everything(db_path):
     assert len(run.id) == 8
 
 
-def test_explicit_steps_and_non_finite_values(db_path):
+def test_explicit_steps_and_non_finite_values(db_path, capfd):
+    # wandb's step rules: step=5 opens row 5, a log without step= joins it and commits it,
+    # and a lower step is dropped with a warning.
     with wbg.init(project="p") as run:
         run.log({"x": 1.0}, step=5)
         run.log({"x": float("nan"), "y": float("inf")})
         run.log({"x": 3.0}, step=2)
+        run.log({"x": 4.0})
     points = history(db_path, run.id)
-    assert points[0] == (2, "x", 3.0)
-    assert points[1] == (5, "x", 1.0)
-    assert points[2][0:2] == (6, "x") and math.isnan(points[2][2])
-    assert points[3] == (6, "y", math.inf)
+    assert points[0][0:2] == (5, "x") and math.isnan(points[0][2])
+    assert points[1] == (5, "y", math.inf)
+    assert points[2] == (6, "x", 4.0)
+    assert len(points) == 3
     summary = only_record(db_path)["summary"]
-    assert summary["x"] == 3.0 and summary["y"] == math.inf
+    assert summary["x"] == 4.0 and summary["y"] == math.inf
+    assert "Tried to log to step 2 that is less than the current step 6" in capfd.readouterr().err
 
 
 def test_arguments_win_over_environment(db_path, monkeypatch):
@@ -159,7 +163,7 @@ def test_finish_with_nonzero_exit_code_is_failed(db_path):
     run = wbg.init(project="p")
     run.finish(exit_code=2)
     assert (only_record(db_path)["state"], only_record(db_path)["exit_code"]) == ("failed", 2)
-    with pytest.raises(RuntimeError, match="is finished"):
+    with pytest.raises(wbg.UsageError, match="is finished"):
         run.log({"x": 1})
 
 
@@ -282,3 +286,30 @@ def test_import_wbg_is_cheap():
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.stdout.strip() == "[]"
+
+
+def test_git_facts_are_asked_once_per_process_and_directory(db_path, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.txt").write_text("1")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    monkeypatch.chdir(repo / "sub")  # the repository is found from a subdirectory
+    script = f"""
+        import pathlib, wbg
+        wbg.init(project="p").finish()
+        pathlib.Path({str(repo / "f.txt")!r}).write_text("2")  # dirty now: not asked again
+        wbg.init(project="p").finish()
+        """
+    done = run_script(script)
+    assert done.returncode == 0, done.stderr
+    assert [(r["git_commit"], r["git_dirty"]) for r in records(db_path)] == [
+        (head.strip(), False),
+        (head.strip(), False),
+    ]
+    from wbg.gitinfo import in_work_tree
+
+    assert in_work_tree(str(repo / "sub")) and not in_work_tree(str(tmp_path))

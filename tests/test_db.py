@@ -18,11 +18,13 @@ EXPECTED_TABLES = {
     "runs": {
         "num", "id", "project", "name", "group", "job_type", "tags", "notes", "state",
         "exit_code", "command", "cwd", "host", "user", "pid", "git_commit", "git_dirty",
-        "started_at", "ended_at", "config", "summary", "owner_pid", "reason",
+        "started_at", "ended_at", "config", "summary", "owner_pid", "reason", "heartbeat_at",
+        "heartbeat_pid", "pid_ns",
     },
     "history": {"run", "step", "key", "value", "time"},
     "summary_metrics": {"run", "key", "value"},
     "run_output": {"run", "tail", "truncated"},
+    "run_output_pages": {"run", "start", "data"},
     "wbg_migrations": {"id", "name", "applied_at"},
 }  # fmt: skip
 
@@ -100,11 +102,15 @@ def test_missing_directory_is_a_clear_error(tmp_path, cli):
     target = tmp_path / "nope" / "runs.db"
     with pytest.raises(DatabaseError, match="directory .* does not exist"):
         dbmod.connect(target)
-    result = cli("runs", "list", "--db", str(target))
+    result = cli("log", "x=1", "--run", "abcd1234", "--db", str(target))
     assert result.exit_code == 1
     assert result.stderr.startswith(
         f"Error: cannot create database {target}: directory {target.parent} does not exist"
     )
+    # A read command never creates anything: there is no database there (exit 2).
+    result = cli("runs", "list", "--db", str(target))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: no database at {target}\n")
     assert not target.parent.exists()
 
 

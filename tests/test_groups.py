@@ -25,24 +25,24 @@ time span  2023-11-14 22:13:20 -> 2023-11-14 22:14:25
 compute    38 s (sum of durations)
 
 Runs (summary values on the right)
-id        name         job_type    state     duration_s    fold    split    acc    loss    val_acc
---------  -----------  ----------  --------  ------------  ------  -------  -----  ------  ---------
-<ID>      exp-a-fold0  train       finished  10            0                0.9    0.5
-<ID>      exp-a-fold1  train       finished  11            1                0.91   0.4
-<ID>      exp-a-fold2  train       finished  12            2                0.92   0.3
-<ID>      exp-a-eval   eval        finished  5                     val                     0.85
+id        name         job_type  state     fold  split  acc   loss  val_acc  duration_s
+--------  -----------  --------  --------  ----  -----  ----  ----  -------  ----------
+<ID>      exp-a-fold0  train     finished  0            0.9   0.5            10
+<ID>      exp-a-fold1  train     finished  1            0.91  0.4            11
+<ID>      exp-a-fold2  train     finished  2            0.92  0.3            12
+<ID>      exp-a-eval   eval      finished        val                0.85     5
 
 Config common to all runs
 key         value
-----------  -------
+----------  -----
 lr          0.1
 model.name  mlp
 
 Aggregates per job_type (mean ± std)
-job_type    runs    acc          loss       val_acc    duration_s
-----------  ------  -----------  ---------  ---------  ------------
-eval        1                               0.85       5
-train       3       0.91 ± 0.01  0.4 ± 0.1             11 ± 1
+job_type  runs  acc            loss         val_acc  duration_s
+--------  ----  -------------  -----------  -------  ----------
+eval      1                                 0.85     5
+train     3     0.910 ± 0.010  0.40 ± 0.10           11.0 ± 1.0
 """
 
 
@@ -352,3 +352,19 @@ def test_export_history_points(cli, db_path):
         (run_id, "0", "0.5"),
         (run_id, "1", "nan"),
     ]
+
+
+def test_a_group_with_thousands_of_varying_keys_shows_the_most_common(cli, db_path):
+    for i in range(30):
+        add_run(db_path, group="wide", config={"seed": i, **{f"k{i}_{j}": j for j in range(40)}})
+    result = cli("group", "show", "wide", "--runs", "5")
+    assert result.exit_code == 0, result.output
+    header = result.stdout.split("Runs (summary values on the right)\n")[1].splitlines()[0]
+    assert header.split()[4] == "seed", header  # in every run: the first to show
+    assert len([c for c in header.split() if c.startswith("k")]) == 11
+    assert result.stderr.endswith(
+        "note: 1189 more config keys differ between runs, not shown "
+        "(-f json or -f csv has them all)\n"
+    )
+    every = cli("group", "show", "wide", "-f", "csv")
+    assert every.stdout.splitlines()[0].count(",k") == 1200

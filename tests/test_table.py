@@ -139,7 +139,7 @@ def test_missing_group_key_is_the_dash_group(cli, db_path):
     add_run(db_path, config={}, summary={"acc": 0.7})
     human = cli("table", "--group-by", "lr", "-m", "acc", "--agg", "mean")
     assert human.exit_code == 0, human.output
-    assert human.stdout.splitlines()[2:] == ["0.1   1       0.5", "-     1       0.7"]
+    assert human.stdout.splitlines()[2:] == ["0.1  1     0.5", "-    1     0.7"]
     rows = json.loads(cli("table", "-G", "lr", "-m", "acc", "--agg", "mean", "-f", "json").stdout)
     assert [r["lr"] for r in rows] == [0.1, None]
 
@@ -207,12 +207,12 @@ def test_human_format_is_compact(cli, db_path):
     result = cli("table", "-G", "group,job_type", "-m", "acc", "-m", "val_acc")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        "group    job_type    runs    acc          val_acc",
-        "-------  ----------  ------  -----------  ---------",
-        "exp-a    eval        1                    0.85",
-        "exp-a    train       3       0.91 ± 0.01",
-        "exp-b    eval        1                    0.75",
-        "exp-b    train       3       0.81 ± 0.01",
+        "group  job_type  runs  acc            val_acc",
+        "-----  --------  ----  -------------  -------",
+        "exp-a  eval      1                    0.85",
+        "exp-a  train     3     0.910 ± 0.010",
+        "exp-b  eval      1                    0.75",
+        "exp-b  train     3     0.810 ± 0.010",
     ]
 
 
@@ -222,7 +222,7 @@ def test_wide_table_drops_metrics_to_fit_columns(cli, db_path, monkeypatch):
     result = cli("table", "--agg", "mean,std,min,max")
     assert result.exit_code == 0, result.output
     assert all(len(line) <= 60 for line in result.stdout.splitlines()), result.stdout
-    assert "note: 3 metric(s) left out to fit the terminal: loss, val_acc, duration_s" in (
+    assert "note: 3 metrics left out to fit the terminal: loss, val_acc, duration_s" in (
         result.stderr
     )
     monkeypatch.delenv("COLUMNS")
@@ -269,7 +269,7 @@ def test_hostile_where_matches_nothing_and_leaves_tables_intact(cli, db_path):
 
 
 def test_sort_by_metric_aggregate(cli, db_path):
-    for group, values in (("low", [0.1, 0.2]), ("high", [0.8, 0.9]), ("mid", [0.5]), ("none", [])):
+    for group, values in (("low", [0.1, 0.25]), ("high", [0.8, 0.9]), ("mid", [0.5]), ("none", [])):
         for value in values:
             add_run(db_path, group=group, summary={"acc": value})
         if not values:
@@ -382,8 +382,8 @@ def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
 
 def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
     add_run(db_path, project="other", summary={f"m{i:02d}": float(i) for i in range(25)})
-    add_run(db_path, project="mine", group="g", summary={"acc": 1.0, "m03": 2.0})
-    add_run(db_path, project="mine", group="g", summary={"acc": 3.0})
+    add_run(db_path, project="mine", group="g", summary={"acc": 1.0, "m03": 2.0}, duration=4.0)
+    add_run(db_path, project="mine", group="g", summary={"acc": 3.0}, duration=6.0)
     result = cli("table", "-p", "mine", "-f", "json", "--agg", "mean")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
@@ -394,7 +394,7 @@ def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
             "acc.excluded": 0,
             "m03.mean": 2.0,
             "m03.excluded": 0,
-            "duration_s.mean": json.loads(result.stdout)[0]["duration_s.mean"],
+            "duration_s.mean": 5.0,
             "duration_s.excluded": 0,
         }
     ]
@@ -412,3 +412,20 @@ def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
             "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n",
         )
         assert cli(*command, "-G", "lr").exit_code == 0
+
+
+def test_std_stays_exact_when_the_spread_is_tiny_next_to_the_values(cli, db_path):
+    import statistics
+
+    # One walk sums (x - K) and (x - K)**2 with K one of the metric's values; for group
+    # "far" K is 1e9 away and the spread 0.1: its deviations must be summed exactly.
+    far = [1e9 + 0.1, 1e9 + 0.2, 1e9 + 0.3]
+    for value in [0.0, 1.0]:
+        add_run(db_path, group="near", summary={"x": value})
+    for value in far:
+        add_run(db_path, group="far", summary={"x": value})
+    result = cli("table", "-m", "x", "-f", "json", "--agg", "mean,std")
+    assert result.exit_code == 0, result.output
+    rows = {r["group"]: r for r in json.loads(result.stdout)}
+    assert rows["far"]["x.std"] == pytest.approx(statistics.stdev(far), rel=1e-6)
+    assert rows["near"]["x.std"] == pytest.approx(statistics.stdev([0.0, 1.0]), rel=1e-12)
