@@ -45,7 +45,7 @@ from textual.widgets.option_list import Option
 
 from wbg import aggregate, curves, groups, query, runs, workspace
 from wbg.cli.chart import render_terminal
-from wbg.cli.render import format_number
+from wbg.cli.render import format_number, safe_text
 from wbg.errors import WbgError
 
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -58,8 +58,7 @@ REAP_EVERY = 10  # polls between looks for crashed runs (an indexed query of run
 RUNNING = "●"
 MAX_COLUMN = 48  # widest table column (a longer cell is cut; the run page shows all)
 AGGREGATES = ("count", "mean", "std")
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")  # colours: dropped from plain text
 
 
 @dataclass
@@ -279,11 +278,11 @@ def run_value(row: dict[str, Any], metric: str) -> str:
 
 def clean_output(text: str) -> list[str]:
     """Kept output as plain lines: colours dropped, a \\r-redrawn line at its last state,
-    other control characters shown as ``^X`` (run output is untrusted)."""
+    every other control character or escape sequence shown escaped (``\\x1b``), as the
+    human formats show untrusted text (run output is)."""
     lines = []
-    for line in _ANSI.sub("", text).split("\n"):
-        line = line.rstrip("\r").rsplit("\r", 1)[-1]
-        lines.append(_CONTROL.sub(lambda m: "^" + chr(ord(m.group()) ^ 0x40), line))
+    for line in _SGR.sub("", text).split("\n"):
+        lines.append(safe_text(line.rstrip("\r").rsplit("\r", 1)[-1]))
     if lines and lines[-1] == "":
         lines.pop()
     return lines
@@ -349,7 +348,7 @@ class ChartView(Widget, can_focus=True):
             log_y=self.log_y,
             min_height=4,
         )
-        self.text = _ANSI.sub("", drawn)
+        self.text = _SGR.sub("", drawn)
         return Text.from_ansi(drawn, no_wrap=True) if color else Text(drawn, no_wrap=True)
 
 
@@ -567,7 +566,7 @@ class MainScreen(DataScreen):
             f"group by: {grouping} · chart: {s.chart_text()}",
         ]
         # one line each, cut at the width (CSS): a long path loses its end, not the settings
-        self.query_one("#status", Static).update(Text("\n".join(lines)))
+        self.query_one("#status", Static).update(Text("\n".join(map(safe_text, lines))))
 
     async def _show_table(self, data: TableData) -> None:
         first, self.data = self.data is None, data
@@ -727,18 +726,22 @@ class MainScreen(DataScreen):
 
 
 def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Replace a table's columns and rows. Widths are measured here, from the cells of the
+    """Replace a table's columns and rows (untrusted text: shown literally, control
+    characters escaped). Widths are measured here, from the cells of the
     page, rather than left to DataTable's own measuring when idle, which can miss rows
     that arrive while the app is busy."""
     from rich.cells import cell_len
 
-    widths = [cell_len(c) for c in columns]
-    for row in rows:
+    shown = [[safe_text(cell) for cell in row] for row in rows]
+    headers = [safe_text(c) for c in columns]
+    widths = [cell_len(c) for c in headers]
+    for row in shown:
         widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row, strict=True)]
     table.clear(columns=True)
-    for column, width in zip(columns, widths, strict=True):
-        table.add_column(column, width=min(width, MAX_COLUMN))
-    table.add_rows(rows)
+    for column, width in zip(headers, widths, strict=True):
+        table.add_column(Text(column), width=min(width, MAX_COLUMN))
+    # Text, not str: DataTable reads a str cell as Rich markup ("[red]" in a run name)
+    table.add_rows([[Text(cell) for cell in row] for row in shown])
 
 
 def _next(options: Sequence[Any], value: Any) -> Any:
@@ -824,7 +827,7 @@ def changed(app: Workspace, change: Callable[[Any], Any], done: str) -> bool:
     except sqlite3.OperationalError as exc:  # a read-only file or mount
         app.notify(f"cannot change the database: {exc}", severity="error", markup=False)
         return False
-    app.notify(done)
+    app.notify(safe_text(done), markup=False)
     app.reload_all()
     return True
 
@@ -1005,7 +1008,7 @@ class GroupScreen(DataScreen):
         self.data: GroupData | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(f"group {group_label(self.keys, self.group)}", id="title")
+        yield Static(Text(safe_text(f"group {group_label(self.keys, self.group)}")), id="title")
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"), VerticalScroll():
                 yield Static("loading…", id="facts")
@@ -1044,7 +1047,7 @@ class GroupScreen(DataScreen):
         self.data = data
         width = max(len(k) for k, _ in data.facts)
         self.query_one("#facts", Static).update(
-            Text("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.facts))
+            Text("\n".join(f"{k.ljust(width)}  {safe_text(v)}" for k, v in data.facts))
         )
         fill_table(
             self.query_one("#members", DataTable),
@@ -1132,7 +1135,7 @@ class RunScreen(DataScreen):
         self.gone = False  # deleted from this page
 
     def compose(self) -> ComposeResult:
-        yield Static(f"run {self.run_id}", id="title")
+        yield Static(Text(safe_text(f"run {self.run_id}")), id="title")
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"), VerticalScroll():
                 yield Static("loading…", id="fields")
@@ -1176,10 +1179,10 @@ class RunScreen(DataScreen):
             else:
                 fields.append((key, value))
         width = max(len(k) for k, _ in fields)
-        lines = [f"{k.ljust(width)}  {_CONTROL.sub('?', _cell(v))}" for k, v in fields]
+        lines = [f"{k.ljust(width)}  {safe_text(_cell(v))}" for k, v in fields]
         self.query_one("#fields", Static).update(Text("\n".join(lines)))
         self.query_one("#title", Static).update(
-            f"run {run_label(record)} · {state_cell(record['state'])}"
+            Text(safe_text(f"run {run_label(record)} · {state_cell(record['state'])}"))
         )
         log = self.query_one("#log", Log)
         if list(log.lines) != data.output:
@@ -1259,11 +1262,11 @@ class Picker(ModalScreen[list[str] | None]):
         needle = text.lower()
         for name in self.names:
             if needle in name.lower():
-                options.add_option(Option(self._prompt(name), id=name))
+                options.add_option(Option(Text(safe_text(self._prompt(name))), id=name))
         if options.option_count:
             options.highlighted = 0
         shown = ", ".join(self.chosen) or "(none)"
-        self.query_one("#chosen", Static).update(f"chosen: {shown}")
+        self.query_one("#chosen", Static).update(Text(safe_text(f"chosen: {shown}")))
 
     def _prompt(self, name: str) -> str:
         if name not in self.chosen:
@@ -1322,7 +1325,7 @@ class Ask(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="box"):
-            yield Static(self.prompt)
+            yield Static(Text(safe_text(self.prompt)))
             yield Input(id="answer")
 
     @on(Input.Submitted, "#answer")
@@ -1349,7 +1352,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="box"):
-            yield Static(f"{self.question}\n\ny: delete   n / Esc: keep")
+            yield Static(Text(f"{safe_text(self.question)}\n\ny: delete   n / Esc: keep"))
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -105,6 +105,16 @@ def group_rows(rows: list[list[str]]) -> list[list[str]]:
     return [[row[0][2:], row[1]] for row in rows if row[0][:1] in "▸▾"]
 
 
+def drawn_text(app) -> str:
+    """The characters on screen (from the app's own screenshot), spaces normalised."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    text = html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+    return flat(text)
+
+
 def cells(app) -> list[list[str]]:
     table = app.screen.query_one("#runs")
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
@@ -482,7 +492,7 @@ def test_run_page_follows_output_and_tags_moves_deletes(experiment, db_path):
         return seen
 
     seen = run_app(db_path, scenario)
-    assert seen["log"] == ["red", "100%", "bell^G"]
+    assert seen["log"] == ["red", "100%", "bell\\x07"]
     fields = flat(seen["fields"])
     assert f"id {run_id} project proj name exp-b-eval group exp-b job_type eval" in fields
     assert "config.split val" in fields
@@ -661,7 +671,37 @@ def test_whole_screen_at_80x24(experiment, db_path, snap_compare):
 
 
 def test_clean_output_escapes_control_sequences():
-    assert clean_output("\x1b]0;title\x07a\x1b[1mb\x1b[0m\r\n\x00z\n") == ["ab", "^@z"]
+    assert clean_output("\x1b]0;title\x07a\x1b[1mb\x1b[0m\r\n\x00z\n") == [
+        "\\x1b]0;title\\x07ab",
+        "\\x00z",
+    ]
+
+
+def test_names_from_runs_are_shown_literally(db_path):
+    """Rich markup and control characters in run names, groups and config are text."""
+    run_id = add_run(
+        db_path,
+        group="[bold]exp[/",
+        name="[red]run\x1b[2J",
+        config={"note": "[link=x]y"},
+        summary={"acc": 0.5},
+    )
+
+    async def scenario(app, pilot):
+        seen = {"groups": cells(app), "drawn": drawn_text(app)}
+        await press(pilot, "space")
+        seen["member"] = cells(app)[1][0]
+        await press(pilot, "down", "enter")
+        seen["title"] = str(app.screen.query_one("#title").content)
+        seen["fields"] = flat(app.screen.query_one("#fields").content)
+        return seen
+
+    seen = run_app(db_path, scenario)
+    assert seen["groups"][0][:2] == ["▸ [bold]exp[/", "1"]
+    assert "▸ [bold]exp[/" in seen["drawn"]  # drawn as typed, not read as markup
+    assert seen["member"] == f"    [red]run\\x1b[2J ({run_id})"
+    assert seen["title"] == f"run [red]run\\x1b[2J ({run_id}) · finished"
+    assert "config.note [link=x]y" in seen["fields"]
 
 
 # --- the command -----------------------------------------------------------------------------
