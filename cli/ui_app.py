@@ -222,9 +222,10 @@ def _group_entries(
     expanded: set[tuple[Any, ...]],
 ) -> TableData:
     entries = []
+    running = workspace.running_counts(conn, filters, table.keys)
     for row in table.rows[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]:
         group = tuple(row[k] for k in table.keys)
-        entries.append(Entry("group", group, row))
+        entries.append(Entry("group", group, {**row, "running": running.get(group, 0)}))
         if group in expanded:
             members, count = workspace.group_members(
                 conn, filters, table.keys, group, limit=MEMBERS_SHOWN
@@ -587,8 +588,9 @@ class MainScreen(DataScreen):
         row = entry.row
         if entry.kind == "group":
             mark = "▾ " if entry.group in self.expanded else "▸ "
+            live = f"  {RUNNING} {row['running']} running" if row["running"] else ""
             return [
-                mark + group_label(data.keys, entry.group),
+                mark + group_label(data.keys, entry.group) + live,
                 str(row["runs"]),
                 *(metric_cell(row, m) for m in data.metrics),
             ]

@@ -113,6 +113,25 @@ def group_members(
     return _page_rows(rows), total
 
 
+def running_counts(
+    conn: sqlite3.Connection, filters: query.Filters, keys: Sequence[str]
+) -> dict[tuple[Any, ...], int]:
+    """Group values (as ``build_table`` reports them) -> how many of the group's runs are
+    running. Reads only running runs (the state index), so it is cheap at any size."""
+    where, params = filters.sql()
+    exprs, extra = [], []
+    for name in keys:
+        expr, more = query.resolve_key(name).display_sql()
+        exprs.append(expr)
+        extra += more
+    rows = conn.execute(
+        f"SELECT {', '.join(exprs)}, count(*) FROM runs WHERE runs.state = 'running' "
+        f"AND ({where}) GROUP BY {', '.join(str(i + 1) for i in range(len(exprs)))}",
+        [*extra, *params],
+    )
+    return {tuple(row[:-1]): row[-1] for row in rows}
+
+
 def member_filters(
     filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
 ) -> query.Filters | None:

@@ -212,7 +212,7 @@ def test_expanding_a_group_lists_its_runs_and_marks_running_ones(experiment, db_
         return cells(app)
 
     shown = run_app(db_path, scenario)
-    assert shown[0][:2] == ["▾ exp-a", "5"]
+    assert shown[0][:2] == ["▾ exp-a  ● 1 running", "5"]
     members = [row[0].strip() for row in shown[1:6]]
     assert members[0] == f"● live ({running})"  # newest first, marked running
     assert sorted(members[1:]) == sorted(
@@ -543,7 +543,7 @@ def test_live_refresh_follows_other_writers_and_is_idle_otherwise(experiment, db
     assert seen["quiet"] is False
     assert seen["changed"] is True
     assert seen["quiet again"] is False
-    assert seen["rows"][0][:2] == ["▸ exp-a", "5"]
+    assert seen["rows"][0][:2] == ["▸ exp-a  ● 1 running", "5"]
     assert seen["chart"][0] == {
         "metric": "loss", "x": "0", "group": "exp-a", "line": str((10 + 11 + 12 + 100) / 4),
         "low": "10.0", "high": "100.0", "n": "4",
