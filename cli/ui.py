@@ -52,7 +52,7 @@ def ui(
             "--metric",
             "-m",
             metavar="NAME",
-            help="History metric to chart (repeatable; default: the first logged one).",
+            help="History metric to chart (repeatable; default: loss, else the first logged).",
             autocompletion=complete_history_metric,
         ),
     ] = None,
