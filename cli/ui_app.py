@@ -46,7 +46,7 @@ from textual.widgets.option_list import Option
 from wbg import aggregate, curves, groups, query, runs, workspace
 from wbg.cli.chart import render_terminal
 from wbg.cli.render import format_number, safe_text
-from wbg.errors import WbgError
+from wbg.errors import InvalidInput, WbgError
 
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 PAGE_SIZE = 200  # table rows per page: a page is built at once, 100,000 runs never are
@@ -800,8 +800,6 @@ def delete_run(app: Workspace, run_id: str) -> None:
         def delete(conn) -> None:
             nums = [runs.run_num(conn, run_id)]
             if runs.running_ids(conn, nums):
-                from wbg.errors import InvalidInput
-
                 raise InvalidInput(f"run {run_id} is still running: not deleted")
             runs.delete_runs(conn, nums)
 
@@ -951,8 +949,11 @@ def load_group(
     filters = settings.filters
     with contextlib.closing(_connect(path)) as conn:
         runs.reap_crashed(conn)
+        page = None
         if keys == ["group"] and group[0] is not None:
-            page = groups.group_page(conn, group[0], filters.project, max_runs=PAGE_SIZE)
+            with contextlib.suppress(InvalidInput):  # a name in several projects: below
+                page = groups.group_page(conn, group[0], filters.project, max_runs=PAGE_SIZE)
+        if page is not None:
             duration = page["compute_s"]
             facts = [
                 ("group", page["group"]),

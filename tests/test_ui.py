@@ -414,6 +414,21 @@ def test_group_page_shows_wbg_group_show(experiment, db_path):
     assert back is MainScreen
 
 
+def test_group_page_of_a_name_used_in_two_projects(db_path):
+    for project in ("p1", "p2"):
+        add_run(db_path, project=project, group="shared", summary={"acc": 0.5})
+
+    async def scenario(app, pilot):
+        await press(pilot, "enter")
+        return flat(app.screen.query_one("#facts").content), app.screen.query_one(
+            "#members"
+        ).row_count
+
+    facts, members = run_app(db_path, scenario)
+    assert facts == "group shared runs 2"  # both projects' runs, as the table row counts them
+    assert members == 2
+
+
 def test_group_page_of_a_config_key_group(experiment, db_path):
     from wbg.cli.table import human_rows
 
