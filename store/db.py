@@ -14,7 +14,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from wbg.engine import PgConnection, ServerUrl, engine_of, migration_lock
 from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
 from wbg.settings import resolve_db_path, user_data_dir
 
@@ -22,12 +24,17 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0
 
 
+def _ddl(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(engine_of(conn).ddl(sql))
+
+
 def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
     # Child tables point at runs.num (an integer) rather than the 8-character id: history
     # rows are the bulk of the file and integer keys make them smaller and faster to write.
     # Foreign keys are declared for readers (Datasette links them) but not enforced, so a
     # history insert costs no parent lookup; wbg deletes child rows itself.
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE runs (
             num INTEGER PRIMARY KEY,
@@ -52,9 +59,10 @@ def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
             config TEXT NOT NULL DEFAULT '{}',
             summary TEXT NOT NULL DEFAULT '{}'
         )
-        """
+        """,
     )
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE history (
             run INTEGER NOT NULL REFERENCES runs(num),
@@ -64,28 +72,32 @@ def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
             time REAL NOT NULL,
             PRIMARY KEY (run, step, key)
         ) WITHOUT ROWID
-        """
+        """,
     )
+    for statement in engine_of(conn).support_functions():
+        conn.execute(statement)
 
 
 def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
     # owner_pid: the process that records the run (wbg run itself, or the Python process
     # using the API); when it is gone on this host while the run says `running`, the run
     # crashed. reason: why a run failed before its command could start.
-    conn.execute("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
-    conn.execute("ALTER TABLE runs ADD COLUMN reason TEXT")
-    conn.execute(
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN reason TEXT")
+    _ddl(
+        conn,
         """
         CREATE TABLE run_output (
             run INTEGER PRIMARY KEY REFERENCES runs(num),
             tail BLOB NOT NULL,
             truncated INTEGER NOT NULL DEFAULT 0
         )
-        """
+        """,
     )
     # Numeric summary values, one row each, so aggregates are a plain GROUP BY. A NULL
     # value is a NaN (SQLite stores NaN as NULL); it is counted but not aggregated.
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE summary_metrics (
             run INTEGER NOT NULL REFERENCES runs(num),
@@ -93,20 +105,21 @@ def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
             value REAL,
             PRIMARY KEY (run, key)
         ) WITHOUT ROWID
-        """
+        """,
     )
-    conn.execute("CREATE INDEX summary_metrics_key ON summary_metrics(key, run)")
+    _ddl(conn, "CREATE INDEX summary_metrics_key ON summary_metrics(key, run)")
     conn.execute('CREATE INDEX runs_project_group ON runs(project, "group")')
-    conn.execute("CREATE INDEX runs_state ON runs(state)")
-    conn.execute("CREATE INDEX runs_started_at ON runs(started_at)")
+    _ddl(conn, "CREATE INDEX runs_state ON runs(state)")
+    _ddl(conn, "CREATE INDEX runs_started_at ON runs(started_at)")
 
 
 def _m003_non_finite_summary_index(conn: sqlite3.Connection) -> None:
     # `wbg table` counts the NaN (NULL) and +-inf summary values it leaves out; they are
     # rare, so a partial index lists them and the count costs nothing when there are none.
-    conn.execute(
+    _ddl(
+        conn,
         "CREATE INDEX summary_metrics_non_finite ON summary_metrics(run, key) "
-        "WHERE (value IS NULL OR abs(value) >= 9e999)"
+        "WHERE (value IS NULL OR abs(value) >= 9e999)",
     )
 
 
@@ -114,9 +127,9 @@ def _m004_heartbeat(conn: sqlite3.Connection) -> None:
     # Crash detection by heartbeat (README "Run state"): the recording process writes
     # heartbeat_at (wall clock, comparable across hosts) and its pid with its periodic
     # flush; pid_ns names the host and PID namespace where that pid means something.
-    conn.execute("ALTER TABLE runs ADD COLUMN heartbeat_at REAL")
-    conn.execute("ALTER TABLE runs ADD COLUMN heartbeat_pid INTEGER")
-    conn.execute("ALTER TABLE runs ADD COLUMN pid_ns TEXT")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN heartbeat_at REAL")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN heartbeat_pid INTEGER")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN pid_ns TEXT")
 
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -133,6 +146,10 @@ def migration_name(migration: Migration) -> str:
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
+    if isinstance(conn, PgConnection):  # no user_version: the migrations table is the count
+        if conn.execute("SELECT to_regclass('wbg_migrations')").fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT coalesce(max(id), 0) FROM wbg_migrations").fetchone()[0]
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
@@ -144,7 +161,7 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
         raise _newer(conn, version)
     applied: list[str] = []
     while version < target:
-        conn.execute("BEGIN IMMEDIATE")
+        migration_lock(conn)
         try:
             # Another process may have migrated while we waited for the write lock.
             version = schema_version(conn)
@@ -161,7 +178,8 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
                 "INSERT INTO wbg_migrations (id, name, applied_at) VALUES (?, ?, ?)",
                 (version + 1, migration_name(migration), time.time()),
             )
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+            if not isinstance(conn, PgConnection):
+                conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -172,7 +190,10 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
 
 
 def _newer(conn: sqlite3.Connection, version: int) -> NewerSchema:
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    if isinstance(conn, PgConnection):
+        path = str(conn.url)
+    else:
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
     return NewerSchema(
         f"{path} was written by a newer wbg (schema version {version}, "
         f"this wbg knows {len(MIGRATIONS)})",
@@ -214,7 +235,9 @@ def connect(
     wbg knows (or an empty file): another application's SQLite file keeps its tables and
     its journal mode, and a newer wbg's file is refused before any pragma touches it.
     """
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        return _connect_server(db_path, create=create, read_only=read_only)
     if read_only:
         return connect_read(db_path)
     if create and db_path.parent == user_data_dir():
@@ -229,6 +252,7 @@ def connect(
             uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         version = _check_ours(conn, db_path)
+        warn_network_filesystem(db_path)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -253,7 +277,9 @@ def connect_read(path: Path | str | None = None) -> sqlite3.Connection:
     writable file of an older schema is migrated first (as any wbg command would), since
     this wbg cannot read the old layout; a read-only one is refused with the way out.
     """
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        return _connect_server(db_path, create=False, read_only=True)
     _check_path(db_path, create=False)
     if not db_path.exists():
         raise _no_database(db_path)
@@ -362,6 +388,8 @@ def _no_database(path: Path) -> NoDatabase:
 
 def quick_check(conn: sqlite3.Connection) -> list[str]:
     """SQLite's quick_check (structure, not index contents; cheap): its problems, or []."""
+    if isinstance(conn, PgConnection):
+        return []  # the server checks its own pages (checksums, amcheck)
     try:
         rows = [row[0] for row in conn.execute("PRAGMA quick_check")]
     except sqlite3.DatabaseError as exc:
@@ -371,7 +399,10 @@ def quick_check(conn: sqlite3.Connection) -> list[str]:
 
 def check_integrity(path: Path | str | None = None) -> list[str]:
     """SQLite's integrity check of the database file (read-only): its problems, or []."""
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        with contextlib.closing(_connect_server(db_path, create=False, read_only=True)):
+            return []  # reachable and a wbg database; the server checks its own pages
     _check_path(db_path, create=False)
     if not db_path.exists():
         raise _no_database(db_path)
@@ -432,10 +463,30 @@ def describe(conn: sqlite3.Connection) -> dict[str, object]:
     }
 
 
+def describe_location(path: Path | ServerUrl) -> dict[str, object]:
+    """Where the database is, for ``wbg db info``: engine, size or server, filesystem."""
+    if isinstance(path, ServerUrl):
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(path, read_only=True)) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        return {"engine": f"postgresql {version}", "size": size, "filesystem": None}
+    files = (path, path.with_name(path.name + "-wal"))
+    return {
+        "engine": f"sqlite {sqlite3.sqlite_version}",
+        "size": sum(p.stat().st_size for p in files if p.exists()),
+        "filesystem": filesystem_type(path),
+    }
+
+
 def migrate_file(path: Path) -> tuple[int, int]:
     """Open (creating or migrating) the database at ``path``; schema version before/after."""
     before = 0
-    if path.is_file() and path.stat().st_size:
+    if isinstance(path, ServerUrl):
+        with contextlib.closing(_connect_server(path, create=False, read_only=True)) as conn:
+            before = schema_version(conn)
+    elif path.is_file() and path.stat().st_size:
         _check_path(path, create=False)
         try:
             with contextlib.closing(_open_read_only(path)) as raw:
@@ -444,3 +495,146 @@ def migrate_file(path: Path) -> tuple[int, int]:
             raise _translate(exc, path) from None
     with contextlib.closing(connect(path)) as conn:
         return before, schema_version(conn)
+
+
+def as_location(path: Path | str | ServerUrl) -> Path | ServerUrl:
+    """A database path, or a ServerUrl for a ``postgresql://`` URL."""
+    from wbg.engine import is_server_url
+
+    if isinstance(path, ServerUrl):
+        return path
+    if is_server_url(path):
+        return ServerUrl(str(path))
+    return Path(path)
+
+
+def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
+    """A PostgreSQL database: a wbg one (set up and migrated when ``create``), or an error.
+
+    ``read_only`` (views): a local SQLite copy of the server's runs taken in one snapshot,
+    so every view runs the SQL it runs on a file (see ``snapshot``); completion and
+    ``wbg db`` use ``engine.connect_server(read_only=True)`` directly.
+    """
+    from wbg.engine import connect_server
+
+    if read_only:
+        with contextlib.closing(connect_server(url, read_only=True)) as server:
+            version = _check_server(server, url)
+            if version < len(MIGRATIONS):
+                raise DatabaseError(
+                    f"{url} has schema version {version}; this wbg reads version {len(MIGRATIONS)}",
+                    hint="run `wbg db migrate` with this --db",
+                )
+            return snapshot(server)
+    conn = connect_server(url)
+    try:
+        version = _check_server(conn, url)
+        if version < len(MIGRATIONS) and (create or version > 0):
+            migrate(conn)
+        elif version == 0 and not create:
+            raise NoDatabase(f"no wbg database at {url}", hint="record a run into it first")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_server(conn: Any, url: ServerUrl) -> int:
+    """The schema version of a server's wbg tables (0: none yet); refuses a database whose
+    ``runs`` table belongs to another application, and a newer wbg's schema."""
+    version = schema_version(conn)
+    if version == 0 and conn.execute("SELECT to_regclass('runs')").fetchone()[0] is not None:
+        raise NotADatabase(
+            f"{url} has a runs table that is not wbg's; it was left unchanged",
+            hint="point --db or WBG_DB at another database",
+        )
+    if version > len(MIGRATIONS):
+        raise _newer(conn, version)
+    return version
+
+
+SNAPSHOT_TABLES = ("runs", "summary_metrics", "run_output", "history")
+
+
+def snapshot(server: Any) -> sqlite3.Connection:
+    """The server's wbg tables copied into an in-memory SQLite database, read in one
+    repeatable-read transaction (one consistent moment, as a SQLite reader sees)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    migrate(conn)
+    server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        for table in SNAPSHOT_TABLES:
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
+            rows = server.execute(f"SELECT {quoted} FROM {table}")
+            conn.execute("BEGIN")
+            while True:
+                chunk = rows.fetchmany(5000)
+                if not chunk:
+                    break
+                conn.executemany(insert, chunk)
+            conn.execute("COMMIT")
+    finally:
+        server.execute("ROLLBACK")
+    return conn
+
+
+# --- SQLite on a network filesystem (README "On a cluster") -------------------------------
+
+# statfs types (as /proc/self/mountinfo names them) where SQLite's WAL is unsafe: its
+# shared-memory index does not work across hosts, and locks there are unreliable.
+NETWORK_FILESYSTEMS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "9p",
+    "fuse.sshfs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+)
+_warned_paths: set[str] = set()
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux: from /proc/self/mountinfo)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    target = path.resolve() if path.exists() else path.parent.resolve()
+    best, best_type = -1, None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = str(target) == mount or str(target).startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:
+            best, best_type = len(mount), right.split()[0]
+    return best_type
+
+
+def warn_network_filesystem(path: Path) -> None:
+    """Warn once per process when a SQLite database lies on a network filesystem."""
+    key = str(path)
+    if key in _warned_paths:
+        return
+    _warned_paths.add(key)
+    fstype = filesystem_type(path)
+    if fstype in NETWORK_FILESYSTEMS:
+        from wbg import compat
+
+        compat.termwarn(
+            f"{path} is on a network filesystem ({fstype}): SQLite is unsafe there when "
+            "several hosts write. Use one file per node (merge them with `wbg merge`) or a "
+            'PostgreSQL server (WBG_DB=postgresql://...); see README "On a cluster".'
+        )
