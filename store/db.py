@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wbg.engine import PgConnection, ServerUrl, engine_of, migration_lock
+from wbg.engine import PgConnection, ServerUrl, engine_of, migration_lock, migration_unlock
 from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
 from wbg.settings import resolve_db_path, user_data_dir
 
@@ -168,9 +168,10 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
             if version >= target:
                 conn.execute("COMMIT")
                 break
-            conn.execute(
+            _ddl(
+                conn,
                 "CREATE TABLE IF NOT EXISTS wbg_migrations "
-                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
             )
             migration = MIGRATIONS[version]
             migration(conn)
@@ -184,6 +185,8 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            migration_unlock(conn)
         applied.append(migration_name(migration))
         version += 1
     return applied
@@ -520,6 +523,11 @@ def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
     if read_only:
         with contextlib.closing(connect_server(url, read_only=True)) as server:
             version = _check_server(server, url)
+            if version == 0:
+                raise NoDatabase(
+                    f"no wbg database at {url}",
+                    hint="run a `wbg run` or `wbg.init()` to create it",
+                )
             if version < len(MIGRATIONS):
                 raise DatabaseError(
                     f"{url} has schema version {version}; this wbg reads version {len(MIGRATIONS)}",
