@@ -564,6 +564,13 @@ def _check_server(conn: Any, url: ServerUrl) -> int:
 SNAPSHOT_TABLES = ("runs", "summary_metrics", "run_output", "history")
 
 
+def snapshot_columns(table: str) -> list[str]:
+    """The columns of a wbg table in this wbg's schema (read from a scratch database)."""
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        migrate(scratch)
+        return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
+
+
 def snapshot(server: Any) -> sqlite3.Connection:
     """The server's wbg tables copied into an in-memory SQLite database, read in one
     repeatable-read transaction (one consistent moment, as a SQLite reader sees)."""
