@@ -35,6 +35,7 @@ def run_batch(
     parallel: int | None,
     fail_fast: bool,
     dry_run: bool,
+    resume: bool = False,
     capture: Callable[[], ScalarCapture] | None,
     db: Path | None,
 ) -> int:
@@ -46,11 +47,25 @@ def run_batch(
 
     axes = batch.parse_grid(grid)
     new_group = spec.group is None
+    if resume and new_group:
+        from wbg.errors import InvalidInput
+
+        raise InvalidInput(
+            "--resume needs the group to resume",
+            hint="give --group G (or set $WANDB_RUN_GROUP) as when the batch was first run",
+        )
     if new_group:
         spec = replace(spec, group=f"experiment-{generate_id()}")
     trials = batch.plan(command, axes, repeat, spec)
     grid_keys = [axis.key for axis in axes]
     keys = grid_keys + (["repeat"] if repeat > 1 else [])
+    for key, files in batch.unread_keys(command, axes):
+        looked = f"the command or {', '.join(files)}" if files else "the command"
+        _say(
+            f"wbg: warning: --grid {key}: no {{{key}}} in the command, and neither "
+            f"{key.rsplit('.', 1)[-1]!r} nor {batch.param_env_name(key)} appears in {looked}; "
+            "its runs may differ only in their config"
+        )
     if new_group:
         _say(f"wbg: new group {spec.group}")
     if dry_run:
@@ -62,7 +77,16 @@ def run_batch(
         return 0
 
     conn, db_path = open_db(db)
-    conn.close()
+    with contextlib.closing(conn):
+        if resume:
+            planned = len(trials)
+            trials = batch.unfinished(conn, trials, keys)
+            _say(
+                f"wbg: --resume: {planned - len(trials)} of {_runs(planned)} already finished "
+                f"in group {spec.group}; starting {len(trials)}"
+            )
+            if not trials:
+                return 0
     talk = sys.stderr.isatty()
     width = len(str(len(trials)))
 
@@ -104,10 +128,18 @@ def run_batch(
         why = "stopped" if outcome.stop_signal else "--fail-fast"
         _say(f"wbg: {why}: {_runs(outcome.not_started)} of {len(trials)} not started")
     if outcome.not_started < len(trials):
-        _print_table(db_path, spec, grid_keys)
+        _print_runs(db_path, outcome, keys, spec.group)
     started = len(trials) - outcome.not_started
+    failed = batch.failures(outcome)
+    counts = f"{len(failed)} failed" if failed else "all finished"
+    if failed:
+        shown = ", ".join(
+            f"{trial.spec.name or result.run_id} (exit {result.exit_code})"
+            for trial, result in failed[:3]
+        )
+        counts += f": {shown}" + (", ..." if len(failed) > 3 else "")
     _say(
-        f"wbg: {_runs(started)} in group {spec.group}; "
+        f"wbg: {_runs(started)} in group {spec.group}, {counts}; "
         f"see `wbg runs list --group {shlex.quote(spec.group)}`"
     )
     return outcome.exit_code
@@ -138,19 +170,26 @@ def _print_plan(trials: Sequence[Trial], keys: Sequence[str]) -> None:
     typer.echo(render(rows, ["name", *keys, "command"]))
 
 
-def _print_table(db_path: Path, spec: RunSpec, keys: Sequence[str]) -> None:
-    """The group's table, as `wbg table --group G --group-by <grid keys>` prints it."""
-    from wbg import aggregate
-    from wbg.cli.table import echo_table
+def _print_runs(db_path: Path, outcome: Any, keys: Sequence[str], group: str) -> None:
+    """The batch's runs: name (unless it is the grid values), id, grid keys, state, exit
+    code, numeric summary values."""
+    from wbg import batch
+    from wbg.cli import render
     from wbg.db import connect
-    from wbg.query import Filters
 
     with contextlib.closing(connect(db_path)) as conn:
-        table = aggregate.build_table(
-            conn, Filters(project=spec.project, group=spec.group), group_by=list(keys) or None
-        )
+        rows, metrics = batch.batch_rows(conn, outcome, keys)
+    # the default name repeats the grid values shown next to it
+    fixed = ["name"] * any(row["named"] for row in rows) + ["id", *keys, "state", "exit_code"]
+    blocks = [(name, [f"summary.{name}"]) for name in metrics]
+    labels = {f"summary.{name}": name for name in metrics if name not in fixed}
+    labels["exit_code"] = "exit"
     sys.stdout.flush()
-    echo_table(table, "simple", 4)
+    text, dropped = render.render_fitted(
+        rows, fixed, blocks, "simple", 4, render.output_width(), labels
+    )
+    typer.echo(text)
+    render.note_dropped(dropped, f"all: wbg table -g {shlex.quote(group)} --no-group -f csv")
 
 
 def _values(config: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:

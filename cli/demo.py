@@ -83,7 +83,7 @@ def demo(
             )
     finally:
         os.close(devnull)
-    echo_table(table, "simple", 4)
+    echo_table(table, "simple")
     typer.echo(
         f"\n{len(recorded)} runs in 2 groups of project {project}. Next: "
         f"wbg group show {table.rows[0]['group']}, wbg table -p {project} -G lr,job_type",

@@ -10,15 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
+    DescOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
     LimitOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -29,7 +33,8 @@ class ExportFormat(str, Enum):
     csv = "csv"
 
 
-HELP = """Export run records (oldest first) with the field names of `wbg runs list -f json`.
+HELP = """Export run records (oldest first, or by --sort KEY) with the field names of
+`wbg runs list -f json`.
 
 json/jsonl: nested records; --history adds each run's points as "history".
 csv: one row per run, config and summary flattened to config.KEY / summary.KEY columns;
@@ -55,24 +60,48 @@ def export(
     ] = ExportFormat.jsonl,
     history: Annotated[bool, typer.Option("--history", help="Include history points.")] = False,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
     limit: LimitOpt = None,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
     db: DbOpt = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
-        return  # `wbg export wandb ...`: its own options apply
+        # `wbg export -g a wandb DIR`: the filters given before `wandb` apply to it (the
+        # subcommand merges them with its own); options that mean nothing there are refused.
+        from wbg.errors import InvalidInput
+
+        for name, given in (("--format", fmt != ExportFormat.jsonl), ("--history", history),
+                            ("--limit", limit is not None), ("--sort", sort is not None),
+                            ("--desc", desc)):  # fmt: skip
+            if given:
+                raise InvalidInput(f"{name} does not apply to `wbg export wandb`")
+        ctx.obj = {
+            "project": project, "group": group, "job_type": job_type, "state": state,
+            "tag": tag, "where": where, "all_projects": all_projects, "db": db,
+        }  # fmt: skip
+        return
     from wbg import query, runs
     from wbg.cli import render
 
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(conn, filters, limit=limit, oldest_first=True)
+        records = runs.list_runs(
+            conn, filters, limit=limit, oldest_first=True, sort=sort, desc=desc
+        )
+        note_scope(filters)
+        if not records:
+            if fmt is ExportFormat.json:
+                typer.echo("[]")
+            render.note_no_runs(filters)
+            return
         if history:  # streamed: points are read as they are written (memory stays flat)
             out = sys.stdout
 

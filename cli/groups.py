@@ -9,17 +9,23 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
+    DescOpt,
     FormatOpt,
     JobTypeFilterOpt,
     LimitOpt,
+    MetricOpt,
     PrecisionOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
+    WideOpt,
     complete_group,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -43,18 +49,16 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
-def _short_time(iso: str | None) -> str:
-    return "" if not iso else iso[:19].replace("T", " ")
-
-
 @app.command("list")
 def list_groups(
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
     limit: LimitOpt = None,
+    wide: WideOpt = False,
     fmt: FormatOpt = "simple",
     db: DbOpt = None,
 ) -> None:
@@ -63,33 +67,56 @@ def list_groups(
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, None, job_type, state, tag, where)
+    filters = filters_from(project, None, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         rows = groups.list_groups(conn, filters)
     if limit is not None:
         rows = rows[:limit]
+    note_scope(filters)
+    if not rows:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters, "groups")
+        return
     columns = ["group", "project", "runs", "job_types", "states", "first_start", "last_end"]
-    if fmt not in render.MACHINE_FORMATS:
-        rows = [
-            {
-                **row,
-                "job_types": _counts(row["job_types"]),
-                "states": _counts(row["states"]),
-                "first_start": _short_time(row["first_start"]),
-                "last_end": _short_time(row["last_end"]) or "(running)",
-            }
-            for row in rows
-        ]
-    text = render.render(rows, columns, fmt)
-    if text:
-        typer.echo(text)
+    if fmt in render.MACHINE_FORMATS:
+        text = render.render(rows, columns, fmt)
+        if text:
+            typer.echo(text)
+        return
+    rows = [
+        {
+            **row,
+            "job_types": _counts(row["job_types"]),
+            "states": _counts(row["states"]),
+            "first_start": render.short_time(row["first_start"], wide),
+            "last_end": render.short_time(row["last_end"], wide) or "(running)",
+        }
+        for row in rows
+    ]
+    if wide:
+        typer.echo(render.render(rows, columns, fmt))
+        return
+    if len({row["project"] for row in rows}) <= 1:
+        columns.remove("project")  # one project: said once by --wide or the filter
+    columns.remove("first_start")  # the last end says how recent; --wide has both
+    text, _ = render.render_fitted(
+        rows, columns, [], fmt, None, render.output_width(),
+        labels={"last_end": "ended"},
+        shrink=("project", "job_types", "states"),  # the group name is what one types
+        cut_end=("job_types", "states"),
+    )  # fmt: skip
+    typer.echo(text)
 
 
 @app.command("show")
 def show(
     name: GroupArg,
     project: InProjectOpt = None,
+    metric: MetricOpt = None,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
     max_runs: Annotated[
         int,
         typer.Option(
@@ -99,7 +126,7 @@ def show(
         ),
     ] = 50,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show the group page: facts, runs (with the config that differs), common config,
@@ -111,7 +138,15 @@ def show(
     conn, _ = open_db(db, read_only=True)
     human = fmt not in render.MACHINE_FORMATS
     with contextlib.closing(conn):
-        page = groups.group_page(conn, name, project, (max_runs or None) if human else None)
+        page = groups.group_page(
+            conn,
+            name,
+            project,
+            (max_runs or None) if human else None,
+            metrics=metric,
+            sort=sort,
+            desc=desc,
+        )
     rows = [groups.run_row(r, page["varying_keys"]) for r in page["run_records"]]
     if fmt in ("json", "jsonl"):
         obj = {k: v for k, v in page.items() if k not in ("run_records", "aggregates")}
@@ -124,7 +159,9 @@ def show(
     if fmt == "csv":
         typer.echo(render.render(rows, _run_columns(rows), "csv"))
         return
-    typer.echo(_human_page(page, rows, fmt, precision))
+    text, dropped = _human_page(page, rows, fmt, precision, chosen=bool(metric))
+    typer.echo(text)
+    render.note_dropped(dropped)
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -136,12 +173,19 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
     return fixed + sorted(c for c in columns if c.startswith("summary."))
 
 
-def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, precision: int) -> str:
+def _human_page(
+    page: dict[str, Any],
+    rows: list[dict[str, Any]],
+    fmt: str,
+    precision: int | None,
+    chosen: bool = False,
+) -> tuple[str, list[str]]:
+    """The page as text, and the metrics left out to fit; ``chosen``: -m picked them."""
     from wbg.cli import render
     from wbg.cli.table import human_rows
 
-    span = f"{_short_time(page['first_start'])} -> "
-    span += _short_time(page["last_end"]) or "(running)"
+    span = f"{render.short_time(page['first_start'], wide=True)} -> "
+    span += render.short_time(page["last_end"], wide=True) or "(running)"
     facts = [
         ("group", page["group"]),
         ("project", page["project"]),
@@ -154,34 +198,39 @@ def _human_page(page: dict[str, Any], rows: list[dict[str, Any]], fmt: str, prec
     parts = ["\n".join(f"{k:<{width}}  {render.safe_text(str(v))}" for k, v in facts)]
     hidden = page["runs"] - len(rows)
     columns = _run_columns(rows)
-    fixed = [c for c in columns if not c.startswith("summary.")]
-    blocks = [(c, [c]) for c in columns if c.startswith("summary.")]
-    shown = [{**row, **{c: row.get(c) for c in columns}} for row in rows]
-    fixed_set = set(fixed)
+    # duration_s is bookkeeping: after the metrics, and the first to go when narrow
+    fixed = [c for c in columns if not c.startswith("summary.") and c != "duration_s"]
+    fixed_set = set(fixed)  # a group's runs can hold 10,000 config keys: no list lookups
+    # summary columns: the page's metrics (logged ones first, or -m), then other values
+    names = list(page["metrics"])
+    if not chosen:  # every summary value, the non-numeric ones last
+        names += sorted(c[len("summary.") :] for c in columns if c.startswith("summary."))
+    names = list(dict.fromkeys(n for n in names if f"summary.{n}" in columns))
+    blocks = [(n, [f"summary.{n}"]) for n in names] + [("duration_s", ["duration_s"])]
     shown = [
-        {k: ("" if v is None else v) if k in fixed_set else v for k, v in r.items()} for r in shown
-    ]
-    # summary.x columns are labelled by the metric name alone on the page
+        {**{k: ("" if v is None and k in fixed_set else v) for k, v in row.items()},
+         "name": render.shown_name(row)}
+        for row in rows
+    ]  # fmt: skip
     # metrics are labelled by name unless a config key or field has the same name
-    labels = {c: c[len("summary.") :] for c, _ in blocks if c[len("summary.") :] not in fixed}
+    labels = {f"summary.{n}": n for n in names if n not in fixed_set}
     text, dropped = render.render_fitted(
-        shown, fixed, blocks, fmt, precision, render.output_width(), labels
-    )
+        shown, fixed, blocks, fmt, precision, render.output_width(), labels,
+        shrink=[c for c in fixed if c not in ("id", "state")],
+    )  # fmt: skip
     parts.append("Runs (summary values on the right)\n" + text)
     if hidden:
         parts[-1] += f"\n({hidden} more runs not listed: --runs 0 lists all)"
-    if dropped:
-        parts[-1] += f"\n({len(dropped)} summary column(s) left out to fit: {', '.join(dropped)})"
     common = [{"key": k, "value": v} for k, v in page["common_config"].items()]
     if common:
         parts.append("Config common to all runs\n" + render.render(common, ["key", "value"], fmt))
     table = page["aggregates"]
     agg_rows, agg_fixed, agg_blocks = human_rows(table, precision)
-    agg_text, _ = render.render_fitted(
+    agg_text, agg_dropped = render.render_fitted(
         agg_rows, agg_fixed, agg_blocks, fmt, precision, render.output_width()
     )
     parts.append("Aggregates per job_type (mean ± std)\n" + agg_text)
-    return "\n\n".join(parts)
+    return "\n\n".join(parts), list(dict.fromkeys([*dropped, *agg_dropped]))
 
 
 @app.command("rename")

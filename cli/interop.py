@@ -7,7 +7,7 @@ import contextlib
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -128,7 +128,25 @@ def import_wandb(
         raise typer.Exit(1)
 
 
+def _with_parent_options(ctx: typer.Context, **given: Any) -> dict[str, Any]:
+    """The subcommand's options merged with those given before it (``wbg export -g a
+    wandb DIR``); the same option given twice with different values is refused."""
+    from wbg.errors import InvalidInput
+
+    parent = ctx.obj if isinstance(ctx.obj, dict) else {}
+    merged = dict(given)
+    for name, value in parent.items():
+        if value is None or value == []:
+            continue
+        if merged.get(name) not in (None, [], value):
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInput(f"{flag} given twice with different values")
+        merged[name] = value
+    return merged
+
+
 def export_wandb(
+    ctx: typer.Context,
     directory: Annotated[
         Path,
         typer.Argument(
@@ -154,7 +172,12 @@ def export_wandb(
     """
     from wbg import wandb_io
 
-    filters = filters_from(project, group, job_type, state, tag, where)
+    options = _with_parent_options(
+        ctx, project=project, group=group, job_type=job_type, state=state, tag=tag,
+        where=where, db=db,
+    )  # fmt: skip
+    db = options.pop("db")
+    filters = filters_from(**options)
     sql, params = filters.sql()
     wandb_io.require_wandb("exporting to W&B")
     conn, _ = open_db(db, read_only=True)

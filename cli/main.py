@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    import click
+
+from wbg.cli import completion as completion_cmds
 from wbg.cli import db as db_cmds
 from wbg.cli import demo as demo_cmds
 from wbg.cli import export as export_cmds
@@ -24,8 +29,31 @@ from wbg.cli import runs as runs_cmds
 from wbg.cli import table as table_cmds
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from wbg import __version__
+
+        typer.echo(f"wbg {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print wbg's version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 def _new_app() -> typer.Typer:
-    return typer.Typer(
+    app = typer.Typer(
         name="wbg",
         help="Group ML runs into experiments, locally: W&B-style groups in one SQLite file.",
         no_args_is_help=True,
@@ -36,6 +64,17 @@ def _new_app() -> typer.Typer:
         # pipe, changing stored text in csv/json; human formats escape them (render.py).
         context_settings={"help_option_names": ["-h", "--help"], "color": True},
     )
+    app.callback()(_root)
+    return app
+
+
+def _whole_descriptions(command: click.Command) -> None:
+    """Command lists in --help show each command's first paragraph whole (wrapped), not
+    cut at the terminal's width with "..." as click does by default."""
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
+        _whole_descriptions(sub)
 
 
 app = _new_app()
@@ -49,6 +88,7 @@ export_cmds.register(app)
 interop_cmds.register(app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
+completion_cmds.register(app)
 
 
 def _error(message: str, hint: str | None = None) -> None:
@@ -86,8 +126,12 @@ def build_command(argv: Sequence[str]) -> typer.core.TyperGroup:
             lean = _new_app()
             lean.registered_commands = commands
             lean.registered_groups = groups
-            return typer.main.get_group(lean)
-    return typer.main.get_group(app)
+            group = typer.main.get_group(lean)
+            _whole_descriptions(group)
+            return group
+    group = typer.main.get_group(app)
+    _whole_descriptions(group)
+    return group
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -106,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = build_command(args)
     try:
         result = command.main(args=args, prog_name="wbg", standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        # bare `wbg` (or `wbg runs`): the help, as asked for, not an error
+        typer.echo(exc.ctx.get_help())
+        sys.exit(0)
     except _click.exceptions.UsageError as exc:
         hint = None
         if exc.ctx is not None:

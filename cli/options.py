@@ -44,6 +44,10 @@ def complete_metric(ctx: typer.Context, incomplete: str) -> list[str]:
     return _complete(ctx, "metric", incomplete)
 
 
+def complete_history_metric(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, "history_metric", incomplete)
+
+
 def complete_run_id(ctx: typer.Context, incomplete: str) -> list[str]:
     return _complete(ctx, "run", incomplete)
 
@@ -97,7 +101,15 @@ FormatOpt = Annotated[
     ),
 ]
 PrecisionOpt = Annotated[
-    int, typer.Option("--precision", min=0, max=17, help="Significant digits in human formats.")
+    int | None,
+    typer.Option(
+        "--precision",
+        min=1,
+        max=17,
+        metavar="N",
+        help="Significant digits in human formats (default: 4, and `mean ± std` to the "
+        "std's 2 significant digits).",
+    ),
 ]
 
 
@@ -166,7 +178,7 @@ WhereOpt = Annotated[
         "-w",
         metavar="'KEY OP VALUE'",
         help="Condition on a run field or config key (repeatable, ANDed); OP one of "
-        "= != < <= > >= ~ (~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
+        "= != < <= > >= ~ (== is =; ~ is a glob: 'name ~ bert-*'). Quote VALUE to compare as text.",
     ),
 ]
 GroupByOpt = Annotated[
@@ -180,8 +192,44 @@ GroupByOpt = Annotated[
         autocompletion=complete_key,
     ),
 ]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric",
+        "-m",
+        metavar="NAME",
+        help="Summary metric to show (repeatable; default: all, logged ones first).",
+        autocompletion=complete_metric,
+    ),
+]
+RunSortOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sort",
+        metavar="KEY",
+        help="Sort by a run field, config key or summary metric (runs without it last).",
+        autocompletion=complete_key,
+    ),
+]
+DescOpt = Annotated[bool, typer.Option("--desc", help="Sort descending.")]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Every column, whole values and full times, however wide (default: fit the terminal).",
+    ),
+]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", min=1, metavar="N", help="At most N rows.")
+]
+
+
+AllProjectsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-projects",
+        help="Every project (default: $WANDB_PROJECT or the settings file's project when set).",
+    ),
 ]
 
 
@@ -192,12 +240,37 @@ def filters_from(
     state: str | None,
     tag: str | None,
     where: list[str] | None,
+    all_projects: bool = False,
 ):
-    """The ``wbg.query.Filters`` of the shared filter options (states checked here)."""
+    """The ``wbg.query.Filters`` of the shared filter options (states checked here).
+
+    Without --project or --all-projects, the views show the project the user works in
+    ($WANDB_PROJECT, else the settings file's), when one is set (``note_scope`` says so).
+    """
     from wbg.errors import InvalidInput
     from wbg.query import Filters
     from wbg.runs import STATES
 
     if state is not None and state not in STATES:
         raise InvalidInput(f"unknown state {state!r}", hint="states: " + ", ".join(STATES))
-    return Filters(project, group, job_type, state, tag, tuple(where or ()))
+    if project is not None and all_projects:
+        raise InvalidInput("--project and --all-projects exclude each other")
+    project_from = None
+    if project is None and not all_projects:
+        from wbg.settings import view_project
+
+        project, project_from = view_project()
+    filters = Filters(project, group, job_type, state, tag, tuple(where or ()))
+    filters.project_from = project_from
+    return filters
+
+
+def note_scope(filters) -> None:
+    """One line on stderr when the views show one project by default and others exist."""
+    if filters.project_from and filters.other_projects:
+        n = filters.other_projects
+        typer.echo(
+            f"note: project {filters.project} only (from {filters.project_from}); "
+            f"{n} other project{'s' if n > 1 else ''}: --all-projects",
+            err=True,
+        )

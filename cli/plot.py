@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     GroupByOpt,
     GroupFilterOpt,
@@ -28,7 +29,9 @@ from wbg.cli.options import (
     StateOpt,
     TagOpt,
     WhereOpt,
-    complete_metric,
+    complete_history_metric,
+    filters_from,
+    note_scope,
     open_db,
 )
 
@@ -71,7 +74,7 @@ def plot(
         typer.Argument(
             metavar="METRIC",
             help="History keys to plot (one panel each).",
-            autocompletion=complete_metric,
+            autocompletion=complete_history_metric,
         ),
     ],
     group_by: GroupByOpt = None,
@@ -132,6 +135,7 @@ def plot(
         ),
     ] = None,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -161,19 +165,19 @@ def plot(
         )
     if suffix in (".png", ".svg"):
         _require_matplotlib()
-    filters = query.Filters(
-        project=project,
-        group=group,
-        job_type=job_type,
-        state=state,
-        tag=tag,
-        where=tuple(where or ()),
-    )
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     filters.sql()  # malformed --where: refuse before opening anything
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         runs.reap_crashed(conn)
+        query.check_filters(conn, filters)
         selection = curves.select_runs(conn, filters, keys)
+        note_scope(filters)
+        if not selection.groups:
+            from wbg.cli.render import note_no_runs
+
+            note_no_runs(filters)
+            return
         panels = [
             curves.panel(
                 conn,

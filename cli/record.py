@@ -104,12 +104,20 @@ def run(
             "--dry-run", help="Print the planned runs (name, values, command); record nothing."
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With --grid/--repeat: start only the runs of the group that have not "
+            "finished yet (matched by grid values and repeat index).",
+        ),
+    ] = False,
     db: DbOpt = None,
 ) -> int:
     """Run COMMAND as a recorded run of a group: wbg run -g exp -j train -- python train.py
 
     With --grid/--repeat: one run per combination and repeat, all in one group (the given
-    one, $WANDB_RUN_GROUP, else a new one); the group's table is printed at the end.
+    one, $WANDB_RUN_GROUP, else a new one); the runs' table is printed at the end.
     """
     from wbg import settings, values
     from wbg.capture import ScalarCapture, compile_patterns
@@ -131,7 +139,7 @@ def run(
         notes=notes,
         config=merged,
     )
-    if grid or repeat is not None or parallel is not None or fail_fast or dry_run:
+    if grid or repeat is not None or parallel is not None or fail_fast or dry_run or resume:
         from wbg.cli.batch import run_batch
 
         return run_batch(
@@ -142,6 +150,7 @@ def run(
             parallel=parallel,
             fail_fast=fail_fast,
             dry_run=dry_run,
+            resume=resume,
             capture=None if no_capture else (lambda: ScalarCapture(patterns)),
             db=db,
         )
@@ -251,6 +260,12 @@ def log(
         num = runs.run_num(conn, target)
         if summary:
             with runs.transaction(conn):
-                runs.merge_summary(conn, num, parsed)
+                kept = runs.merge_summary(conn, num, parsed)
+            if kept:
+                typer.echo(
+                    f"wbg: not replacing the numeric summary value of {', '.join(kept)} "
+                    "with a value that is not a number",
+                    err=True,
+                )
         else:
             runs.log_points(conn, num, parsed, step)

@@ -38,8 +38,16 @@ def check_format(fmt: str) -> str:
     raise InvalidInput(f"unknown format {fmt!r}", hint=hint)
 
 
-def format_number(value: Any, precision: int = 4) -> str:
-    """Numbers for people: ``precision`` significant digits, no float noise."""
+DEFAULT_PRECISION = 4
+# Below this fraction of the mean, a spread is float noise (three equal values give a std
+# of 1e-17, not a spread anyone measured): it is shown as 0.
+_NOISE = 1e-9
+
+
+def format_number(value: Any, precision: int | None = None) -> str:
+    """A number for people: ``precision`` significant digits (default 4), no float noise;
+    floats from 10,000 up in thousands form (``123,457``), from 1e9 in engineering form
+    (``3.5e9``, ``12.35e12``)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -51,13 +59,47 @@ def format_number(value: Any, precision: int = 4) -> str:
             return "nan"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
+        digits = DEFAULT_PRECISION if precision is None else precision
+        if precision is None:
+            rounded = abs(float(f"{value:.{digits}g}"))
+            if 1e4 <= rounded < 1e9:
+                return f"{round(value):,}"
+            if rounded >= 1e9:  # engineering form: 3.5e9, 12.35e12
+                power = 3 * math.floor(math.log10(rounded) / 3)
+                return f"{value / 10**power:.{digits}g}e{power}"
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        return f"{value:.{precision}g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
-def human_cell(value: Any, precision: int) -> str:
+def format_mean_spread(mean: Any, spread: Any, precision: int | None = None) -> str:
+    """``mean ± spread``, the one rule of every view: the spread to 2 significant digits
+    and the mean to the same decimal place (``0.9959 ± 0.0098``, ``12,350 ± 230``); a
+    spread that is float noise reads ``± 0``. With ``precision`` both get that many
+    significant digits instead. No spread (one value): the mean alone."""
+    if mean is None:
+        return ""
+    if spread is None:
+        return format_number(mean, precision)
+    if precision is not None or not (math.isfinite(mean) and math.isfinite(spread)):
+        return f"{format_number(mean, precision)} ± {format_number(spread, precision)}"
+    if spread <= abs(mean) * _NOISE or spread == 0:
+        return f"{format_number(mean)} ± 0"
+    last = math.floor(math.log10(spread)) - 1  # the place of the spread's second digit
+    spread = round(spread, -last)
+    last = math.floor(math.log10(spread)) - 1  # 0.0999 rounds up to 0.10
+    if last < -7 or abs(mean) >= 1e9:  # tiny or huge: one shared power of ten
+        power = 3 * math.floor(math.log10(max(abs(mean), spread)) / 3)
+        inner = format_mean_spread(mean / 10**power, spread / 10**power)
+        return f"({inner})e{power}"
+    decimals = max(0, -last)
+    if last > 0:
+        mean, spread = round(mean, -last), round(spread, -last)
+    return f"{mean:,.{decimals}f} ± {spread:,.{decimals}f}"
+
+
+def human_cell(value: Any, precision: int | None) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
     return safe_text(format_number(value, precision))
@@ -111,7 +153,7 @@ def render(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
     fmt: str = "simple",
-    precision: int = 4,
+    precision: int | None = None,
     headers: Sequence[str] | None = None,
 ) -> str:
     """Rows as text in ``fmt``; ``columns`` picks and orders the keys."""
@@ -137,6 +179,9 @@ def render(
     import tabulate
 
     table = [[human_cell(row.get(c), precision) for c in columns] for row in rows]
+    # No extra padding around headers: two spaces between columns are enough, and the
+    # two more per column tabulate adds by default cost a metric in an 80-column terminal.
+    tabulate.MIN_PADDING = 0
     return tabulate.tabulate(
         table,
         headers=[safe_text(str(h)) for h in headers or columns],
@@ -273,20 +318,149 @@ def render_fitted(
     fixed: Sequence[str],
     blocks: Sequence[tuple[str, Sequence[str]]],
     fmt: str,
-    precision: int,
+    precision: int | None,
     width: int | None,
     labels: Mapping[str, str] | None = None,
+    shrink: Sequence[str] = (),
+    cut_end: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
-    """Render ``fixed`` columns plus column ``blocks`` (name, columns), dropping whole blocks
-    from the right until every line fits in ``width``; returns the text and dropped names.
-    ``labels`` renames column headers."""
+    """Render ``fixed`` columns plus column ``blocks`` (name, columns) in ``width``; returns
+    the text and the names of the blocks left out.
+
+    To fit, the text columns in ``shrink`` (names, groups; the widest first) are first
+    cut to 16 characters (their middle as ``…``), then whole blocks are dropped from the
+    right (the callers order them by relevance) down to the first, then ``shrink``
+    columns are cut down to 6, and only then is the first block dropped too. ``labels``
+    renames column headers. Columns in ``cut_end`` (lists: ``finished 4, failed 2``)
+    lose their end instead of their middle.
+    """
+    labels = labels or {}
+    every = [*fixed, *(c for _, cols in blocks for c in cols)]
+    cells = [{c: human_cell(row.get(c), precision) for c in every} for row in rows]
     kept = list(blocks)
     dropped: list[str] = []
-    while True:
-        columns = [*fixed, *(c for _, cols in kept for c in cols)]
-        headers = [(labels or {}).get(c, c) for c in columns]
-        text = render(rows, columns, fmt, precision, headers=headers)
-        longest = max((len(line) for line in text.splitlines()), default=0)
-        if width is None or longest <= width or not kept:
-            return text, dropped
+    caps: dict[str, int] = {}
+
+    def attempt(floor: int) -> tuple[str, bool]:
+        """Render, narrowing ``shrink`` columns down to ``floor`` while that helps."""
+        while True:
+            columns = [*fixed, *(c for _, cols in kept for c in cols)]
+            headers = [labels.get(c, c) for c in columns]
+            text = render(_cut(cells, caps, cut_end), columns, fmt, precision, headers=headers)
+            longest = max((len(line) for line in text.splitlines()), default=0)
+            if width is None or longest <= width:
+                return text, True
+            narrow = [c for c in shrink if c in columns]
+            if not _narrow(cells, caps, narrow, labels, floor, longest - width):
+                return text, False
+
+    text, fits = attempt(16)
+    while not fits and len(kept) > 1:
         dropped.insert(0, kept.pop()[0])
+        text, fits = attempt(16)
+    if fits:
+        return text, dropped
+    before = dict(caps)
+    text, fits = attempt(6)  # the most telling metric is worth shorter names
+    if fits or not kept:
+        return text, dropped
+    caps.clear()
+    caps.update(before)  # names cut for nothing: back to 16
+    dropped.insert(0, kept.pop()[0])
+    text, _ = attempt(16)
+    return text, dropped
+
+
+def _cut(
+    cells: list[dict[str, str]], caps: Mapping[str, int], cut_end: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    if not caps:
+        return cells
+
+    def cut(column: str, text: str) -> str:
+        if column not in caps or len(text) <= caps[column]:
+            return text
+        if column in cut_end:
+            return text[: caps[column] - 1] + "…"
+        return cut_middle(text, caps[column])
+
+    return [{c: cut(c, v) for c, v in row.items()} for row in cells]
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, its middle replaced by ``…``: names made by a
+    pattern (``demo-2bmc-lr0.01``, ``experiment-x1y2``) differ at their ends."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _narrow(
+    cells: list[dict[str, str]],
+    caps: dict[str, int],
+    columns: Sequence[str],
+    labels: Mapping[str, str],
+    floor: int,
+    overflow: int,
+) -> bool:
+    """Lower the caps of ``columns`` (the widest first, none below ``floor`` or its header)
+    by up to ``overflow`` characters in all; False when none can give any more."""
+    widths = {
+        c: max((min(len(row[c]), caps.get(c, 10**9)) for row in cells), default=0) for c in columns
+    }
+    narrowed = False
+    while overflow > 0:
+        room = {c: w - max(floor, len(labels.get(c, c))) for c, w in widths.items()}
+        column = max(room, key=lambda c: (room[c], widths[c]), default=None)
+        if column is None or room[column] <= 0:
+            break
+        widths[column] -= 1
+        caps[column] = widths[column]
+        overflow -= 1
+        narrowed = True
+    return narrowed
+
+
+DROPPED_HINT = "-m picks; -f csv/json has all"
+
+
+def note_dropped(dropped: Sequence[str], hint: str = DROPPED_HINT) -> None:
+    """The one note every view prints (on stderr) when it left metrics out to fit."""
+    if dropped:
+        import typer
+
+        typer.echo(
+            f"note: {len(dropped)} metric{'s' if len(dropped) > 1 else ''} left out to fit "
+            f"the terminal: {', '.join(dropped)} ({hint})",
+            err=True,
+        )
+
+
+def short_time(iso: str | None, wide: bool = False) -> str:
+    """A start or end time for a table: ``2024-06-01 12:30:05`` with ``wide``, else
+    ``06-01 12:30`` (what fits an 80-column terminal)."""
+    if not iso:
+        return ""
+    return iso[:19].replace("T", " ") if wide else iso[5:16].replace("T", " ")
+
+
+def shown_name(record: Mapping[str, Any]) -> str:
+    """A run's name for a table: empty when the run has none but its id (no id twice)."""
+    name = record.get("name")
+    return "" if not name or name == record.get("id") else str(name)
+
+
+def note_no_runs(filters: Any, what: str = "runs") -> None:
+    """What every view says, on stderr, when it has no run to show (and exits 0: an empty
+    selection is an answer; a filter naming nothing stored is an error before this)."""
+    import typer
+
+    described = filters.describe() if filters is not None else ""
+    if described:
+        typer.echo(f"no {what} match {described}", err=True)
+    elif what == "groups":
+        typer.echo("no groups yet (a run gets one from --group or $WANDB_RUN_GROUP)", err=True)
+    else:
+        typer.echo("no runs recorded yet", err=True)

@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from typing import Annotated, Any
 
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
+    DescOpt,
     FormatOpt,
     GroupFilterOpt,
     JobTypeFilterOpt,
-    LimitOpt,
     PrecisionOpt,
     ProjectFilterOpt,
+    RunSortOpt,
     StateOpt,
     TagOpt,
     WhereOpt,
+    WideOpt,
     complete_group,
+    complete_metric,
     complete_run_id,
     filters_from,
+    note_scope,
     open_db,
 )
 
 app = typer.Typer(
-    help="List, inspect and change runs: list, show, set, tag, move, delete.",
+    help="List, inspect and change runs: list, show, diff, set, tag, move, delete.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -38,6 +44,9 @@ RunIdsArg = Annotated[
     list[str], typer.Argument(metavar="ID...", help="Run ids.", autocompletion=complete_run_id)
 ]
 
+# What fits an 80-column terminal (long names, groups and job types are cut to fit)
+DEFAULT_LIMIT = 50
+NARROW_COLUMNS = ("id", "name", "group", "job_type", "state", "started", "duration_s")
 LIST_COLUMNS = (
     "id",
     "name",
@@ -51,41 +60,73 @@ LIST_COLUMNS = (
 )
 
 
-def _short_time(iso: str | None) -> str:
-    return "" if not iso else iso[:19].replace("T", " ")
-
-
 @app.command("list")
 def list_runs(
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
     tag: TagOpt = None,
     where: WhereOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, metavar="N", help="At most N runs (default: 50)."),
+    ] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run (no limit).")] = False,
+    sort: RunSortOpt = None,
+    desc: DescOpt = False,
+    wide: WideOpt = False,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """List runs, newest first (filters: --project --group --job-type --state --tag --where)."""
+    """List runs, newest first or by --sort (filters: --project --group --job-type --state
+    --tag --where, on fields, config keys and summary metrics)."""
     from wbg import query, runs
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(conn, filters, limit=limit)
+        if limit is None and not all_runs:
+            limit = DEFAULT_LIMIT
+        records = runs.list_runs(
+            conn, filters, limit=None if all_runs else limit, sort=sort, desc=desc
+        )
+        more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
+    note_scope(filters)
+    if not records:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters)
+        return
     if fmt in ("json", "jsonl"):
         typer.echo(render.render_records(records, fmt))
         return
-    rows = [{**r, "started": _short_time(r["started_at"])} for r in records]
-    columns = LIST_COLUMNS if fmt != "csv" else runs.RECORD_FIELDS
     if fmt == "csv":
-        rows = records
-    typer.echo(render.render(rows, columns, fmt, precision))
+        typer.echo(render.render(records, runs.RECORD_FIELDS, fmt, precision))
+        return
+    rows = [
+        {
+            **r,
+            "name": render.shown_name(r),
+            "started": render.short_time(r["started_at"], wide),
+        }
+        for r in records
+    ]
+    if wide:
+        typer.echo(render.render(rows, LIST_COLUMNS, fmt, precision))
+        return
+    text, _ = render.render_fitted(
+        rows, NARROW_COLUMNS, [], fmt, precision, render.output_width(),
+        labels={"duration_s": "duration"}, shrink=("name", "group", "job_type"),
+    )  # fmt: skip
+    typer.echo(text)
+    if more:
+        typer.echo(f"({more} more runs: --limit N or --all)", err=True)
 
 
 @app.command("show")
@@ -95,8 +136,25 @@ def show(
         bool, typer.Option("--output", help="Print the kept tail of the run's output.")
     ] = False,
     history: Annotated[bool, typer.Option("--history", help="Include the history points.")] = False,
+    keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keys",
+            metavar="KEY[,KEY...]",
+            help="With --history: only these metrics (repeatable or comma-separated).",
+            autocompletion=complete_metric,
+        ),
+    ] = None,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", min=1, metavar="N", help="With --history: the last N steps."),
+    ] = None,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="With --history: one row per step, one column per key."),
+    ] = False,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Show one run: its fields, config, summary and history size."""
@@ -117,8 +175,15 @@ def show(
                 sys.stdout.buffer.flush()
             return
         record["history_points"] = runs.history_count(conn, run_id)
+        wanted = [k.strip() for item in keys or () for k in item.split(",") if k.strip()]
+        if (wanted or tail or wide) and not history:
+            history = True  # --keys, --tail and --wide are about the history
+        if history and wide and fmt not in ("json", "jsonl"):
+            record["history"] = runs.get_history(conn, run_id, wanted or None, tail)
+            typer.echo(_wide_history(record["history"], wanted, fmt, precision))
+            return
         if history:  # streamed: points are read as they are written
-            points = runs.iter_history(conn, run_id)
+            points = runs.iter_history(conn, run_id, wanted or None, tail)
             if fmt in ("json", "jsonl"):
                 render.write_records_streaming(
                     [record], fmt, lambda _: points, sys.stdout, single=fmt == "json"
@@ -137,6 +202,19 @@ def show(
         typer.echo(_human_record(record, fmt, precision))
 
 
+def _wide_history(
+    points: list[dict[str, Any]], keys: list[str], fmt: str, precision: int | None
+) -> str:
+    """One row per step, one column per key (in the order asked for, else by name)."""
+    from wbg.cli import render
+
+    rows: dict[int, dict[str, Any]] = {}
+    for point in points:
+        rows.setdefault(point["step"], {"step": point["step"]})[point["key"]] = point["value"]
+    columns = keys or sorted({p["key"] for p in points})
+    return render.render(list(rows.values()), ["step", *columns], fmt, precision)
+
+
 def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
     if isinstance(value, dict) and value:
         for key, item in value.items():
@@ -145,7 +223,7 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, value))
 
 
-def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
+def _human_record(record: dict[str, Any], fmt: str, precision: int | None) -> str:
     from wbg.cli import render
 
     fields: list[tuple[str, Any]] = []
@@ -154,6 +232,8 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
             _flatten(key, value, fields)
         elif key == "history":
             continue
+        elif key == "command" and isinstance(value, list):
+            fields.append((key, shlex.join(value)))  # as it would be typed
         else:
             fields.append((key, value))
     rows = [{"field": k, "value": v} for k, v in fields]
@@ -164,22 +244,64 @@ def _human_record(record: dict[str, Any], fmt: str, precision: int) -> str:
 def set_config(
     run_id: RunIdArg,
     assignments: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            metavar="KEY=VALUE...",
+            metavar="[KEY=VALUE...]",
             help="Config values (typed like -c: 3, 0.1, true, [1,2]; dotted keys nest).",
         ),
-    ],
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", metavar="NEW", help="Rename the run.")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
-    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3"""
+    """Edit the config of an ended run (then group by it): wbg runs set ID fold=3; rename
+    it with --name NEW."""
     from wbg import runs, values
+    from wbg.errors import InvalidInput
 
-    update = values.parse_assignments(assignments)
+    if not assignments and name is None:
+        raise InvalidInput("nothing to set", hint="give KEY=VALUE pairs and/or --name NEW")
+    update = values.parse_assignments(assignments or ())
     conn, _ = open_db(db)
     with contextlib.closing(conn):
-        runs.set_config(conn, run_id, update)
-    typer.echo(f"set {', '.join(a.partition('=')[0] for a in assignments)} on {run_id}", err=True)
+        if name is not None:
+            runs.set_name(conn, run_id, name)
+        if update:
+            runs.set_config(conn, run_id, update)
+    done = [a.partition("=")[0] for a in assignments or ()] + (["name"] if name else [])
+    typer.echo(f"set {', '.join(done)} on {run_id}", err=True)
+
+
+@app.command("diff", no_args_is_help=True)
+def diff(
+    run_a: RunIdArg,
+    run_b: RunIdArg,
+    only: Annotated[
+        bool, typer.Option("--only-diff", "-d", help="Only the rows that differ.")
+    ] = False,
+    fmt: FormatOpt = "simple",
+    precision: PrecisionOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Compare two runs side by side: fields, config and summary; * marks differences."""
+    from wbg import runs
+    from wbg.cli import render
+
+    render.check_format(fmt)
+    conn, _ = open_db(db, read_only=True)
+    with contextlib.closing(conn):
+        a, b = runs.get_run(conn, run_a), runs.get_run(conn, run_b)
+    rows = [row for row in runs.diff_records(a, b) if not (only and row["same"])]
+    if fmt in render.MACHINE_FORMATS:
+        typer.echo(render.render(rows, ["key", "a", "b", "same"], fmt))
+        return
+    shown = [{**row, "mark": "" if row["same"] else "*"} for row in rows]
+    text, _ = render.render_fitted(
+        shown, ["mark", "key", "a", "b"], [], fmt, precision, render.output_width(),
+        labels={"mark": "", "a": run_a, "b": run_b}, shrink=("key", "a", "b"),
+    )  # fmt: skip
+    typer.echo(text)
 
 
 @app.command(

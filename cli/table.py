@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from wbg.cli.options import (
+    AllProjectsOpt,
     DbOpt,
     FormatOpt,
     GroupByOpt,
@@ -21,6 +22,7 @@ from wbg.cli.options import (
     WhereOpt,
     complete_metric,
     filters_from,
+    note_scope,
     open_db,
 )
 
@@ -65,6 +67,7 @@ def table(
         ),
     ] = None,
     project: ProjectFilterOpt = None,
+    all_projects: AllProjectsOpt = False,
     group: GroupFilterOpt = None,
     job_type: JobTypeFilterOpt = None,
     state: StateOpt = None,
@@ -79,14 +82,14 @@ def table(
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: LimitOpt = None,
     fmt: FormatOpt = "simple",
-    precision: PrecisionOpt = 4,
+    precision: PrecisionOpt = None,
     db: DbOpt = None,
 ) -> None:
     from wbg import aggregate, query
     from wbg.cli import render
 
     render.check_format(fmt)
-    filters = filters_from(project, group, job_type, state, tag, where)
+    filters = filters_from(project, group, job_type, state, tag, where, all_projects)
     keys = query.split_keys(group_by) or None
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
@@ -101,10 +104,19 @@ def table(
             desc=desc,
             limit=limit,
         )
-    echo_table(result, fmt, precision)
+    note_scope(filters)
+    if not result.rows:
+        if fmt == "json":
+            typer.echo("[]")
+        render.note_no_runs(filters)
+        return
+    asked_count = agg is not None and "count" in result.aggregates
+    echo_table(result, fmt, precision, count_column=asked_count)
 
 
-def echo_table(result: Any, fmt: str, precision: int) -> None:
+def echo_table(
+    result: Any, fmt: str, precision: int | None = None, count_column: bool = False
+) -> None:
     """Print a ``wbg.aggregate.Table`` in ``fmt`` (notes go to stderr)."""
     from wbg.cli import render
 
@@ -113,8 +125,10 @@ def echo_table(result: Any, fmt: str, precision: int) -> None:
         if text:
             typer.echo(text)
         return
-    rows, fixed, blocks = human_rows(result, precision)
-    text, dropped = render.render_fitted(rows, fixed, blocks, fmt, precision, render.output_width())
+    rows, fixed, blocks = human_rows(result, precision, count_column)
+    text, dropped = render.render_fitted(
+        rows, fixed, blocks, fmt, precision, render.output_width(), shrink=result.keys
+    )
     typer.echo(text)
     excluded = result.excluded()
     if excluded:
@@ -124,58 +138,55 @@ def echo_table(result: Any, fmt: str, precision: int) -> None:
             "(per group: METRIC.excluded in --format csv/json)",
             err=True,
         )
-    if dropped:
-        typer.echo(
-            f"note: {len(dropped)} metric(s) left out to fit the terminal: "
-            f"{', '.join(dropped)} (choose with -m, or use --format csv/json)",
-            err=True,
-        )
+    render.note_dropped(dropped)
 
 
 def human_rows(
-    result: Any, precision: int
+    result: Any, precision: int | None, count_column: bool = False
 ) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, list[str]]]]:
-    """Rows of display strings, the fixed columns and one column block per metric."""
-    from wbg.cli.render import format_number
+    """Rows of display strings, the fixed columns and one column block per metric.
+
+    ``count`` gets a column of its own when ``count_column`` (asked for with --agg) or when
+    it is the metric's only aggregate; otherwise a cell says (n=N) where N differs from
+    the group's run count.
+    """
+    from wbg.cli.render import format_mean_spread, format_number
 
     aggs = list(result.aggregates)
     combined = "mean" in aggs and "std" in aggs
     value_aggs = [a for a in aggs if a != "count"]
-    # count has its own column only when it is the metric's only aggregate; otherwise a
-    # cell says (n=N) where N differs from the group's run count.
-    count_column = "count" in aggs and not value_aggs
-    annotate = "count" in aggs and bool(value_aggs)
+    count_column = "count" in aggs and (count_column or not value_aggs)
+    annotate = "count" in aggs and not count_column
     first = "mean" if combined else (value_aggs[0] if value_aggs else None)
+    shown_aggs = [
+        agg
+        for agg in aggs
+        if not (agg == "count" and not count_column) and not (combined and agg == "std")
+    ]
+
+    def column(name: str, agg: str) -> str:
+        return name if combined and agg == "mean" else f"{name}.{agg}"
+
     rows: list[dict[str, Any]] = []
     for row in result.rows:
         shown: dict[str, Any] = {}
         for key in result.keys:
             value = row.get(key)
             shown[key] = "-" if value is None else format_number(value, precision)
+            if key == "name" and value is not None and value == row.get("id"):
+                shown[key] = ""  # a run without a name: not its id twice
         shown["runs"] = row["runs"]
         for name in result.metrics:
-            for agg in aggs:
-                if agg == "count" and not count_column:
-                    continue
-                if combined and agg == "std":
-                    continue
+            for agg in shown_aggs:
                 value = row.get(f"{name}.{agg}")
-                text = format_number(value, precision)
                 if combined and agg == "mean":
-                    std = row.get(f"{name}.std")
-                    if value is not None and std is not None:
-                        text += " ± " + format_number(std, precision)
+                    text = format_mean_spread(value, row.get(f"{name}.std"), precision)
+                else:
+                    text = format_number(value, precision)
                 count = row.get(f"{name}.count")
                 if annotate and agg == first and value is not None and count != row["runs"]:
                     text += f" (n={count})"
-                shown[name if combined and agg == "mean" else f"{name}.{agg}"] = text
+                shown[column(name, agg)] = text
         rows.append(shown)
-    blocks: list[tuple[str, list[str]]] = []
-    for name in result.metrics:
-        columns = [
-            name if combined and agg == "mean" else f"{name}.{agg}"
-            for agg in aggs
-            if not (agg == "count" and not count_column) and not (combined and agg == "std")
-        ]
-        blocks.append((name, columns))
+    blocks = [(name, [column(name, agg) for agg in shown_aggs]) for name in result.metrics]
     return rows, [*result.keys, "runs"], blocks

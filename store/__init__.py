@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from wbg.ids import generate_id
 
-__version__ = "0.1.0"
 __all__ = [
     "Run",
     "config",
@@ -81,6 +80,10 @@ _ERRORS = frozenset(("Error", "UsageError", "ConfigError"))
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # written once, in pyproject.toml
+        from importlib.metadata import version
+
+        return version("wbg")
     # ``wbg.run``, ``wbg.config`` and ``wbg.summary`` follow the current run, as wandb's
     # module attributes do: read here at every access instead of being rebound.
     if name == "run":

@@ -123,11 +123,11 @@ def build_table(
     for key in resolved:
         # a key some other run has is not a typo: the selected runs fall into the - group
         if not query.key_exists(conn, key):
-            raise query.unknown_key_error(conn, key)
+            raise query.unknown_key_error(conn, key, where, params)
     wanted = [metric_name(m) for m in metrics] if metrics else None
     if wanted:
         wanted = list(dict.fromkeys(wanted))
-        _check_metrics(conn, wanted)
+        _check_metrics(conn, wanted, where, params)
     result = _aggregate(
         conn,
         resolved,
@@ -138,10 +138,7 @@ def build_table(
         deviations="std" in aggs or "stderr" in aggs,
     )
     found = sorted({metric for _, _, metric, *_ in result if metric is not None})
-    if wanted is None:
-        names = [m for m in found if m != DURATION] + ([DURATION] if DURATION in found else [])
-    else:
-        names = wanted
+    names = rank_metrics(conn, found, where, params) if wanted is None else wanted
     table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=not no_group)
     table.rows = _rows(table, result)
     _sort(table, sort, desc)
@@ -150,21 +147,72 @@ def build_table(
     return table
 
 
-def _check_metrics(conn: sqlite3.Connection, wanted: Sequence[str]) -> None:
+# How many of the selected runs with a metric are probed for its history. A logged metric
+# is found among a run's first points; a summary-only one costs a walk over each probed
+# run's points (history is keyed by run and step), so few runs are probed: a summary value
+# that came from logging is in the history of every run that has it.
+_HISTORY_PROBE_RUNS = 3
+
+
+def rank_metrics(
+    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+) -> list[str]:
+    """``names`` in the order a reader wants them: metrics logged to history first (what
+    was trained and evaluated), then summary-only values, ``duration_s`` last; names keep
+    their order within each part. Views drop metrics from the right to fit a terminal, so
+    the bookkeeping goes first."""
+    logged = logged_metrics(conn, names, where, params)
+    summary_only = [n for n in names if n not in logged and n != DURATION]
+    return logged + summary_only + ([DURATION] if DURATION in names else [])
+
+
+def logged_metrics(
+    conn: sqlite3.Connection,
+    names: Sequence[str],
+    where: str = "1",
+    params: Sequence[Any] = (),
+    probe_runs: int = _HISTORY_PROBE_RUNS,
+) -> list[str]:
+    """The ``names`` that the selected runs logged to history (a summary metric that one
+    of the first ``probe_runs`` runs with it also has history points of)."""
+    logged = []
+    for name in names:
+        if name == DURATION:
+            continue
+        probe = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM (SELECT sm.run FROM summary_metrics AS sm "
+            f"JOIN runs ON runs.num = sm.run WHERE sm.key = ? AND ({where}) LIMIT ?) AS r "
+            "WHERE EXISTS (SELECT 1 FROM history AS h WHERE h.run = r.run AND h.key = ?))",
+            [name, *params, probe_runs, name],
+        ).fetchone()[0]
+        if probe:
+            logged.append(name)
+    return logged
+
+
+def _check_metrics(
+    conn: sqlite3.Connection, wanted: Sequence[str], where: str, params: Sequence[Any]
+) -> None:
     for name in wanted:
         if name == DURATION:
             continue
         if conn.execute("SELECT 1 FROM summary_metrics WHERE key = ? LIMIT 1", (name,)).fetchone():
             continue
-        import difflib
-
-        known = query.metric_names(conn)
-        known = sorted(known) + [DURATION]
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        selected = [
+            key
+            for (key,) in conn.execute(
+                "SELECT DISTINCT sm.key FROM summary_metrics AS sm JOIN runs ON runs.num = sm.run "
+                f"WHERE {where} LIMIT 5000",
+                params,
+            )
+        ]
+        known = query.metric_names(conn) + [DURATION]
+        # close matches among the selected runs' metrics first, then the whole file's
+        close = query.close_matches(name, [*selected, DURATION]) or query.close_matches(name, known)
         hint = (
             (f"did you mean: {', '.join(close)}? " if close else "")
             + "known metrics: "
-            + (", ".join(known[:40]))
+            + (", ".join(sorted(selected or known)[:40]))
         )
         raise InvalidInput(f"unknown metric {name!r}: no run has it in its summary", hint=hint)
 
@@ -389,6 +437,9 @@ def _sort(table: Table, sort: str | None, desc: bool) -> None:
     columns = [*table.keys, "runs"] + [
         f"{m}.{a}" for m in table.metrics for a in (*table.aggregates, "excluded")
     ]
+    if sort in table.metrics and sort not in columns:  # a metric alone: its mean, or first
+        aggregate = "mean" if "mean" in table.aggregates else table.aggregates[0]
+        sort = f"{sort}.{aggregate}"
     if sort not in columns:
         import difflib
 

@@ -857,6 +857,8 @@ class Run:
         if self._rules and points:
             others = self._apply_rules(points, others)
         self._step = step + 1
+        if others is not None:
+            self._recorder.warn_not_numbers(others)
         self._recorder.add(points, others, now)
 
     def _log_row(self, data: Mapping[str, Any], step: Any, commit: bool | None) -> None:

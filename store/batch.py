@@ -54,6 +54,8 @@ REPEAT_KEY = "repeat"
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][\w.\-]*)\}")
 INT_RANGE = re.compile(r"^([-+]?\d+)\.\.([-+]?\d+)$")
 NUMBER_RANGE = re.compile(r"^[-+]?[\d.]+(?:[eE][-+]?\d+)?\.\.[-+]?[\d.]+(?:[eE][-+]?\d+)?$")
+# ``0-4``: a range typed with a dash, as in shells and slurm arrays; wbg's is ``0..4``.
+DASH_RANGE = re.compile(r"^([-+]?\d+)-(\d+)$")
 GRID_HINT = "write --grid KEY=V1,V2,... or --grid KEY=A..B (integers, A <= B)"
 
 
@@ -142,6 +144,12 @@ def parse_axis(item: str) -> Axis:
                     hint=f"write the smaller end first: --grid {key}={high}..{low}",
                 )
             found += [GridValue(n, str(n)) for n in range(low, high + 1)]
+        elif dash := DASH_RANGE.match(text):
+            raise InvalidInput(
+                f"--grid {key}={text}: a range is written with two dots",
+                hint=f"--grid {key}={dash[1]}..{dash[2]} (or quote the text: "
+                f"--grid '{key}=\"{text}\"')",
+            )
         elif NUMBER_RANGE.match(text):
             raise InvalidInput(
                 f"--grid {key}={text}: a range A..B is of integers",
@@ -207,6 +215,40 @@ def _check_placeholders(texts: Sequence[str], known: Sequence[str], where: str) 
                     f"{where} {shown!r} uses {{{name}}}, which is no grid key",
                     hint=f"known: {listed}; write {{{{ and }}}} for literal braces",
                 )
+
+
+_SCRIPT_BYTES = 1 << 20  # files larger than this are not read for grid keys
+
+
+def unread_keys(command: Sequence[str], axes: Sequence[Axis]) -> list[tuple[str, list[str]]]:
+    """Grid keys that nothing visibly reads: no ``{KEY}`` in the command, and neither the
+    key's name nor ``WBG_PARAM_<KEY>`` in the command or in a file it names (the script,
+    up to 1 MiB). Such a key changes only the config, so its runs may well be the same;
+    returns (key, the files looked at)."""
+    used = {name for arg in command for name in placeholders(arg)}
+    files = [arg for arg in command if _small_file(arg)]
+    texts = list(command)
+    for path in files:
+        with contextlib.suppress(OSError):
+            texts.append(Path(path).read_text(encoding="utf-8", errors="replace"))
+    text = "\n".join(texts)
+    found = []
+    for axis in axes:
+        if axis.key in used:
+            continue
+        name = re.escape(axis.key.rsplit(".", 1)[-1])
+        if re.search(rf"\b{name}\b", text) or param_env_name(axis.key) in text:
+            continue
+        found.append((axis.key, files))
+    return found
+
+
+def _small_file(arg: str) -> bool:
+    try:
+        path = Path(arg)
+        return path.is_file() and path.stat().st_size <= _SCRIPT_BYTES
+    except (OSError, ValueError):
+        return False
 
 
 def plan(
@@ -468,3 +510,76 @@ class BatchRunner:
             with contextlib.suppress(Exception):
                 supervisor.close_output()
                 self._end(supervisor, returncode)
+
+
+# --- resuming a batch ----------------------------------------------------------------------
+
+
+def unfinished(conn: Any, trials: Sequence[Trial], keys: Sequence[str]) -> list[Trial]:
+    """The trials that have no ``finished`` run in their group yet (``--resume``), matched
+    by the values of the grid ``keys`` (and ``repeat``) in the runs' config, renumbered."""
+    from wbg import query, runs
+
+    spec = trials[0].spec
+    done = {
+        _identity(record["config"], keys)
+        for record in runs.list_runs(
+            conn, query.Filters(project=spec.project, group=spec.group, state="finished")
+        )
+    }
+    left = [trial for trial in trials if _identity(trial.spec.config or {}, keys) not in done]
+    return [replace(trial, index=i) for i, trial in enumerate(left)]
+
+
+def _identity(config: Mapping[str, Any], keys: Sequence[str]) -> str:
+    found = []
+    for key in keys:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        found.append(node)
+    return values.dumps(found)
+
+
+# --- the table printed at the end of a batch ----------------------------------------------
+
+
+def batch_rows(
+    conn: Any, outcome: BatchResult, keys: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per run the batch started, in plan order: ``name``, ``id``, the grid ``keys``,
+    ``state``, ``exit_code`` and each numeric summary value (``named``: whether the name
+    says more than the grid values); and the metric names, the most telling first
+    (``wbg.aggregate.rank_metrics``)."""
+    from wbg import aggregate, runs
+
+    rows: list[dict[str, Any]] = []
+    ids: list[str] = []
+    metrics: dict[str, None] = {}
+    for trial, result in zip(outcome.trials, outcome.results, strict=True):
+        if result is None:
+            continue
+        record = runs.get_run(conn, result.run_id)
+        row: dict[str, Any] = {"name": record["name"] or "", "id": record["id"]}
+        row["named"] = record["name"] != trial.label  # not just the grid values again
+        for key in keys:
+            row[key] = trial.params[key].value if key in trial.params else trial.repeat
+        row["state"] = record["state"]
+        row["exit_code"] = record["exit_code"]
+        for name, value in record["summary"].items():
+            if values.is_number(value):
+                row[f"summary.{name}"] = value
+                metrics[name] = None
+        rows.append(row)
+        ids.append(record["id"])
+    where = f"runs.id IN ({', '.join('?' * len(ids))})" if ids else "0"
+    return rows, aggregate.rank_metrics(conn, sorted(metrics), where, ids)
+
+
+def failures(outcome: BatchResult) -> list[tuple[Trial, LaunchResult]]:
+    """The runs that did not finish with exit code 0, in plan order."""
+    return [
+        (trial, result)
+        for trial, result in zip(outcome.trials, outcome.results, strict=True)
+        if result is not None and result.exit_code != 0
+    ]

@@ -55,6 +55,11 @@ def candidates(path: Path | str | None, kind: str, incomplete: str) -> list[str]
                 found = [*query.FIELDS, *query.known_keys(conn, "config", limit=2000)]
         elif kind == "metric":
             found = [*query.metric_names(conn), "duration_s"]
+        elif kind == "history_metric":  # what `wbg plot` can draw
+            from wbg.aggregate import logged_metrics
+
+            named = [m for m in query.metric_names(conn) if m.startswith(incomplete)][:LIMIT]
+            found = logged_metrics(conn, named, probe_runs=1)  # a completion must be quick
         elif kind == "run":
             rows = conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 5000")
             found = [run_id for (run_id,) in rows]

@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 from wbg import query, runs, values
-from wbg.aggregate import Table, build_table
+from wbg.aggregate import DURATION, Table, build_table
 from wbg.errors import InvalidInput
 
 
@@ -77,17 +77,31 @@ def resolve_project(conn: sqlite3.Connection, name: str, project: str | None = N
 
 
 def group_page(
-    conn: sqlite3.Connection, name: str, project: str | None = None, max_runs: int | None = None
+    conn: sqlite3.Connection,
+    name: str,
+    project: str | None = None,
+    max_runs: int | None = None,
+    metrics: list[str] | None = None,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> dict[str, Any]:
     """Everything ``wbg group show`` prints: facts, runs, common config, aggregates.
 
     ``run_records`` holds the first ``max_runs`` runs in start order (all when None); the
-    facts and aggregates always cover every run.
+    facts and aggregates always cover every run. ``metrics`` (default: every numeric
+    summary key, logged ones first) are those of the aggregates and, in ``metrics``, the
+    summary columns of the runs table. ``sort`` orders the runs by a field, config key or
+    summary metric (``--sort val_acc``) instead of by start.
     """
     project = resolve_project(conn, name, project)
     [facts] = list_groups(conn, query.Filters(project=project, group=name))
     records = runs.list_runs(
-        conn, query.Filters(project=project, group=name), oldest_first=True, limit=max_runs
+        conn,
+        query.Filters(project=project, group=name),
+        oldest_first=True,
+        limit=max_runs,
+        sort=sort,
+        desc=desc,
     )
     common, varying = config_keys(conn, project, name)
     compute = conn.execute(
@@ -96,7 +110,7 @@ def group_page(
         (project, name),
     ).fetchone()[0]
     aggregates = build_table(
-        conn, query.Filters(project=project, group=name), group_by=["job_type"]
+        conn, query.Filters(project=project, group=name), group_by=["job_type"], metrics=metrics
     )
     return {
         **facts,
@@ -105,6 +119,7 @@ def group_page(
         "varying_keys": varying,
         "run_records": records,
         "aggregates": aggregates,
+        "metrics": [m for m in aggregates.metrics if m != DURATION],
     }
 
 

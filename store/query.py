@@ -42,10 +42,14 @@ FIELDS: dict[str, str] = {
     "duration_s": "(runs.ended_at - runs.started_at)",
 }
 MULTI_VALUED = ("tags", "tag")
-OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
-_WHERE = re.compile(
-    r"^\s*(?P<key>[^\s=!<>~]+)\s*(?P<op>!=|<=|>=|=|<|>|~)\s*(?P<value>.*?)\s*$", re.DOTALL
-)
+OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~")
+# Other spellings users reach for: ``==`` (Python) means ``=``; the rest are refused with
+# the operator they most likely meant.
+OPERATOR_ALIASES = {"==": "="}
+_MEANT = {"<>": "!=", "=>": ">=", "=<": "<=", "=!": "!=", "~=": "~", "=~": "~", "!": "!="}
+# The operator is the whole run of operator characters, so ``=>`` is not read as ``=``
+# followed by a value ``> 0.01``.
+_WHERE = re.compile(r"^\s*(?P<key>[^\s=!<>~]+)\s*(?P<op>[=!<>~]+)\s*(?P<value>.*?)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,16 @@ def parse_where(text: str) -> Condition:
             f"malformed --where {text!r}",
             hint="expected 'KEY OP VALUE' with OP one of " + " ".join(OPERATORS),
         )
+    op = OPERATOR_ALIASES.get(match.group("op"), match.group("op"))
+    if op not in OPERATORS:
+        meant = _MEANT.get(op)
+        raise InvalidInput(
+            f"unknown operator {op!r} in --where {text!r}",
+            hint=(f"did you mean {meant!r}? " if meant else "")
+            + "operators: "
+            + " ".join(OPERATORS)
+            + " (== is the same as =; ~ is a glob)",
+        )
     raw = match.group("value")
     if raw == "":
         raise InvalidInput(f"malformed --where {text!r}: the value is empty")
@@ -139,7 +153,7 @@ def parse_where(text: str) -> Condition:
             value = raw
         elif values.is_number(value) and isinstance(value, int):
             value = values.storable_int(value)  # SQLite compares big integers as floats
-    return Condition(resolve_key(match.group("key")), match.group("op"), value)
+    return Condition(resolve_key(match.group("key")), op, value)
 
 
 def condition_sql(condition: Condition) -> tuple[str, list[Any]]:
@@ -166,6 +180,12 @@ class Filters:
     state: str | None = None
     tag: str | None = None
     where: Sequence[str] = field(default_factory=tuple)
+    # bare --where keys that name a summary metric, not a config key (set by check_filters)
+    metric_keys: set[str] = field(default_factory=set)
+    # where ``project`` came from when the user did not ask for it ($WANDB_PROJECT, the
+    # settings file): then it may have no runs yet, and check_filters counts the others
+    project_from: str | None = None
+    other_projects: int = 0
 
     def sql(self) -> tuple[str, list[Any]]:
         """A WHERE clause body over ``runs`` (``1`` when nothing is filtered)."""
@@ -184,13 +204,64 @@ class Filters:
             clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)")
             params.append(self.tag)
         for text in self.where:
-            sql, extra = condition_sql(parse_where(text))
+            condition = parse_where(text)
+            if condition.key.source == "config" and condition.key.name in self.metric_keys:
+                metric = Key(condition.key.name, "summary", condition.key.name)
+                condition = Condition(metric, condition.op, condition.value)
+            sql, extra = condition_sql(condition)
             clauses.append(sql)
             params.extend(extra)
         return (" AND ".join(clauses) or "1"), params
 
+    def describe(self) -> str:
+        """The filters as options (``--group g --where 'lr > 1'``), for messages."""
+        import shlex
+
+        parts = [
+            f"{option} {shlex.quote(value)}"
+            for option, value in (
+                ("--project", self.project),
+                ("--group", self.group),
+                ("--job-type", self.job_type),
+                ("--state", self.state),
+                ("--tag", self.tag),
+            )
+            if value is not None
+        ]
+        parts += [f"--where {shlex.quote(text)}" for text in self.where]
+        return " ".join(parts)
+
     def conditions(self) -> list[Condition]:
         return [parse_where(text) for text in self.where]
+
+
+def resolve_in(conn: sqlite3.Connection, name: str) -> Key:
+    """``resolve_key``, and a bare name that no run has in its config but some run has in
+    its summary is that summary metric (``--sort val_acc``); unknown names are errors."""
+    key = resolve_key(name)
+    if key_exists(conn, key):
+        return key
+    metric = Key(name, "summary", name)
+    if key.source == "config" and key.path == name and key_exists(conn, metric):
+        return metric
+    raise unknown_key_error(conn, key)
+
+
+def sort_sql(conn: sqlite3.Connection, name: str, desc: bool = False) -> tuple[str, list[Any]]:
+    """An ORDER BY list for ``--sort KEY`` on runs: runs without a value last either way,
+    numbers before text."""
+    expr, params = resolve_in(conn, name).sql()
+    direction = "DESC" if desc else "ASC"
+    return (
+        f"({expr}) IS NULL, typeof({expr}) = 'text', ({expr}) {direction}",
+        [*params, *params, *params],
+    )
+
+
+def count_runs(conn: sqlite3.Connection, filters: Filters) -> int:
+    """How many runs ``filters`` select."""
+    where, params = filters.sql()
+    return conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
 
 
 def key_exists(
@@ -207,13 +278,20 @@ def key_exists(
     return row is not None
 
 
-def known_keys(conn: sqlite3.Connection, source: str = "config", limit: int = 20000) -> list[str]:
-    """Dotted paths of the leaf keys present in config (or summary), for hints/completion."""
+def known_keys(
+    conn: sqlite3.Connection,
+    source: str = "config",
+    limit: int = 20000,
+    where: str = "1",
+    params: Sequence[Any] = (),
+) -> list[str]:
+    """Dotted paths of the leaf keys present in config (or summary) of the newest ``limit``
+    runs that ``where`` selects (all by default), for hints and completion."""
     rows = conn.execute(
-        f"SELECT DISTINCT j.fullkey FROM (SELECT {source} AS doc FROM runs "
+        f"SELECT DISTINCT j.fullkey FROM (SELECT runs.{source} AS doc FROM runs WHERE {where} "
         "ORDER BY started_at DESC LIMIT ?) AS r, json_tree(r.doc) AS j "
         "WHERE j.type NOT IN ('object', 'array') AND j.fullkey != '$'",
-        (limit,),
+        (*params, limit),
     ).fetchall()
     return sorted(_dotted(fullkey) for (fullkey,) in rows if "[" not in fullkey)
 
@@ -224,18 +302,39 @@ def _dotted(fullkey: str) -> str:
     return ".".join(quoted or plain for quoted, plain in parts)
 
 
-def unknown_key_error(conn: sqlite3.Connection, key: Key) -> InvalidInput:
-    """An error naming close matches among the fields and stored keys."""
+def unknown_key_error(
+    conn: sqlite3.Connection, key: Key, where: str = "1", params: Sequence[Any] = ()
+) -> InvalidInput:
+    """An error naming close matches among the fields and stored keys: those of the runs
+    ``where`` selects first (what the user is looking at), then those of every run."""
+    for scope in ((where, params), ("1", ())) if where != "1" else (("1", ()),):
+        candidates = _key_candidates(conn, *scope)
+        close = close_matches(key.name, candidates)
+        if close:
+            break
+    hint = f"did you mean: {', '.join(close)}? " if close else ""
+    config = known_keys(conn, "config", where=where, params=params)
+    hint += "known keys: " + ", ".join([*FIELDS, *config][:40])
+    return InvalidInput(f"unknown key {key.name!r}: no selected run has it", hint=hint)
+
+
+def _key_candidates(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[str]:
+    config = known_keys(conn, "config", where=where, params=params)
+    summary = known_keys(conn, "summary", where=where, params=params)
+    return [
+        *FIELDS,
+        *config,
+        *("config." + k for k in config),
+        *summary,
+        *("summary." + k for k in summary),
+    ]
+
+
+def close_matches(name: str, candidates: Iterable[str]) -> list[str]:
+    """Up to three known names close to ``name`` (a typo), best first."""
     import difflib
 
-    config = known_keys(conn, "config")
-    summary = ["summary." + k for k in known_keys(conn, "summary")]
-    candidates = [*FIELDS, *config, *("config." + k for k in config), *summary]
-    close = difflib.get_close_matches(key.name, candidates, n=3, cutoff=0.6)
-    hint = f"did you mean: {', '.join(close)}? " if close else ""
-    shown = [*FIELDS, *config][:40]
-    hint += "known keys: " + ", ".join(shown)
-    return InvalidInput(f"unknown key {key.name!r}: no selected run has it", hint=hint)
+    return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.6)
 
 
 def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
@@ -244,8 +343,12 @@ def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
     The error lists close matches; a filter that names something real but selects no run
     is not an error.
     """
+    if filters.project_from is not None:
+        filters.other_projects = conn.execute(
+            "SELECT count(DISTINCT project) FROM runs WHERE project != ?", (filters.project,)
+        ).fetchone()[0]
     for column, kind, value in (
-        ("project", "project", filters.project),
+        ("project", "project", None if filters.project_from else filters.project),
         ('"group"', "group", filters.group),
         ("job_type", "job_type", filters.job_type),
     ):
@@ -255,29 +358,51 @@ def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
                 f"SELECT 1 FROM runs WHERE {column} = ? LIMIT 1", (value,)
             ).fetchone()
         ):
-            raise unknown_name_error(conn, kind, value)
+            # close matches within the project asked for first, then anywhere
+            scope = ("runs.project = ?", [filters.project]) if kind != "project" else None
+            raise unknown_name_error(conn, kind, value, scope if filters.project else None)
     for condition in filters.conditions():
-        if not key_exists(conn, condition.key):
-            raise unknown_key_error(conn, condition.key)
+        if key_exists(conn, condition.key):
+            continue
+        metric = Key(condition.key.name, "summary", condition.key.name)
+        if condition.key.name == condition.key.path and key_exists(conn, metric):
+            # a bare name no config has but a summary has: the metric (val_acc > 0.9)
+            filters.metric_keys.add(condition.key.name)
+            continue
+        raise unknown_key_error(conn, condition.key)
 
 
-def distinct_values(conn: sqlite3.Connection, column: str, limit: int = 5000) -> list[str]:
-    """Known names of a runs column (``project``, ``group``, ``job_type``), newest first."""
+def distinct_values(
+    conn: sqlite3.Connection,
+    column: str,
+    limit: int = 5000,
+    where: str = "1",
+    params: Sequence[Any] = (),
+) -> list[str]:
+    """Known names of a runs column (``project``, ``group``, ``job_type``) among the runs
+    ``where`` selects (all by default), newest first."""
     quoted = {"project": "project", "group": '"group"', "job_type": "job_type"}[column]
     rows = conn.execute(
-        f"SELECT {quoted} FROM runs WHERE {quoted} IS NOT NULL GROUP BY {quoted} "
+        f"SELECT {quoted} FROM runs WHERE {quoted} IS NOT NULL AND ({where}) GROUP BY {quoted} "
         "ORDER BY max(started_at) DESC LIMIT ?",
-        (limit,),
+        (*params, limit),
     ).fetchall()
     return [value for (value,) in rows]
 
 
-def unknown_name_error(conn: sqlite3.Connection, kind: str, value: str) -> InvalidInput:
-    """``unknown group 'x'`` with close matches among the stored names."""
-    import difflib
-
+def unknown_name_error(
+    conn: sqlite3.Connection,
+    kind: str,
+    value: str,
+    scope: tuple[str, Sequence[Any]] | None = None,
+) -> InvalidInput:
+    """``unknown group 'x'`` with close matches among the stored names: those of the runs
+    ``scope`` (a WHERE clause and its parameters) selects first, then all."""
     known = distinct_values(conn, kind)
-    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    close: list[str] = []
+    if scope is not None:
+        close = close_matches(value, distinct_values(conn, kind, 5000, *scope))
+    close = close or close_matches(value, known)
     if close:
         hint = f"did you mean: {', '.join(close)}?"
     elif known:

@@ -271,14 +271,31 @@ def _numeric_leaves(prefix: str, value: Any, out: list[tuple[str, float]]) -> No
             _numeric_leaves(f"{prefix}.{key}", item, out)
 
 
-def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> None:
-    """Set summary values (the JSON object and the numeric mirror) of run ``num``.
+def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any]) -> list[str]:
+    """Set summary values (the JSON object and the numeric mirror) of run ``num``; return
+    the keys left as they were.
 
+    A string never replaces a numeric summary value (``"0.6"`` or ``"nan"`` logged as
+    strings after numbers): the number stays, so the metric stays in
+    tables and plots. This holds for every producer, since they all write through here.
     Call inside a transaction (``transaction(conn)``) so both stay in step.
     """
     update = {key: value for key, value in update.items() if value is not None}
+    others = [key for key, value in update.items() if isinstance(value, str)]
+    kept: list[str] = []
+    if others:
+        kept = [
+            key
+            for (key,) in conn.execute(
+                f"SELECT key FROM summary_metrics WHERE run = ? AND key IN "
+                f"({', '.join('?' * len(others))})",
+                (num, *others),
+            )
+        ]
+        for key in kept:
+            del update[key]
     if not update:
-        return
+        return kept
     conn.execute(
         "UPDATE runs SET summary = json_patch(summary, ?) WHERE num = ?",
         (values.dumps(update), num),
@@ -301,6 +318,7 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
     )
     if gone:
         conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", gone)
+    return kept
 
 
 # History points go in 50 rows per INSERT: one statement step per 50 points instead of
@@ -588,13 +606,20 @@ def list_runs(
     *,
     limit: int | None = None,
     oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run records, newest first, that ``filters`` select (all runs without it)."""
-    from wbg.query import Filters
+    """Run records, newest first, that ``filters`` select (all runs without it); ``sort``
+    orders them by a field, config key or summary metric first (``wbg.query.sort_sql``)."""
+    from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
     clause, params = (filters or Filters()).sql()
     order = "started_at, id" if oldest_first else "started_at DESC, id"
+    if sort is not None:
+        by, extra = sort_sql(conn, sort, desc)
+        order = f"{by}, {order}"
+        params = [*params, *extra]
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
@@ -616,19 +641,40 @@ def history_count(conn: sqlite3.Connection, run_id: str) -> int:
     ).fetchone()[0]
 
 
-def get_history(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
-    return list(iter_history(conn, run_id))
+def get_history(
+    conn: sqlite3.Connection,
+    run_id: str,
+    keys: Sequence[str] | None = None,
+    tail: int | None = None,
+) -> list[dict[str, Any]]:
+    return list(iter_history(conn, run_id, keys, tail))
 
 
-def iter_history(conn: sqlite3.Connection, run_id: str) -> Iterator[dict[str, Any]]:
-    """A run's history points in (step, key) order, read as they are consumed: memory
-    stays flat however many points the run has."""
-    rows = conn.execute(
-        "SELECT step, key, value, time FROM history "
-        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY step, key",
-        (run_id,),
+def iter_history(
+    conn: sqlite3.Connection,
+    run_id: str,
+    keys: Sequence[str] | None = None,
+    tail: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """A run's points in step order, read as they are consumed (memory stays flat however
+    many points the run has): of ``keys`` only when given, of the last ``tail`` steps only
+    when given."""
+    sql = (
+        "SELECT step, key, value, time FROM history WHERE run = (SELECT num FROM runs WHERE id = ?)"
     )
-    for step, key, value, t in rows:
+    params: list[Any] = [run_id]
+    if keys:
+        sql += f" AND key IN ({', '.join('?' * len(keys))})"
+        params += keys
+    if tail is not None:
+        sql += (
+            " AND step >= coalesce((SELECT min(step) FROM (SELECT DISTINCT h.step FROM history "
+            "AS h WHERE h.run = (SELECT num FROM runs WHERE id = ?)"
+            + (f" AND h.key IN ({', '.join('?' * len(keys))})" if keys else "")
+            + " ORDER BY h.step DESC LIMIT ?)), 0)"
+        )
+        params += [run_id, *(keys or ()), tail]
+    for step, key, value, t in conn.execute(sql + " ORDER BY step, key", params):
         yield {
             "step": step,
             "key": key,
@@ -671,6 +717,48 @@ def set_config(conn: sqlite3.Connection, run_id: str, update: Mapping[str, Any])
     _running_check(conn, run_id, "edit the config of")
     with transaction(conn):
         merge_config(conn, run_id, update)
+
+
+def set_name(conn: sqlite3.Connection, run_id: str, name: str) -> None:
+    """Rename a run (``wbg runs set ID --name NEW``); a name is 1-128 characters."""
+    values.check_name("name", name, values.MAX_GROUP)
+    with transaction(conn):
+        cursor = conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+        if cursor.rowcount == 0:
+            raise UnknownRun(f"no run with id {run_id!r}", hint=_close_ids_hint(conn, run_id))
+
+
+DIFF_FIELDS = ("project", "group", "job_type", "name", "state", "exit_code", "duration_s",
+               "host", "git_commit", "git_dirty", "command", "tags")  # fmt: skip
+
+
+def diff_records(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Two runs side by side (``wbg runs diff``): the fields that describe a run, then every
+    config and summary key (dotted), each row ``{key, a, b, same}``."""
+    import shlex
+
+    def field(record: Mapping[str, Any], name: str) -> Any:
+        value = record.get(name)
+        return shlex.join(value) if name == "command" and isinstance(value, list) else value
+
+    rows = [{"key": f, "a": field(a, f), "b": field(b, f)} for f in DIFF_FIELDS]
+    for section in ("config", "summary"):
+        left, right = _dotted_items(a.get(section) or {}), _dotted_items(b.get(section) or {})
+        for key in sorted({*left, *right}):
+            rows.append({"key": f"{section}.{key}", "a": left.get(key), "b": right.get(key)})
+    for row in rows:
+        row["same"] = values.dumps(row["a"]) == values.dumps(row["b"])
+    return rows
+
+
+def _dotted_items(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            found.update(_dotted_items(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def set_tags(

@@ -111,6 +111,20 @@ def resolve_project(flag: str | None = None) -> str:
     return str(value) if value else (Path.cwd().name or "default")
 
 
+def view_project() -> tuple[str | None, str | None]:
+    """The project the reading views show when none is asked for: ``WANDB_PROJECT``, else
+    the settings file's ``project`` (what the user is working on), else None (every
+    project); and where it came from, for the note that says so."""
+    env = os.environ.get("WANDB_PROJECT")
+    if env:
+        return env, "$WANDB_PROJECT"
+    settings = find_settings()
+    value = settings.get("project")
+    if value:
+        return str(value), str(settings.path.name if settings.path else "settings")
+    return None, None
+
+
 def resolve_grouping(
     project: str | None, group: str | None, job_type: str | None
 ) -> tuple[str, str | None, str | None]:

@@ -81,11 +81,17 @@ def toml() -> Any:
     return tomllib
 
 
+# Decimals that TOML refuses but Python reads: ``.001``, ``1.``, ``-.5``, ``1.e-3``.
+_BARE_POINT = re.compile(r"^[+-]?(?:\d(?:_?\d)*\.(?:\d(?:_?\d)*)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?$")
+
+
 def parse_value(text: str) -> Any:
     """Type a command-line value: a TOML/JSON scalar or array, else the string itself.
 
     ``3`` -> 3, ``0.1`` -> 0.1, ``true`` -> True, ``"x"`` -> "x", ``[1,2]`` -> [1, 2],
-    ``adam`` -> "adam". TOML dates and tables stay the text that was typed.
+    ``adam`` -> "adam". Numbers are written as in Python or TOML: ``-5``, ``+1``, ``1e-3``,
+    ``1_000``, and also ``.001`` and ``1.`` (floats, as Python reads them). TOML dates and
+    tables stay the text that was typed.
     """
     stripped = text.strip()
     if not stripped:
@@ -94,7 +100,9 @@ def parse_value(text: str) -> Any:
     try:
         value = tomllib.loads(f"v = {stripped}")["v"]
     except (ValueError, KeyError):  # TOMLDecodeError is a ValueError, and so is a
-        try:  # number beyond Python's digit limit for int()
+        if _BARE_POINT.match(stripped):  # number beyond Python's digit limit for int()
+            return float(stripped)
+        try:
             value = json.loads(stripped)
         except ValueError:
             if _LONG_NUMBER.fullmatch(stripped):

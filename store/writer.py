@@ -31,14 +31,16 @@ heartbeat (``runs.heartbeat``), which readers use to tell a live run from a cras
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from wbg import runs
+from wbg import runs, values
 
 FLUSH_INTERVAL_S = 1.0
 BATCH_POINTS = 50_000
@@ -80,6 +82,7 @@ class Recorder:
         self.failing: BaseException | None = None  # the write problem in progress, if any
         self._warned = False
         self._pid = os.getpid()
+        self._warned_strings: set[str] = set()  # keys logged as strings, reported
         self._closed = False
         self._tick_lock = threading.RLock()  # held while the ticker looks after this run
         _ticker.add(self)
@@ -133,6 +136,30 @@ class Recorder:
         if wake:
             _ticker.wake.set()
 
+    def warn_not_numbers(self, logged: Mapping[str, Any]) -> None:
+        """Say once per key, on stderr, that a metric logged as a string is no number: a
+        string that reads as a number, or one for a key logged as a number before (a
+        string such as ``"train"`` for ``phase`` is a string on purpose and passes quietly).
+
+        ``run.log({"acc": "0.6"})`` is kept in the summary only where the key holds no
+        number yet (``runs.merge_summary``) and is never a history point; a user who meant
+        a number learns it at once rather than from a plot that finds nothing.
+        """
+        for key, value in logged.items():
+            if not isinstance(value, str) or key in self._warned_strings:
+                continue
+            numeric_key = key in (self.keys_hint or ()) or values.is_number(
+                self.last_values.get(key)
+            )
+            if numeric_key or _looks_numeric(value):
+                self._warned_strings.add(key)
+                with contextlib.suppress(Exception):  # never raise into the training loop
+                    sys.stderr.write(
+                        f"wbg: {key!r} was logged as a string ({value[:20]!r}), not a number: "
+                        "it is no history point and never replaces a numeric summary value; "
+                        "log float(value) to chart it\n"
+                    )
+
     def execute(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``write(conn)`` in a transaction, serialised with the batch writes."""
         with self._write_lock, runs.transaction(self.conn):
@@ -152,11 +179,15 @@ class Recorder:
                 deferred, self._deferred = self._deferred, {}
                 self._oldest = None
             update = self._last_values(points)
-            update.update(summary)
+            for key, value in summary.items():
+                # as in runs.merge_summary: a number logged in this batch stays
+                if not isinstance(value, str) or not values.is_number(update.get(key)):
+                    update[key] = value
             try:
                 with runs.transaction(self.conn):
                     self.dropped += runs.write_history(self.conn, points)
-                    runs.merge_summary(self.conn, self.num, update)
+                    for key in runs.merge_summary(self.conn, self.num, update):
+                        del update[key]  # a string that did not replace a number
                     for write in deferred.values():
                         write(self.conn)
                     runs.heartbeat(self.conn, self.num, self._pid)
@@ -247,6 +278,14 @@ class Recorder:
                 )
             if due and not self._write(blocking=True):
                 self._tried_at = time.monotonic()  # the next retry is a second away
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Ticker:

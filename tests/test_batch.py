@@ -199,11 +199,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, db_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "name    fold    command\n"
-        "------  ------  ----------------------------------------\n"
-        "fold=0  0       python train.py --fold 0 --name 'fold 0'\n"
-        "fold=1  1       python train.py --fold 1 --name 'fold 1'\n"
-        "fold=2  2       python train.py --fold 2 --name 'fold 2'\n"
+        "name    fold  command\n"
+        "------  ----  ----------------------------------------\n"
+        "fold=0  0     python train.py --fold 0 --name 'fold 0'\n"
+        "fold=1  1     python train.py --fold 1 --name 'fold 1'\n"
+        "fold=2  2     python train.py --fold 2 --name 'fold 2'\n"
     )
     assert result.stderr == (
         'wbg: config common to all runs: {"model":"mlp"}\n'
@@ -244,12 +244,18 @@ def test_grid_times_repeat_records_every_run(db_path: Path) -> None:
         assert output_of(db_path, record["id"]) == line
     # without --parallel the output is passed through unchanged, run after run
     assert done.stdout.startswith("args=0.1,0,0 env=0.1,0,0\nargs=0.1,0,1 env=0.1,0,1\n")
-    # then the group's table, grouped by the grid keys: one row per combination
+    # then the batch's runs: id, grid keys (the default names say no more), state and
+    # exit code, in plan order
     table = done.stdout.splitlines()[12:]
-    assert re.split(r"\s+", table[0]) == ["lr", "seed", "runs", "duration_s"]
-    assert len(table) == 2 + 6
-    assert all(re.split(r"\s+", row)[2] == "2" for row in table[2:])
-    assert done.stderr.endswith("wbg: 12 runs in group sweep; see `wbg runs list --group sweep`\n")
+    assert re.split(r"\s+", table[0]) == ["id", "lr", "seed", "repeat", "state", "exit"]
+    assert len(table) == 2 + 12
+    assert [re.split(r"\s+", row) for row in table[2:4]] == [
+        [found[0]["id"], "0.1", "0", "0", "finished", "0"],
+        [found[1]["id"], "0.1", "0", "1", "finished", "0"],
+    ]
+    assert done.stderr.endswith(
+        "wbg: 12 runs in group sweep, all finished; see `wbg runs list --group sweep`\n"
+    )
 
 
 def test_sequential_output_is_unchanged(db_path: Path) -> None:
@@ -314,7 +320,7 @@ def test_parallel_output_lines_are_prefixed_and_whole(db_path: Path, tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    table_at = next(i for i, line in enumerate(lines) if line.startswith("w "))
+    table_at = next(i for i, line in enumerate(lines) if line.startswith("id "))
     child_lines = lines[:table_at]
     assert len(child_lines) == 15
     for line in child_lines:
@@ -468,12 +474,13 @@ def test_ctrl_c_stops_a_parallel_batch(db_path: Path) -> None:
         in stderr
     )
     assert "wbg: stopped: 3 runs of 5 not started\n" in stderr
-    # the table of the group covers the two runs that started
-    assert re.split(r"\s+", stdout.splitlines()[0])[:2] == ["x", "runs"]
-    assert [re.split(r"\s+", row)[:2] for row in stdout.splitlines()[2:]] == [
-        ["1", "1"],
-        ["2", "1"],
+    # the table covers the two runs that started, killed, and the last line counts them
+    assert re.split(r"\s+", stdout.splitlines()[0]) == ["id", "x", "state", "exit"]
+    assert [re.split(r"\s+", row)[1:] for row in stdout.splitlines()[2:]] == [
+        ["1", "killed", "130"],
+        ["2", "killed", "130"],
     ]
+    assert stderr.splitlines()[-1].startswith("wbg: 2 runs in group stop, 2 failed: x=1 (exit 130)")
 
 
 def test_stop_escalates_to_sigterm_then_sigkill(db_path: Path) -> None:

@@ -25,24 +25,24 @@ time span  2023-11-14 22:13:20 -> 2023-11-14 22:14:25
 compute    38 s (sum of durations)
 
 Runs (summary values on the right)
-id        name         job_type    state     duration_s    fold    split    acc    loss    val_acc
---------  -----------  ----------  --------  ------------  ------  -------  -----  ------  ---------
-<ID>      exp-a-fold0  train       finished  10            0                0.9    0.5
-<ID>      exp-a-fold1  train       finished  11            1                0.91   0.4
-<ID>      exp-a-fold2  train       finished  12            2                0.92   0.3
-<ID>      exp-a-eval   eval        finished  5                     val                     0.85
+id        name         job_type  state     fold  split  acc   loss  val_acc  duration_s
+--------  -----------  --------  --------  ----  -----  ----  ----  -------  ----------
+<ID>      exp-a-fold0  train     finished  0            0.9   0.5            10
+<ID>      exp-a-fold1  train     finished  1            0.91  0.4            11
+<ID>      exp-a-fold2  train     finished  2            0.92  0.3            12
+<ID>      exp-a-eval   eval      finished        val                0.85     5
 
 Config common to all runs
 key         value
-----------  -------
+----------  -----
 lr          0.1
 model.name  mlp
 
 Aggregates per job_type (mean ± std)
-job_type    runs    acc          loss       val_acc    duration_s
-----------  ------  -----------  ---------  ---------  ------------
-eval        1                               0.85       5
-train       3       0.91 ± 0.01  0.4 ± 0.1             11 ± 1
+job_type  runs  acc            loss         val_acc  duration_s
+--------  ----  -------------  -----------  -------  ----------
+eval      1                                 0.85     5
+train     3     0.910 ± 0.010  0.40 ± 0.10           11.0 ± 1.0
 """
 
 

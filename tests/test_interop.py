@@ -509,3 +509,27 @@ def test_a_run_killed_before_its_first_block_has_nothing_to_import(cli, wandb_ru
         "this run's process ended (was killed?) before the first block was written"
     )
     assert result.stderr.splitlines()[-1] == "3 imported, 0 already present, 1 unreadable"
+
+
+def test_filters_before_the_wandb_subcommand_apply_to_it(cli, db_path, tmp_path):
+    import wbg
+
+    for group in ("a", "b"):
+        with wbg.init(project="p", group=group, reinit=True) as run:
+            run.log({"x": 1.0})
+    out = tmp_path / "out"
+    result = cli("export", "-g", "a", "wandb", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("exported  ") == 1
+    assert "1 exported" in result.stderr
+    refused = cli("export", "-f", "csv", "wandb", str(tmp_path / "other"))
+    assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
+        2,
+        "Error: --format does not apply to `wbg export wandb`",
+    )
+    twice = cli("export", "-g", "a", "wandb", str(tmp_path / "x"), "-g", "b")
+    assert (twice.exit_code, twice.stderr.splitlines()[0]) == (
+        2,
+        "Error: --group given twice with different values",
+    )
+    assert not (tmp_path / "other").exists() and not (tmp_path / "x").exists()
