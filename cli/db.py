@@ -9,7 +9,7 @@ import typer
 from wbg.cli.options import DbOpt, open_db
 
 app = typer.Typer(
-    help="The database (a file or a PostgreSQL server): path, info, check, migrate.",
+    help="The database file: path, info, check, migrate.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )

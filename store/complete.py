@@ -43,16 +43,37 @@ def _server_config_keys(conn: PgConnection, limit: int) -> list[str]:
     return [key for (key,) in rows]
 
 
+def _server_candidates(conn: PgConnection, kind: str) -> list[str]:
+    # Plain SQL that PostgreSQL accepts (the file's queries lean on SQLite's typing).
+    if kind in ("group", "job_type", "project"):
+        column = {"project": "project", "group": '"group"', "job_type": "job_type"}[kind]
+        sql = (
+            f"SELECT {column} FROM runs WHERE {column} IS NOT NULL GROUP BY {column} "
+            "ORDER BY max(started_at) DESC LIMIT 5000"
+        )
+    elif kind == "key":
+        return [*query.FIELDS, *_server_config_keys(conn, limit=2000)]
+    elif kind == "metric":
+        sql = "SELECT DISTINCT key FROM summary_metrics ORDER BY key"
+    elif kind == "history_metric":
+        sql = "SELECT DISTINCT key FROM history ORDER BY key LIMIT 5000"
+    elif kind == "run":
+        sql = "SELECT id FROM runs ORDER BY started_at DESC LIMIT 5000"
+    else:
+        return []
+    found = [value for (value,) in conn.execute(sql)]
+    return [*found, "duration_s"] if kind == "metric" else found
+
+
 def candidates(path: Path | str | None, kind: str, incomplete: str) -> list[str]:
     """Stored values of ``kind`` (group, job_type, project, key, metric, run) starting so."""
     with contextlib.closing(open_readonly(path)) as conn:
-        if kind in ("group", "job_type", "project"):
+        if isinstance(conn, PgConnection):
+            found = _server_candidates(conn, kind)
+        elif kind in ("group", "job_type", "project"):
             found = query.distinct_values(conn, kind, limit=5000)
         elif kind == "key":
-            if isinstance(conn, PgConnection):
-                found = [*query.FIELDS, *_server_config_keys(conn, limit=2000)]
-            else:
-                found = [*query.FIELDS, *query.known_keys(conn, "config", limit=2000)]
+            found = [*query.FIELDS, *query.known_keys(conn, "config", limit=2000)]
         elif kind == "metric":
             found = [*query.metric_names(conn), "duration_s"]
         elif kind == "history_metric":  # what `wbg plot` can draw
