@@ -82,7 +82,8 @@ def counts(db: str) -> tuple[int, int, int]:
 
 
 def server_cpu_seconds() -> float:
-    """utime+stime of every postgres process on this machine (loopback server only)."""
+    """CPU seconds of every postgres process on this machine (loopback server only),
+    with those of its exited children (backends of closed connections)."""
     total = 0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in os.listdir("/proc"):
@@ -96,7 +97,7 @@ def server_cpu_seconds() -> float:
         except OSError:
             continue
         if name.startswith("postgres"):
-            total += int(fields[11]) + int(fields[12])
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return total / tick
 
 

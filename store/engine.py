@@ -19,7 +19,6 @@ import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 SCHEMES = ("postgresql://", "postgres://")
 MISSING_DRIVER = "a postgresql:// database needs the PostgreSQL driver: pip install 'wbg[postgres]'"
@@ -77,10 +76,14 @@ class ServerUrl:
 
     @property
     def name(self) -> str:
+        from urllib.parse import urlsplit
+
         return urlsplit(self.url).path.lstrip("/") or "postgres"
 
     @property
     def parent(self):  # noqa: ANN201 - a Path: where files saved by runs go
+        from urllib.parse import urlsplit
+
         from wbg.settings import user_data_dir
 
         parts = urlsplit(self.url)
@@ -89,6 +92,8 @@ class ServerUrl:
 
 def redacted(url: str) -> str:
     """``url`` without its password (``user:secret@host`` -> ``user@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -331,6 +336,7 @@ class PgConnection:
         self._raw = raw
         self.url = url
         self._psycopg = _driver()
+        self.has_points_table = False  # the temporary table of pg_write_points
 
     @property
     def in_transaction(self) -> bool:
@@ -398,6 +404,8 @@ def connect_server(url: ServerUrl, *, read_only: bool = False) -> PgConnection:
             **({"options": options} if options else {}),
         )
     except psycopg.Error as exc:
+        from urllib.parse import urlsplit
+
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if url.url in first or (urlsplit(url.url).password or "\0") in first:
             first = "connection failed"
@@ -412,14 +420,43 @@ _PG_INSERT_POINTS = "INSERT INTO history (run, step, key, value, time) VALUES "
 _PG_UPSERT_POINTS = (
     " ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value, time = excluded.time"
 )
+# From this many points on, a batch goes through COPY into a temporary table and one
+# INSERT ... SELECT from it: psycopg encodes COPY rows in C, where a multi-row VALUES
+# statement is built value by value in Python.
+_PG_COPY_FROM = 200
+_PG_POINTS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS wbg_points (run BIGINT, step BIGINT, key TEXT, "
+    "value DOUBLE PRECISION, time DOUBLE PRECISION) ON COMMIT DELETE ROWS"
+)
 
 
 def pg_write_points(conn: PgConnection, points: Sequence[Sequence[Any]]) -> None:
     """History points into PostgreSQL: the last value of a (run, step, key) wins, as with
     SQLite's INSERT OR REPLACE (one statement cannot update a row twice, so repeats are
-    dropped here first); 500 rows per statement."""
+    dropped here first)."""
     latest = {(p[0], p[1], p[2]): p for p in points}
     rows = list(latest.values())
+    if len(rows) >= _PG_COPY_FROM:
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            if not conn.has_points_table:
+                conn.execute(_PG_POINTS_TABLE)
+                conn.has_points_table = True
+            conn.copy_rows("wbg_points", ("run", "step", "key", "value", "time"), rows)
+            conn.execute(
+                "INSERT INTO history (run, step, key, value, time) "
+                "SELECT run, step, key, value, time FROM wbg_points" + _PG_UPSERT_POINTS
+            )
+            conn.execute("DELETE FROM wbg_points")
+            if own:
+                conn.execute("COMMIT")
+        except BaseException:
+            if own:
+                conn.rollback()
+            raise
+        return
     size = _PG_POINTS_PER_INSERT
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
