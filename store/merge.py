@@ -402,16 +402,11 @@ def _copy_into_server(
             ).fetchall()
         )
         copy: list[tuple[int, int]] = []  # (their num, our num)
+        new_rows: list[tuple] = []
         for run_id, their_row in theirs.items():
             our_row = ours.get(run_id)
             if our_row is None:
-                cursor = server.execute(
-                    f"INSERT INTO runs ({selected}) VALUES ({', '.join('?' * len(columns))}) "
-                    "RETURNING num",
-                    their_row[1:],
-                )
-                copy.append((their_row[0], cursor.fetchone()[0]))
-                result.new += 1
+                new_rows.append(their_row)
                 continue
             differing = [
                 c
@@ -442,11 +437,33 @@ def _copy_into_server(
                     f"UPDATE runs SET {assignments} WHERE num = ?", (*their_row[1:], our_row[0])
                 )
                 copy.append((their_row[0], our_row[0]))
+        copy += _insert_runs(server, columns, new_rows)
+        result.new = len(new_rows)
         _copy_children(server, scratch, copy)
         server.execute("COMMIT")
     except BaseException:
         server.rollback()
         raise
+
+
+def _insert_runs(
+    server: PgConnection, columns: list[str], rows: list[tuple]
+) -> list[tuple[int, int]]:
+    """New runs, 500 per statement; (their num, our num) of each."""
+    selected = ", ".join(_quoted(c) for c in columns)
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    at = columns.index("id") + 1  # rows are (their num, *columns)
+    theirs = {row[at]: row[0] for row in rows}
+    pairs = []
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        inserted = server.execute(
+            f"INSERT INTO runs ({selected}) VALUES {', '.join([one] * len(chunk))} "
+            "RETURNING num, id",
+            [value for row in chunk for value in row[1:]],
+        )
+        pairs += [(theirs[run_id], num) for num, run_id in inserted]
+    return pairs
 
 
 def _copy_children(
