@@ -571,25 +571,44 @@ def snapshot_columns(table: str) -> list[str]:
         return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
 
 
+_SNAPSHOT_ORDER = {
+    "runs": "num",
+    "summary_metrics": "run, key",
+    "run_output": "run",
+    "history": "run, step, key",
+}
+
+
 def snapshot(server: Any) -> sqlite3.Connection:
     """The server's wbg tables copied into an in-memory SQLite database, read in one
-    repeatable-read transaction (one consistent moment, as a SQLite reader sees)."""
+    repeatable-read transaction (one consistent moment, as a SQLite reader sees).
+
+    Rows come in primary-key order and the secondary indexes are built after the load:
+    both make the copy about twice as fast as inserting into the indexed tables.
+    """
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     migrate(conn)
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ).fetchall()
+    for name, _sql in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
     server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
+        conn.execute("BEGIN")
         for table in SNAPSHOT_TABLES:
             columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
             quoted = ", ".join(f'"{c}"' for c in columns)
             insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
-            rows = server.execute(f"SELECT {quoted} FROM {table}")
-            conn.execute("BEGIN")
+            rows = server.execute(f"SELECT {quoted} FROM {table} ORDER BY {_SNAPSHOT_ORDER[table]}")
             while True:
                 chunk = rows.fetchmany(5000)
                 if not chunk:
                     break
                 conn.executemany(insert, chunk)
-            conn.execute("COMMIT")
+        for _name, sql in indexes:
+            conn.execute(sql)
+        conn.execute("COMMIT")
     finally:
         server.execute("ROLLBACK")
     return conn
