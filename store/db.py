@@ -445,6 +445,15 @@ def damaged(path: Path | str, text: str) -> DatabaseError:
     )
 
 
+def reading_error(location: str, text: str) -> DatabaseError:
+    """An error met while reading: damage of a file, or what a server reported."""
+    from wbg.engine import is_server_url
+
+    if is_server_url(location):
+        return DatabaseError(f"database {location}: {text}")
+    return damaged(location, text)
+
+
 def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
     """Name -> SQL of every table and index, for tests and ``wbg db info``."""
     rows = conn.execute(

@@ -206,6 +206,7 @@ def test_unknown_run_id_suggests_close_matches(cli):
     assert lines[1] == f"did you mean: {run.id}?"
 
 
+@both_engines
 def test_demo_records_through_the_real_paths(db_path, cli):
     proc = run_wbg("demo", "--epochs", "5")
     assert proc.returncode == 0, proc.stderr

@@ -203,3 +203,21 @@ def test_db_info_names_the_engine(cli, db_path, engine):
     info = cli("db", "info")
     assert info.exit_code == 0, info.output
     assert f"engine          {engine}" in info.stdout
+
+
+@postgresql
+def test_the_settings_file_may_name_a_server(db_path, tmp_path, monkeypatch, cli):
+    monkeypatch.delenv("WBG_DB")
+    (tmp_path / "work" / "wbg.toml").write_text(f'db = "{db_path.url}"\n')
+    assert cli("db", "path").stdout == f"{db_path}\n"
+    assert cli("run", "-g", "from-settings", "--", PY, "-c", "pass").exit_code == 0
+    assert [r["group"] for r in records(db_path)] == ["from-settings"]
+
+
+@postgresql
+def test_an_error_from_the_server_is_not_called_damage(db_path):
+    from wbg.db import reading_error
+
+    error = reading_error(str(db_path), 'syntax error at or near "PRAGMA"')
+    assert error.message == f'database {db_path}: syntax error at or near "PRAGMA"'
+    assert error.hint is None or "recover" not in error.hint
