@@ -110,6 +110,11 @@ def list_groups(
     typer.echo(text)
 
 
+# Config keys that differ, as columns of a human group page: more would never fit a
+# terminal (a group whose runs each carry keys of their own can have thousands).
+MAX_VARYING_SHOWN = 12
+
+
 @app.command("show")
 def show(
     name: GroupArg,
@@ -147,7 +152,12 @@ def show(
             sort=sort,
             desc=desc,
         )
-    rows = [groups.run_row(r, page["varying_keys"]) for r in page["run_records"]]
+    varying = page["varying_keys"]
+    left_out = 0
+    if human:
+        varying = groups.keys_to_show(page["run_records"], varying, MAX_VARYING_SHOWN)
+        left_out = len(page["varying_keys"]) - len(varying)
+    rows = [groups.run_row(r, varying) for r in page["run_records"]]
     if fmt in ("json", "jsonl"):
         obj = {k: v for k, v in page.items() if k not in ("run_records", "aggregates")}
         obj["runs_table"] = rows
@@ -162,6 +172,12 @@ def show(
     text, dropped = _human_page(page, rows, fmt, precision, chosen=bool(metric))
     typer.echo(text)
     render.note_dropped(dropped)
+    if left_out:
+        typer.echo(
+            f"note: {left_out} more config keys differ between runs, not shown "
+            "(-f json or -f csv has them all)",
+            err=True,
+        )
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -7,6 +7,7 @@ several projects needs ``project`` to say which one is meant.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from wbg import query, runs, values
@@ -149,6 +150,30 @@ def _dotted_get(config: dict[str, Any], key: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def keys_to_show(records: list[dict[str, Any]], varying: list[str], most: int) -> list[str]:
+    """The varying config keys most worth a column for ``records``: those set in the most
+    of them (ties in the page's order), at most ``most``. Linear in the keys the records
+    hold, however many keys vary across the whole group."""
+    if len(varying) <= most:
+        return varying
+    wanted = set(varying)
+    counts: dict[str, int] = {}
+    for record in records:
+        for key in _leaf_keys(record["config"]):
+            if key in wanted:
+                counts[key] = counts.get(key, 0) + 1
+    order = sorted(varying, key=lambda k: -counts.get(k, 0))  # stable sort
+    return order[:most]
+
+
+def _leaf_keys(config: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
 
 def run_row(record: dict[str, Any], varying: list[str]) -> dict[str, Any]:

@@ -363,3 +363,19 @@ def test_export_history_points(cli, db_path):
         (run_id, "0", "0.5"),
         (run_id, "1", "nan"),
     ]
+
+
+def test_a_group_with_thousands_of_varying_keys_shows_the_most_common(cli, db_path):
+    for i in range(30):
+        add_run(db_path, group="wide", config={"seed": i, **{f"k{i}_{j}": j for j in range(40)}})
+    result = cli("group", "show", "wide", "--runs", "5")
+    assert result.exit_code == 0, result.output
+    header = result.stdout.split("Runs (summary values on the right)\n")[1].splitlines()[0]
+    assert header.split()[4] == "seed", header  # in every run: the first to show
+    assert len([c for c in header.split() if c.startswith("k")]) == 11
+    assert result.stderr.endswith(
+        "note: 1189 more config keys differ between runs, not shown "
+        "(-f json or -f csv has them all)\n"
+    )
+    every = cli("group", "show", "wide", "-f", "csv")
+    assert every.stdout.splitlines()[0].count(",k") == 1200
