@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Annotated, Any
 
@@ -93,17 +95,23 @@ def export(
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         query.check_filters(conn, filters)
-        records = runs.list_runs(
-            conn, filters, limit=limit, oldest_first=True, sort=sort, desc=desc
-        )
+
+        def selected() -> Iterator[dict[str, Any]]:  # streamed: read as it is written
+            return runs.iter_runs(
+                conn, filters, limit=limit, oldest_first=True, sort=sort, desc=desc
+            )
+
+        records = selected()
+        first = next(records, None)
         note_scope(filters)
-        if not records:
+        if first is None:
             if fmt is ExportFormat.json:
                 typer.echo("[]")
             render.note_no_runs(filters)
             return
-        if history:  # streamed: points are read as they are written (memory stays flat)
-            out = sys.stdout
+        records = itertools.chain([first], records)
+        out = sys.stdout
+        if history:  # points are read as they are written too (memory stays flat)
 
             def points(record: dict[str, Any]) -> Any:
                 return runs.iter_history(conn, record["id"])
@@ -118,14 +126,13 @@ def export(
                 render.write_csv_streaming(rows, columns, out)
             else:
                 render.write_records_streaming(records, fmt.value, points, out)
-            return
-    if fmt is ExportFormat.csv:
-        rows, columns = _flat_rows(records)
-        typer.echo(render.render(rows, columns, "csv"))
-    else:
-        text = render.render_records(records, fmt.value)
-        if text:
-            typer.echo(text)
+        elif fmt is ExportFormat.csv:
+            # The columns are every config and summary key: one pass to find them, one to
+            # write (neither holds more than a record).
+            columns = _flat_columns(records)
+            render.write_csv_streaming((_flat_row(r) for r in selected()), columns, out)
+        else:
+            render.write_records(records, fmt.value, out)
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -136,20 +143,29 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def _flat_rows(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def _flat_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with its config and summary flattened to ``config.KEY``/``summary.KEY``."""
+    row = {k: v for k, v in record.items() if k not in ("config", "summary")}
+    flat: dict[str, Any] = {}
+    _flatten("config", record["config"], flat)
+    _flatten("summary", record["summary"], flat)
+    row.update((k, v) for k, v in flat.items() if k not in ("config", "summary"))
+    return row
+
+
+def _flat_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The csv columns of ``records``: the record fields, then every config key, then every
+    summary key (each sorted)."""
     from wbg.runs import RECORD_FIELDS
 
-    rows = []
     config_cols: dict[str, None] = {}
     summary_cols: dict[str, None] = {}
     for record in records:
-        row = {k: v for k, v in record.items() if k not in ("config", "summary")}
         flat: dict[str, Any] = {}
         _flatten("config", record["config"], flat)
         _flatten("summary", record["summary"], flat)
-        flat = {k: v for k, v in flat.items() if k not in ("config", "summary")}
         for key in flat:
-            (config_cols if key.startswith("config.") else summary_cols)[key] = None
-        rows.append({**row, **flat})
+            if key not in ("config", "summary"):
+                (config_cols if key.startswith("config.") else summary_cols)[key] = None
     fields = [f for f in RECORD_FIELDS if f not in ("config", "summary")]
-    return rows, [*fields, *sorted(config_cols), *sorted(summary_cols)]
+    return [*fields, *sorted(config_cols), *sorted(summary_cols)]

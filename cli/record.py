@@ -154,7 +154,13 @@ def run(
             capture=None if no_capture else (lambda: ScalarCapture(patterns)),
             db=db,
         )
-    conn, db_path = open_db(db)
+    from wbg.errors import DatabaseUnavailable
+
+    unavailable = None
+    try:
+        conn, db_path = open_db(db)
+    except DatabaseUnavailable as exc:  # full disk, I/O error, lock: the job runs anyway
+        conn, db_path, unavailable = None, settings.resolve_db_path(db), exc.message
     talk = sys.stderr.isatty()
 
     def announce(run_id: str) -> None:
@@ -174,8 +180,10 @@ def run(
         capture=None if no_capture else ScalarCapture(patterns),
         announce=announce,
         warn=warn,
+        unavailable=unavailable,
     )
-    conn.close()
+    if conn is not None:
+        conn.close()
     if result.error:
         sys.stderr.write(f"Error: {result.error}\n")
     elif talk:

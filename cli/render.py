@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from wbg.errors import InvalidInput
@@ -252,6 +253,36 @@ def write_records_streaming(
         out.write("\n")
 
 
+HUMAN_PAGE_ROWS = 10_000
+
+
+def write_records(records: Iterable[Mapping[str, Any]], fmt: str, out: TextIO) -> None:
+    """``render_records(records, fmt)`` and a newline, written record by record: the same
+    text, with the first record out before the last is read."""
+    first = True
+    for record in records:
+        if fmt == "jsonl":
+            out.write(json.dumps(_json_safe(record), default=json_default) + "\n")
+        else:
+            text = json.dumps(_json_safe(record), indent=2, default=json_default)
+            out.write(("[\n" if first else ",\n") + "  " + text.replace("\n", "\n  "))
+        first = False
+    if fmt == "json":
+        out.write("[]\n" if first else "\n]\n")
+
+
+def pages(
+    rows: Iterable[Any], first: int = 200, size: int = HUMAN_PAGE_ROWS
+) -> Iterator[list[Any]]:
+    """``rows`` in lists: a short first one (the first screen comes at once), then pages
+    of ``size`` (a human table of any length, in memory a page at a time)."""
+    iterator = iter(rows)
+    page = list(itertools.islice(iterator, first))
+    while page:
+        yield page
+        page = list(itertools.islice(iterator, size))
+
+
 def write_csv_streaming(
     rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: TextIO
 ) -> None:
@@ -260,9 +291,6 @@ def write_csv_streaming(
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_cell(row.get(c)) for c in columns])
-
-
-HUMAN_PAGE_ROWS = 10_000
 
 
 def write_human_streaming(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -93,40 +95,57 @@ def list_runs(
         query.check_filters(conn, filters)
         if limit is None and not all_runs:
             limit = DEFAULT_LIMIT
-        records = runs.list_runs(
-            conn, filters, limit=None if all_runs else limit, sort=sort, desc=desc
-        )
-        more = query.count_runs(conn, filters) - len(records) if len(records) == limit else 0
-    note_scope(filters)
-    if not records:
-        if fmt == "json":
-            typer.echo("[]")
-        render.note_no_runs(filters)
-        return
-    if fmt in ("json", "jsonl"):
-        typer.echo(render.render_records(records, fmt))
-        return
-    if fmt == "csv":
-        typer.echo(render.render(records, runs.RECORD_FIELDS, fmt, precision))
-        return
-    rows = [
-        {
-            **r,
-            "name": render.shown_name(r),
-            "started": render.short_time(r["started_at"], wide),
-        }
-        for r in records
-    ]
-    if wide:
-        typer.echo(render.render(rows, LIST_COLUMNS, fmt, precision))
-        return
-    text, _ = render.render_fitted(
-        rows, NARROW_COLUMNS, [], fmt, precision, render.output_width(),
-        labels={"duration_s": "duration"}, shrink=("name", "group", "job_type"),
-    )  # fmt: skip
-    typer.echo(text)
+        if all_runs:
+            limit = None
+        records = runs.iter_runs(conn, filters, limit=limit, sort=sort, desc=desc)
+        first = next(records, None)
+        note_scope(filters)
+        if first is None:
+            if fmt == "json":
+                typer.echo("[]")
+            render.note_no_runs(filters)
+            return
+        shown = 0
+
+        def counted() -> Iterator[dict[str, Any]]:  # streamed: 100,000 runs print at once
+            nonlocal shown
+            for record in itertools.chain([first], records):
+                shown += 1
+                yield record
+
+        _write_runs(counted(), fmt, precision, wide)
+        more = query.count_runs(conn, filters) - shown if shown == limit else 0
     if more:
         typer.echo(f"({more} more runs: --limit N or --all)", err=True)
+
+
+def _write_runs(
+    records: Iterator[dict[str, Any]], fmt: str, precision: int | None, wide: bool
+) -> None:
+    from wbg import runs
+    from wbg.cli import render
+
+    out = sys.stdout
+    if fmt in ("json", "jsonl"):
+        render.write_records(records, fmt, out)
+        return
+    if fmt == "csv":
+        render.write_csv_streaming(records, runs.RECORD_FIELDS, out)
+        return
+    for number, page in enumerate(render.pages(records)):
+        rows = [
+            {**r, "name": render.shown_name(r), "started": render.short_time(r["started_at"], wide)}
+            for r in page
+        ]
+        if wide:
+            text = render.render(rows, LIST_COLUMNS, fmt, precision)
+        else:
+            text, _ = render.render_fitted(
+                rows, NARROW_COLUMNS, [], fmt, precision, render.output_width(),
+                labels={"duration_s": "duration"}, shrink=("name", "group", "job_type"),
+            )  # fmt: skip
+        out.write(("\n" if number else "") + text + "\n")
+        out.flush()
 
 
 @app.command("show")

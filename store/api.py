@@ -20,6 +20,7 @@ import atexit
 import fnmatch
 import math
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -534,7 +535,14 @@ class Config(MutableMapping[str, Any]):
         run = self._run
         if run is not None:
             run._check_open()
-            run._recorder.execute(lambda conn: runs.set_config_keys(conn, run.id, changes))
+            try:
+                run._recorder.execute(lambda conn: runs.set_config_keys(conn, run.id, changes))
+            except sqlite3.OperationalError as exc:  # locked, full: never into the loop
+                compat.note_once(f"config:{run.id}", f"config not written yet ({exc}); retrying")
+                snapshot = {**self._data, **changes}
+                run._recorder.defer(
+                    "config", lambda conn: runs.set_config_keys(conn, run.id, snapshot)
+                )
         self._data.update(changes)
 
     def setdefaults(self, d: Mapping[str, Any]) -> None:
@@ -562,10 +570,9 @@ class Summary(MutableMapping[str, Any]):
         run._recorder.last_values.update(initial)
 
     def _values(self) -> dict[str, Any]:
-        recorder = self._run._recorder
-        if not self._run._finished and self._run._pid == os.getpid():
-            recorder.flush()
-        return recorder.last_values
+        # What is recorded plus what is buffered, worked out in memory: reading the summary
+        # never waits on the database (a write lock held elsewhere, a full disk).
+        return self._run._recorder.summary_now()
 
     def __getitem__(self, key: str) -> Any:
         return self._values()[key]

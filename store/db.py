@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from wbg.engine import PgConnection, ServerUrl, engine_of, migration_lock, migration_unlock
-from wbg.errors import DatabaseError, NewerSchema, NoDatabase, NotADatabase
+from wbg.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    NewerSchema,
+    NoDatabase,
+    NotADatabase,
+)
 from wbg.settings import resolve_db_path, user_data_dir
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -132,12 +138,30 @@ def _m004_heartbeat(conn: sqlite3.Connection) -> None:
     _ddl(conn, "ALTER TABLE runs ADD COLUMN pid_ns TEXT")
 
 
+def _m005_output_pages(conn: sqlite3.Connection) -> None:
+    # The kept output of a run still going, as pages appended as output arrives (the
+    # oldest deleted past the kept size): saving it costs the new bytes, not a rewrite of
+    # the whole tail. At the end the tail is written once to run_output and the pages go.
+    _ddl(
+        conn,
+        """
+        CREATE TABLE run_output_pages (
+            run INTEGER NOT NULL REFERENCES runs(num),
+            start INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (run, start)
+        )
+        """,
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
     _m002_output_summary_metrics_indexes,
     _m003_non_finite_summary_index,
     _m004_heartbeat,
+    _m005_output_pages,
 ]
 
 
@@ -429,6 +453,8 @@ def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
         return damaged(path, text)
     if "not a database" in text:
         return NotADatabase(f"{path} is not a wbg database ({text})")
+    if "disk is full" in text or "disk I/O error" in text or "locked" in text:
+        return DatabaseUnavailable(f"database {path}: {text}")
     if "readonly" in text or "read-only" in text:
         return DatabaseError(f"database {path} is read-only")
     if "unable to open" in text:
@@ -570,7 +596,7 @@ def _check_server(conn: Any, url: ServerUrl) -> int:
     return version
 
 
-SNAPSHOT_TABLES = ("runs", "summary_metrics", "run_output", "history")
+SNAPSHOT_TABLES = ("runs", "summary_metrics", "run_output", "run_output_pages", "history")
 
 
 def snapshot_columns(table: str) -> list[str]:
@@ -584,6 +610,7 @@ _SNAPSHOT_ORDER = {
     "runs": "num",
     "summary_metrics": "run, key",
     "run_output": "run",
+    "run_output_pages": "run, start",
     "history": "run, step, key",
 }
 

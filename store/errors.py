@@ -36,6 +36,10 @@ class DatabaseError(WbgError):
     """The database file cannot be used (missing directory, read-only, not SQLite...)."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be written for now: disk full, I/O error, lock held elsewhere."""
+
+
 class NoDatabase(InvalidInput):
     """A database path to read from where there is no file (a mistyped --db, exit 2)."""
 

@@ -37,9 +37,8 @@ from wbg.capture import ScalarCapture
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
 
-TAIL_BYTES = 1024 * 1024
+TAIL_BYTES = runs.OUTPUT_TAIL_BYTES
 OUTPUT_SAVE_INTERVAL_S = 5.0
-OUTPUT_SAVE_MAX_INTERVAL_S = 60.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,12 +74,13 @@ class OutputTail:
         self.buffer = bytearray()
         self.truncated = False
         self.changed = False
-        self.fresh = 0  # bytes added since the last save
+        self.total = 0  # bytes seen; the buffer holds the last of them
+        self.saved = 0  # offset up to which pages have been queued for writing
 
     def add(self, data: bytes) -> None:
         self.buffer += data
         self.changed = True
-        self.fresh += len(data)
+        self.total += len(data)
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: len(self.buffer) - self.limit]
             self.truncated = True
@@ -93,6 +93,14 @@ class OutputTail:
     @property
     def is_truncated(self) -> bool:
         return self.truncated or len(self.buffer) > self.limit
+
+    def unsaved(self) -> tuple[int, bytes]:
+        """The bytes since the last page (at most ``limit``) and where they start."""
+        start = max(self.saved, self.total - min(len(self.buffer), self.limit))
+        data = bytes(self.buffer[len(self.buffer) - (self.total - start) :])
+        self.saved = self.total
+        self.changed = False
+        return start, data
 
 
 class OutputSink:
@@ -196,7 +204,7 @@ class Supervisor:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: sqlite3.Connection | None,
         db_path: Path,
         command: Sequence[str],
         spec: RunSpec,
@@ -225,6 +233,7 @@ class Supervisor:
         self.stdin = stdin  # None: ours
         self.warn = warn  # told once when recording fails (the child runs on regardless)
         self.own_group = False  # the child leads a process group of its own
+        self.unavailable: str | None = None  # why ``conn`` is None (then: run unrecorded)
         self._started = 0.0  # monotonic time of the run's creation
         self._skip_warned = False
         self.tail = OutputTail()
@@ -263,24 +272,38 @@ class Supervisor:
     def create(self) -> str:
         """Record the run (state ``running``) and announce it; return its id."""
         self._git = GitProbe()
-        run_id, num = runs.create_run(
-            self.conn,
-            project=self.spec.project,
-            group=self.spec.group,
-            job_type=self.spec.job_type,
-            name=self.spec.name,
-            tags=self.spec.tags,
-            notes=self.spec.notes,
-            config=self.spec.config,
-            command=self.command,
-        )
+        try:
+            if self.conn is None:  # the database could not even be opened
+                raise sqlite3.OperationalError(self.unavailable or "no database")
+            run_id, num = runs.create_run(
+                self.conn,
+                project=self.spec.project,
+                group=self.spec.group,
+                job_type=self.spec.job_type,
+                name=self.spec.name,
+                tags=self.spec.tags,
+                notes=self.spec.notes,
+                config=self.spec.config,
+                command=self.command,
+            )
+        except sqlite3.OperationalError as exc:
+            # A full disk, or the write lock held elsewhere past the busy timeout: the job
+            # runs anyway, unrecorded (a tracker must not be what stops it).
+            if self.warn is None:
+                raise
+            from wbg.ids import generate_id
+
+            run_id, num = generate_id(), 0
+            self.warn(f"cannot record this run ({exc}); the command runs unrecorded")
+            self.recorder = Recorder(self.conn, num, background_only=True, enabled=False)
+        else:
+            # Every write happens in the recorder's thread: passing the child's output
+            # through never waits for the database (a full disk, a lock held elsewhere).
+            self.recorder = Recorder(
+                self.conn, num, background_only=True, on_problem=self._recording_failed
+            )
         self.run_id = run_id
         self._started = time.monotonic()
-        # Every write happens in the recorder's thread: passing the child's output through
-        # never waits for the database (a full disk, a lock held elsewhere).
-        self.recorder = Recorder(
-            self.conn, num, background_only=True, on_problem=self._recording_failed
-        )
         if self.announce:
             self.announce(run_id)
         return run_id
@@ -457,16 +480,7 @@ class Supervisor:
         the output open after a short drain (then it is closed here).
         """
         now = time.monotonic()
-        # Each save rewrites the whole kept tail (up to 1 MiB): saved only once the new
-        # output is a quarter of what is kept (or a minute has passed), so the bytes
-        # written stay within a few times the output's own volume.
-        since = now - self._saved_at
-        enough = self.tail.fresh * 4 >= len(self.tail.buffer)
-        if (
-            self.tail.changed
-            and since >= OUTPUT_SAVE_INTERVAL_S
-            and (enough or since >= OUTPUT_SAVE_MAX_INTERVAL_S)
-        ):
+        if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
         if not self._streams:
@@ -514,11 +528,16 @@ class Supervisor:
             self.recorder.add([(num, step, key, value, now) for step, key, value in points])
 
     def _save_output(self) -> None:
-        tail, truncated = self.tail.value(), self.tail.is_truncated
-        self.tail.changed = False
-        self.tail.fresh = 0
+        # Only the new bytes are written (a page; the oldest pages go past 1 MiB), so the
+        # kept output costs about its own volume, not a rewrite of 1 MiB every 5 s. While
+        # writes fail, no pages queue up: the end writes the whole tail anyway.
+        if self.recorder.failing is not None:
+            return
+        start, data = self.tail.unsaved()
         num = self.recorder.num
-        self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
+        self.recorder.defer(
+            f"output-{start}", lambda conn: runs.append_output(conn, num, start, data)
+        )
 
     # --- end -------------------------------------------------------------------------
     def finish(self, returncode: int) -> LaunchResult:
@@ -550,7 +569,9 @@ class Supervisor:
             ),
         )
         lost = None
-        if not self.recorder.close():
+        if not self.recorder.enabled:
+            pass  # unrecorded from the start: said so then
+        elif not self.recorder.close():
             lost = self.recorder.dropped
             if self.warn is not None:
                 self.warn(
@@ -596,7 +617,7 @@ def _copy_winsize(source_fd: int, target_fd: int) -> None:
 
 
 def launch(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | None,
     db_path: Path,
     command: Sequence[str],
     spec: RunSpec,
@@ -607,14 +628,17 @@ def launch(
     stdout_fd: int = 1,
     stderr_fd: int = 2,
     warn: Callable[[str], None] | None = None,
+    unavailable: str | None = None,
 ) -> LaunchResult:
     """Run ``command`` as a recorded run; return its id, exit code and state.
 
-    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours).
+    The child's output goes to ``stdout_fd``/``stderr_fd`` (default: ours). ``conn`` None
+    (with the reason in ``unavailable``, and ``warn`` given): the database cannot be
+    written for now, and the command runs unrecorded.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    return Supervisor(
+    supervisor = Supervisor(
         conn,
         db_path,
         command,
@@ -625,4 +649,6 @@ def launch(
         stdout_fd=stdout_fd,
         stderr_fd=stderr_fd,
         warn=warn,
-    ).run()
+    )
+    supervisor.unavailable = unavailable
+    return supervisor.run()

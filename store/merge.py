@@ -220,7 +220,7 @@ def _merge_attached(conn: sqlite3.Connection, result: MergeResult, prefer: str |
             "WHERE status = 'new'"
         )
         if result.replaced:
-            for table in ("history", "summary_metrics", "run_output"):
+            for table in ("history", "summary_metrics", "run_output", "run_output_pages"):
                 conn.execute(
                     f"DELETE FROM main.{table} WHERE run IN "
                     "(SELECT our_num FROM temp.merge_plan WHERE status = 'take')"

@@ -412,11 +412,30 @@ def log_points(
     return step
 
 
+OUTPUT_TAIL_BYTES = 1024 * 1024  # the kept output of a run: its last MiB
+
+
 def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool) -> None:
+    """The run's kept output, final (the pages written while it ran are dropped)."""
     conn.execute(
         "INSERT INTO run_output (run, tail, truncated) VALUES (?, ?, ?) "
         "ON CONFLICT (run) DO UPDATE SET tail = excluded.tail, truncated = excluded.truncated",
         (num, tail, int(truncated)),
+    )
+    conn.execute("DELETE FROM run_output_pages WHERE run = ?", (num,))
+
+
+def append_output(conn: sqlite3.Connection, num: int, start: int, data: bytes) -> None:
+    """Add output bytes ``start``.. (offsets in the whole output) to a running run's kept
+    output; pages wholly before its last ``OUTPUT_TAIL_BYTES`` are deleted."""
+    conn.execute(
+        "INSERT INTO run_output_pages (run, start, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (run, start) DO UPDATE SET data = excluded.data",
+        (num, start, data),
+    )
+    conn.execute(
+        "DELETE FROM run_output_pages WHERE run = ? AND start + length(data) <= ?",
+        (num, start + len(data) - OUTPUT_TAIL_BYTES),
     )
 
 
@@ -611,6 +630,22 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """Run records, newest first, that ``filters`` select (all runs without it); ``sort``
     orders them by a field, config key or summary metric first (``wbg.query.sort_sql``)."""
+    return list(
+        iter_runs(conn, filters, limit=limit, oldest_first=oldest_first, sort=sort, desc=desc)
+    )
+
+
+def iter_runs(
+    conn: sqlite3.Connection,
+    filters: Filters | None = None,
+    *,
+    limit: int | None = None,
+    oldest_first: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """``list_runs`` read as it is consumed: a view of 100,000 runs prints its first row at
+    once and holds one record at a time."""
     from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
@@ -623,7 +658,8 @@ def list_runs(
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [record_from_row(row) for row in conn.execute(sql, params)]
+    for row in conn.execute(sql, params):
+        yield record_from_row(row)
 
 
 def run_num(conn: sqlite3.Connection, run_id: str) -> int:
@@ -684,11 +720,22 @@ def iter_history(
 
 
 def get_output(conn: sqlite3.Connection, run_id: str) -> tuple[bytes, bool] | None:
+    """The run's kept output and whether older output was cut; None when there is none."""
     row = conn.execute(
         "SELECT tail, truncated FROM run_output WHERE run = (SELECT num FROM runs WHERE id = ?)",
         (run_id,),
     ).fetchone()
-    return None if row is None else (bytes(row[0]), bool(row[1]))
+    if row is not None:
+        return bytes(row[0]), bool(row[1])
+    pages = conn.execute(  # a run still going (or one that never ended)
+        "SELECT start, data FROM run_output_pages "
+        "WHERE run = (SELECT num FROM runs WHERE id = ?) ORDER BY start",
+        (run_id,),
+    ).fetchall()
+    if not pages:
+        return None
+    data = b"".join(bytes(page) for _, page in pages)
+    return data[-OUTPUT_TAIL_BYTES:], pages[0][0] > 0 or len(data) > OUTPUT_TAIL_BYTES
 
 
 def run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
@@ -791,7 +838,7 @@ def move_runs(conn: sqlite3.Connection, run_ids: Sequence[str], group: str | Non
 def delete_runs(conn: sqlite3.Connection, nums: Sequence[int]) -> int:
     """Delete runs (by ``num``) with their history, summary metrics and output."""
     with transaction(conn):
-        for table in ("history", "summary_metrics", "run_output"):
+        for table in ("history", "summary_metrics", "run_output", "run_output_pages"):
             conn.executemany(f"DELETE FROM {table} WHERE run = ?", [(n,) for n in nums])
         conn.executemany("DELETE FROM runs WHERE num = ?", [(n,) for n in nums])
     return len(set(nums))

@@ -61,7 +61,9 @@ class Recorder:
         *,
         background_only: bool = False,
         on_problem: Callable[[str], None] | None = None,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled  # False: a run that could not be created; nothing is kept
         self.conn = conn
         self.num = num
         self.background_only = background_only  # the producer never writes (wbg run)
@@ -85,7 +87,8 @@ class Recorder:
         self._warned_strings: set[str] = set()  # keys logged as strings, reported
         self._closed = False
         self._tick_lock = threading.RLock()  # held while the ticker looks after this run
-        _ticker.add(self)
+        if enabled:
+            _ticker.add(self)
 
     @property
     def pending(self) -> int:
@@ -104,6 +107,8 @@ class Recorder:
         ``now`` is accepted for callers that pass the points' time; the flush timer runs on
         the monotonic clock.
         """
+        if not self.enabled:
+            return
         tick = time.monotonic()
         with self._lock:
             self._points += points
@@ -129,6 +134,8 @@ class Recorder:
         """Queue ``write(conn)`` for the next flush's transaction (a later one of the same
         ``name`` replaces it): a write the producer must not wait for. ``wake=False`` when
         the caller flushes next itself (a run's final state goes with its last points)."""
+        if not self.enabled:
+            return
         with self._lock:
             self._deferred[name] = write
             if self._oldest is None:
@@ -226,6 +233,17 @@ class Recorder:
             if self.on_problem is not None:
                 self.on_problem(str(exc))
 
+    def summary_now(self) -> dict[str, Any]:
+        """The summary as it will be once the buffer is written (read without writing)."""
+        with self._lock:
+            pending = self._last_values(self._points)
+            explicit = dict(self._summary)
+        current = {**self.last_values, **pending}
+        for key, value in explicit.items():  # the rule of the flush: a string never
+            if not isinstance(value, str) or not values.is_number(current.get(key)):
+                current[key] = value  # replaces a number
+        return current
+
     def _last_values(self, points: list[runs.Point]) -> dict[str, Any]:
         """The last value of each key in ``points`` (they are in logging order).
 
@@ -254,6 +272,8 @@ class Recorder:
         _ticker.remove(self)
         with self._tick_lock:  # a look the ticker already started at this run has ended
             pass
+        if not self.enabled:
+            return True
         written = self.flush()
         if not written:
             self.dropped += len(self._points)

@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "history": {"run", "step", "key", "value", "time"},
     "summary_metrics": {"run", "key", "value"},
     "run_output": {"run", "tail", "truncated"},
+    "run_output_pages": {"run", "start", "data"},
     "wbg_migrations": {"id", "name", "applied_at"},
 }  # fmt: skip
 

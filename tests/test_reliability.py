@@ -294,6 +294,21 @@ def test_disk_full_to_the_end_still_passes_output_and_exits_with_the_childs_code
     assert records(db_path)[-1]["state"] == "crashed"
 
 
+def test_a_disk_full_at_the_start_runs_the_command_unrecorded(tmpfs):
+    folder = tmpfs("2M")
+    db_path = folder / "runs.db"
+    env = {"WBG_DB": str(db_path)}
+    assert run_wbg("run", "--", "true", env=env).returncode == 0
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder}/filler", "bs=4k"], capture_output=True)
+    done = run_wbg("run", "--", PY, "-c", "print('loss: 1'); raise SystemExit(4)", env=env)
+    assert (done.returncode, done.stdout) == (4, "loss: 1\n")
+    assert done.stderr.startswith("wbg: warning: cannot record this run (")
+    assert done.stderr.endswith("); the command runs unrecorded\n")
+    assert "Traceback" not in done.stderr
+    (folder / "filler").unlink()
+    assert len(records(db_path)) == 1
+
+
 def test_a_write_lock_held_elsewhere_never_holds_back_the_output(db_path):
     assert run_wbg("run", "--", "true").returncode == 0
     child = textwrap.dedent(
@@ -699,6 +714,32 @@ def test_streamed_history_is_the_same_text_as_before(db_path, cli):
     assert shown["history"] == json.loads(json.dumps(render._json_safe(full[0]["history"])))
     human = cli("runs", "show", ids[0], "--history").stdout
     assert human.count("\nstep ") == 3  # 20,010 points in pages of 10,000
+
+
+def test_kept_output_is_appended_while_running_and_survives_a_killed_wbg(db_path, cli):
+    child = "import sys\nfor i in range(3): print(f'line {i}', flush=True)\nsys.stdin.readline()"
+    proc = start_wbg("run", "--", PY, "-c", child, db_path=db_path, stdin=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert [read_line(proc.stdout) for _ in range(3)] == ["line 0\n", "line 1\n", "line 2\n"]
+    run_id = only_record(db_path)["id"]
+
+    def kept() -> bytes | None:
+        with contextlib.closing(dbmod.connect(db_path)) as conn:
+            found = runs.get_output(conn, run_id)
+        return None if found is None else found[0]
+
+    wait_for(lambda: kept() == b"line 0\nline 1\nline 2\n", timeout=30)
+    proc.kill()  # wbg gone: what was kept stays readable
+    proc.wait(timeout=30)
+    proc.stdin.close()
+    shown = subprocess.run(
+        [*wbg_executable(), "runs", "show", run_id, "--output"],
+        capture_output=True,
+        env={**os.environ, "WBG_DB": str(db_path)},
+        timeout=60,
+    )
+    assert shown.stdout == b"line 0\nline 1\nline 2\n"
+    assert raw_count(db_path, "run_output_pages") == 1
 
 
 # --- 12. smaller ---------------------------------------------------------------------------
