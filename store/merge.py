@@ -430,7 +430,7 @@ def _copy_into_server(
             result.conflicts.append(Conflict(run_id, differing, resolution))
             if take:
                 result.replaced += 1
-                for table in ("history", "summary_metrics", "run_output"):
+                for table in ("history", "summary_metrics", "run_output", "run_output_pages"):
                     server.execute(f"DELETE FROM {table} WHERE run = ?", (our_row[0],))
                 assignments = ", ".join(f"{_quoted(c)} = ?" for c in columns)
                 server.execute(
