@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -550,25 +550,27 @@ def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
     """A PostgreSQL database: a wbg one (set up and migrated when ``create``), or an error.
 
     ``read_only`` (views): a local SQLite copy of the server's runs taken in one snapshot,
-    so every view runs the SQL it runs on a file (see ``snapshot``); completion and
+    so every view runs the SQL it runs on a file (see ``ServerSnapshot``); completion and
     ``wbg db`` use ``engine.connect_server(read_only=True)`` directly.
     """
     from wbg.engine import connect_server
 
     if read_only:
-        with contextlib.closing(connect_server(url, read_only=True)) as server:
+        server = connect_server(url, read_only=True)
+        try:
             version = _check_server(server, url)
             if version == 0:
                 raise NoDatabase(
                     f"no wbg database at {url}",
                     hint="run a `wbg run` or `wbg.init()` to create it",
                 )
-            if version < len(MIGRATIONS):
-                raise DatabaseError(
-                    f"{url} has schema version {version}; this wbg reads version {len(MIGRATIONS)}",
-                    hint="run `wbg db migrate` with this --db",
-                )
-            return snapshot(server)
+            if version < len(MIGRATIONS):  # as for a file: migrated first (see connect_read)
+                with contextlib.closing(_connect_server(url, create=False, read_only=False)):
+                    pass
+        except BaseException:
+            server.close()
+            raise
+        return ServerSnapshot(server)
     conn = connect_server(url)
     try:
         version = _check_server(conn, url)
@@ -596,16 +598,10 @@ def _check_server(conn: Any, url: ServerUrl) -> int:
     return version
 
 
-SNAPSHOT_TABLES = ("runs", "summary_metrics", "run_output", "run_output_pages", "history")
-
-
-def snapshot_columns(table: str) -> list[str]:
-    """The columns of a wbg table in this wbg's schema (read from a scratch database)."""
-    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
-        migrate(scratch)
-        return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
-
-
+# Copied when the snapshot is taken; the others when a statement first names them (a
+# grouped table never reads the history, which is most of a server's rows).
+SNAPSHOT_TABLES = ("runs", "summary_metrics")
+LAZY_TABLES = ("history", "run_output", "run_output_pages")
 _SNAPSHOT_ORDER = {
     "runs": "num",
     "summary_metrics": "run, key",
@@ -615,39 +611,96 @@ _SNAPSHOT_ORDER = {
 }
 
 
-def snapshot(server: Any) -> sqlite3.Connection:
-    """The server's wbg tables copied into an in-memory SQLite database, read in one
-    repeatable-read transaction (one consistent moment, as a SQLite reader sees).
+def snapshot_columns(table: str) -> list[str]:
+    """The columns of a wbg table in this wbg's schema (read from a scratch database)."""
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        migrate(scratch)
+        return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
 
-    Rows come in primary-key order and the secondary indexes are built after the load:
-    both make the copy about twice as fast as inserting into the indexed tables.
+
+class ServerSnapshot:
+    """A server's wbg tables as an in-memory SQLite database, for the reading commands:
+    they run the same queries as on a file (README "On a cluster").
+
+    Everything is read in one repeatable-read transaction of the server, held until
+    ``close()``: one consistent moment, as a SQLite reader sees, even for the tables
+    copied later (``LAZY_TABLES``, on the first statement that names them). Every other
+    attribute is the SQLite connection's.
     """
-    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    migrate(conn)
-    indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-    ).fetchall()
-    for name, _sql in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
-    server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:
-        conn.execute("BEGIN")
-        for table in SNAPSHOT_TABLES:
-            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._local = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._pending = list(LAZY_TABLES)
+        try:
+            migrate(self._local)
+            server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # Secondary indexes are built after the load, rows come in key order: about
+            # twice as fast as inserting into the indexed tables.
+            indexes = self._local.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall()
+            for name, _sql in indexes:
+                self._local.execute(f'DROP INDEX "{name}"')
+            self._copy(SNAPSHOT_TABLES)
+            for _name, sql in indexes:
+                self._local.execute(sql)
+        except BaseException:
+            self.close()
+            raise
+
+    def _copy(self, tables: Sequence[str]) -> None:
+        local = self._local
+        local.execute("BEGIN")
+        for table in tables:
+            columns = [row[1] for row in local.execute(f"PRAGMA table_info({table})")]
             quoted = ", ".join(f'"{c}"' for c in columns)
             insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
-            rows = server.execute(f"SELECT {quoted} FROM {table} ORDER BY {_SNAPSHOT_ORDER[table]}")
+            rows = self._server.execute(
+                f"SELECT {quoted} FROM {table} ORDER BY {_SNAPSHOT_ORDER[table]}"
+            )
             while True:
                 chunk = rows.fetchmany(5000)
                 if not chunk:
                     break
-                conn.executemany(insert, chunk)
-        for _name, sql in indexes:
-            conn.execute(sql)
-        conn.execute("COMMIT")
-    finally:
-        server.execute("ROLLBACK")
-    return conn
+                local.executemany(insert, chunk)
+        local.execute("COMMIT")
+
+    def _need(self, sql: str) -> None:
+        wanted = [table for table in self._pending if table in sql]
+        if wanted:
+            self._pending = [table for table in self._pending if table not in wanted]
+            self._copy(wanted)
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if self._pending:
+            self._need(sql)
+        return self._local.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
+        if self._pending:
+            self._need(sql)
+        return self._local.executemany(sql, parameters)
+
+    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
+        self._need(" ".join(self._pending))
+        self._local.backup(target, **kwargs)
+
+    def close(self) -> None:
+        self._local.close()
+        if not self._server.closed:
+            with contextlib.suppress(sqlite3.Error):
+                self._server.rollback()
+            self._server.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._local, name)
+
+    def __enter__(self) -> ServerSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.__exit__(*exc)
 
 
 # --- SQLite on a network filesystem (README "On a cluster") -------------------------------

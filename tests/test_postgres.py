@@ -221,3 +221,21 @@ def test_an_error_from_the_server_is_not_called_damage(db_path):
     error = reading_error(str(db_path), 'syntax error at or near "PRAGMA"')
     assert error.message == f'database {db_path}: syntax error at or near "PRAGMA"'
     assert error.hint is None or "recover" not in error.hint
+
+
+@postgresql
+def test_a_reading_connection_sees_one_moment_even_for_tables_read_later(db_path):
+    from wbg import runs
+
+    writer = wbg_db.connect(db_path)
+    run_id, num = runs.create_run(writer, project="p")
+    runs.log_points(writer, num, {"loss": 1.0}, step=0)
+    reader = wbg_db.connect(db_path, read_only=True)
+    try:
+        runs.log_points(writer, num, {"loss": 0.5}, step=1)  # after the reader's moment
+        assert [p["step"] for p in runs.get_history(reader, run_id)] == [0]
+    finally:
+        reader.close()
+        writer.close()
+    with contextlib.closing(wbg_db.connect(db_path, read_only=True)) as later:
+        assert [p["step"] for p in runs.get_history(later, run_id)] == [0, 1]
