@@ -330,10 +330,12 @@ class PgConnection:
     """A psycopg connection with the sqlite3-shaped API wbg uses (autocommit; explicit
     BEGIN/COMMIT as on SQLite)."""
 
-    def __init__(self, raw: Any, url: ServerUrl) -> None:
+    def __init__(self, raw: Any, url: ServerUrl, read_only: bool = False) -> None:
         self._raw = raw
         self.url = url
+        self.read_only = read_only
         self._psycopg = _driver()
+        self._closed = False
         self.has_points_table = False  # the temporary table of pg_write_points
 
     @property
@@ -341,18 +343,41 @@ class PgConnection:
         status = self._raw.info.transaction_status
         return status != self._psycopg.pq.TransactionStatus.IDLE
 
+    def _cursor(self) -> Any:
+        # A connection the server dropped (a restart, a failover, an idle timeout) is
+        # opened again on the next statement: a training job outlives a server restart.
+        # The statement that met the drop failed; the transaction around it rolls back and
+        # its writer retries the whole batch (README "Reliability").
+        if self._raw.closed and not self._closed:
+            try:
+                self._raw = _open(self.url, self.read_only)
+            except self._psycopg.Error as exc:
+                raise _translate(exc) from None
+            self.has_points_table = False
+        return self._raw.cursor()
+
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
         text, numbered = pg_sql(sql)
-        cursor = self._raw.cursor()
+        cursor = self._cursor()
         try:
             cursor.execute(text, _pg_params(params, numbered))
+        except self._psycopg.OperationalError as exc:
+            # A BEGIN that finds the connection dropped is safe to send again on a new one
+            # (nothing was done yet): a run's final write is not lost to an idle drop.
+            if not (self._raw.closed and text.lstrip().upper().startswith("BEGIN")):
+                raise _translate(exc) from None
+            cursor = self._cursor()
+            try:
+                cursor.execute(text, _pg_params(params, numbered))
+            except self._psycopg.Error as again:
+                raise _translate(again) from None
         except self._psycopg.Error as exc:
             raise _translate(exc) from None
         return PgCursor(cursor)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         text, numbered = pg_sql(sql)
-        cursor = self._raw.cursor()
+        cursor = self._cursor()
         try:
             cursor.executemany(text, [_pg_params(row, numbered) for row in rows])
         except self._psycopg.Error as exc:
@@ -368,17 +393,18 @@ class PgConnection:
             self.execute("ROLLBACK")
 
     def close(self) -> None:
+        self._closed = True
         self._raw.close()
 
     @property
     def closed(self) -> bool:
-        return self._raw.closed
+        return self._closed
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Bulk load with COPY (history of a merge)."""
         cols = ", ".join(f'"{c}"' for c in columns)
         try:
-            with self._raw.cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            with self._cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([_nan_as_null(value) for value in row])
         except self._psycopg.Error as exc:
@@ -391,16 +417,8 @@ def connect_server(url: ServerUrl, *, read_only: bool = False) -> PgConnection:
     psycopg = _driver()
     from wbg.errors import DatabaseError
 
-    options = "-c default_transaction_read_only=on" if read_only else None
     try:
-        raw = psycopg.connect(
-            url.url,
-            autocommit=True,
-            cursor_factory=psycopg.ClientCursor,
-            application_name="wbg",
-            connect_timeout=10,
-            **({"options": options} if options else {}),
-        )
+        raw = _open(url, read_only)
     except psycopg.Error as exc:
         from urllib.parse import urlsplit
 
@@ -408,7 +426,20 @@ def connect_server(url: ServerUrl, *, read_only: bool = False) -> PgConnection:
         if url.url in first or (urlsplit(url.url).password or "\0") in first:
             first = "connection failed"
         raise DatabaseError(f"cannot connect to {url}: {first}") from None
-    return PgConnection(raw, url)
+    return PgConnection(raw, url, read_only)
+
+
+def _open(url: ServerUrl, read_only: bool) -> Any:
+    psycopg = _driver()
+    options = "-c default_transaction_read_only=on" if read_only else None
+    return psycopg.connect(
+        url.url,
+        autocommit=True,
+        cursor_factory=psycopg.ClientCursor,
+        application_name="wbg",
+        connect_timeout=10,
+        **({"options": options} if options else {}),
+    )
 
 
 # --- history, written in bulk -----------------------------------------------------------

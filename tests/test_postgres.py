@@ -239,3 +239,36 @@ def test_a_reading_connection_sees_one_moment_even_for_tables_read_later(db_path
         writer.close()
     with contextlib.closing(wbg_db.connect(db_path, read_only=True)) as later:
         assert [p["step"] for p in runs.get_history(later, run_id)] == [0, 1]
+
+
+@postgresql
+def test_a_run_outlives_its_connection_being_dropped_by_the_server(db_path):
+    code = textwrap.dedent(
+        """
+        import sys, wbg
+        run = wbg.init(project="p", group="restart")
+        for step in range(100):
+            run.log({"loss": float(step)})
+        run.summary["half"] = 1
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for step in range(100, 200):
+            run.log({"loss": float(step)})
+        run.finish()
+        print("done", flush=True)
+        """
+    )
+    proc = subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"
+    with contextlib.closing(connect_server(db_path)) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 1
+    out, err = proc.communicate("go\n", timeout=120)
+    assert (proc.returncode, out) == (0, "done\n"), err
+    (record,) = records(db_path)
+    assert record["state"] == "finished"
+    assert raw_count(db_path, "history") == 200
