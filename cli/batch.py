@@ -95,6 +95,8 @@ def run_batch(
             _say(f"wbg: [{trial.index + 1:>{width}}/{len(trials)}] run {run_id} {_label(trial)}")
 
     def on_end(trial: Trial, result: LaunchResult) -> None:
+        for problem in result.problems:
+            _say(f"wbg: note: {_label(trial)}: W&B run not fully recorded: {problem}")
         if result.error:
             _say(f"Error: {_label(trial)}: {result.error}")
         elif talk:

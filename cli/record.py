@@ -184,6 +184,8 @@ def run(
     )
     if conn is not None:
         conn.close()
+    for problem in result.problems:
+        sys.stderr.write(f"wbg: note: W&B run not fully recorded: {problem}\n")
     if result.error:
         sys.stderr.write(f"Error: {result.error}\n")
     elif talk:

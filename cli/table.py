@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -125,11 +126,20 @@ def echo_table(
         if text:
             typer.echo(text)
         return
-    rows, fixed, blocks = human_rows(result, precision, count_column)
-    text, dropped = render.render_fitted(
-        rows, fixed, blocks, fmt, precision, render.output_width(), shrink=result.keys
-    )
-    typer.echo(text)
+    # In pages (a short first one): one row per run of 100,000 runs starts printing at
+    # once. Later pages keep the metrics the first page kept, so the columns stay put.
+    dropped: list[str] = []
+    for number, page in enumerate(render.pages(result.rows)):
+        rows, fixed, blocks = human_rows(dataclasses.replace(result, rows=page), precision,
+                                         count_column)  # fmt: skip
+        if number:
+            blocks = [block for block in blocks if block[0] not in dropped]
+        text, left_out = render.render_fitted(
+            rows, fixed, blocks, fmt, precision, render.output_width(), shrink=result.keys
+        )
+        if not number:
+            dropped = left_out
+        typer.echo(("\n" if number else "") + text)
     excluded = result.excluded()
     if excluded:
         counts = ", ".join(f"{m} {n}" for m, n in excluded.items())

@@ -283,38 +283,50 @@ def _aggregate(
                 ]
         else:
             names = [m for m in metrics if m != DURATION]
-        conn.execute(f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi)")
+        # One walk per metric gathers count, mean, min, max and the sums of (x - K) and
+        # (x - K)**2, K being one of the metric's own values: the squared deviations are
+        # then S2 - S1**2/n, accurate unless the spread is tiny next to |mean - K| (then
+        # that group is walked again for an exact two-pass sum, below).
+        conn.execute(
+            f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi, shift, s1, s2)"
+        )
         for name in names:
+            row = conn.execute(
+                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {finite} LIMIT 1",
+                (name,),
+            ).fetchone()
+            shift = row[0] if row else 0.0
             conn.execute(
                 f"INSERT INTO temp.wbg_stats SELECT {s_list}, ?, count(sm.value), "
-                f"avg(sm.value), min(sm.value), max(sm.value) {walk} GROUP BY {s_list}",
-                (name, name),
+                "avg(sm.value), min(sm.value), max(sm.value), ?, sum(sm.value - ?), "
+                f"sum((sm.value - ?) * (sm.value - ?)) {walk} GROUP BY {s_list}",
+                (name, shift, shift, shift, shift, name),
             )
         if with_duration:
+            row = conn.execute("SELECT dur FROM temp.wbg_sel WHERE abs(dur) < 9e999 LIMIT 1")
+            found = row.fetchone()
             conn.execute(
                 f"INSERT INTO temp.wbg_stats SELECT {g_list}, '{DURATION}', count(dur), "
-                "avg(dur), min(dur), max(dur) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
-                f"WHERE abs(dur) < 9e999 GROUP BY {g_list}"
+                "avg(dur), min(dur), max(dur), ?1, sum(dur - ?1), sum((dur - ?1) * (dur - ?1)) "
+                f"FROM temp.wbg_sel INDEXED BY wbg_sel_groups WHERE abs(dur) < 9e999 "
+                f"GROUP BY {g_list}",
+                (found[0] if found else 0.0,),
             )
         sumsq: dict[tuple[Any, ...], float] = {}
         if deviations:
-            # one index range per (group, metric) with two or more values
-            same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
-            stored_deviation = (
-                "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
-                "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
-                f"AND {finite} WHERE {same})"
-            )
-            duration_deviation = (
-                "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
-                f"WHERE {same} AND abs(s.dur) < 9e999)"
-            )
+            redo = []
             for row in conn.execute(
-                f"SELECT {', '.join('st.' + name for name in g)}, st.metric, "
-                f"CASE WHEN st.metric = '{DURATION}' THEN {duration_deviation} "
-                f"ELSE {stored_deviation} END FROM temp.wbg_stats AS st WHERE st.n >= 2"
+                f"SELECT {g_list}, metric, n, s1, s2 FROM temp.wbg_stats WHERE n >= 2"
             ):
-                sumsq[tuple(row[:-1])] = row[-1]
+                *found, n, s1, s2 = row
+                deviation = s2 - s1 * s1 / n
+                # cancellation loses about log10(s2 / deviation) of float's 16 digits
+                if deviation > 0 and s2 <= deviation * 1e6:
+                    sumsq[tuple(found)] = deviation
+                else:
+                    redo.append(tuple(found))
+            if redo:
+                sumsq.update(_exact_deviations(conn, g, redo))
         medians: dict[tuple[Any, ...], float] = {}
         if median:
             medians = _medians(conn, g, names, with_duration)
@@ -348,6 +360,29 @@ def _aggregate(
     finally:
         _drop_temp(conn)
     return result
+
+
+def _exact_deviations(
+    conn: sqlite3.Connection, g: Sequence[str], found: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], float]:
+    """The two-pass sum of squared deviations of the (group values..., metric) in ``found``:
+    one index range each, for the few the one-pass sums cannot give exactly."""
+    same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+    stored = (
+        "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
+        "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
+        f"AND abs(sm.value) < 9e999 WHERE {same})"
+    )
+    duration = (
+        "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
+        f"WHERE {same} AND abs(s.dur) < 9e999)"
+    )
+    where = " AND ".join(f"st.{name} IS ?" for name in g) + " AND st.metric = ?"
+    sql = (
+        f"SELECT CASE WHEN st.metric = '{DURATION}' THEN {duration} ELSE {stored} END "
+        f"FROM temp.wbg_stats AS st WHERE {where}"
+    )
+    return {key: conn.execute(sql, key).fetchone()[0] for key in found}
 
 
 def _medians(

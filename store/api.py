@@ -110,6 +110,16 @@ def _check_run_id(run_id: Any) -> str:
     return text
 
 
+def _run_at_step(text: str, what: str) -> tuple[str, int]:
+    """W&B's ``"RUN_ID?_step=N"`` (an ``entity/project/`` prefix is allowed)."""
+    head, _, query_text = str(text).partition("?")
+    run_id = head.rsplit("/", 1)[-1]
+    step = query_text[len("_step=") :] if query_text.startswith("_step=") else ""
+    if not run_id or not step.isdigit():
+        raise UsageError(f"{what} must read RUN_ID?_step=N, got {text!r}")
+    return _check_run_id(run_id), int(step)
+
+
 def _config_dict(config: Any, include: Any, exclude: Any) -> dict[str, Any]:
     data = compat.config_from(config)
     if include:
@@ -191,9 +201,6 @@ def init(
     for key in _IGNORED:
         if asked.get(key):
             compat.note_once(f"init:{key}", f"{key} is not supported; ignored")
-    if resume_from or fork_from:
-        which = "resume_from" if resume_from else "fork_from"
-        compat.note_once(f"init:{which}", f"{which} is not supported; a new run is started")
 
     mode = _pick(mode, s.get("mode"), os.environ.get("WANDB_MODE"))
     if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes") and mode is None:
@@ -242,6 +249,12 @@ def init(
     run_id = _pick(id, s.get("run_id"), os.environ.get("WANDB_RUN_ID"))
     if run_id is not None:
         run_id = _check_run_id(run_id)
+    rewind = fork = None
+    if resume_from is not None:  # "RUN_ID?_step=N": continue that run from step N
+        rewind = _run_at_step(resume_from, "resume_from")
+        run_id, resume_mode = rewind[0], "must"
+    elif fork_from is not None:  # a new run with that run's config and history up to N
+        fork = _run_at_step(fork_from, "fork_from")
 
     facts = {
         "entity": entity,
@@ -281,6 +294,8 @@ def init(
                 )
             with runs.transaction(conn):
                 runs.reopen_run(conn, run_id)
+                if rewind is not None:
+                    runs.history_until(conn, runs.run_num(conn, run_id), rewind[1])
             facts["resumed"] = True
             record = runs.get_run(conn, run_id)
             run = Run(conn, run_id, runs.run_num(conn, run_id), record, False, facts)
@@ -289,6 +304,13 @@ def init(
         else:
             if resume_mode == "must":
                 raise UsageError(f"resume='must' but there is no run with id {run_id!r} to resume")
+            source = None
+            if fork is not None:
+                if not runs.run_exists(conn, fork[0]):
+                    raise UsageError(f"fork_from: there is no run with id {fork[0]!r}")
+                source = runs.get_run(conn, fork[0])
+                config_dict = {**source["config"], **config_dict}
+                group = group if group is not None else source["group"]
             from wbg.gitinfo import git_info
 
             commit, dirty = git_info()
@@ -316,6 +338,11 @@ def init(
                 "config": config_dict,
                 "summary": {},
             }  # as create_run stored it: no need to read it back
+            if fork is not None:
+                with runs.transaction(conn):
+                    runs.history_until(conn, runs.run_num(conn, fork[0]), fork[1], into=num)
+                record["summary"] = runs.get_run(conn, new_id)["summary"]
+                facts["continues"] = True  # its steps go on after the copied ones
             run = Run(conn, new_id, num, record, attached=False, facts=facts)
     except BaseException:
         _give_back(conn, facts["db_path"])
@@ -699,7 +726,7 @@ class Run:
         self._started = time.monotonic()
         self.config = Config(self, record["config"], bool(facts.get("allow_val_change")))
         self.summary = Summary(self, record["summary"])
-        if attached or self._resumed:
+        if attached or self._resumed or facts.get("continues"):
             # Continue after what the run already holds (captured output lines, a run resumed).
             last = runs.last_step(conn, num)
             self._step = 0 if last is None else last + 1

@@ -5,6 +5,10 @@ Recognised lines (after ANSI escapes are removed; ``\\r`` ends a line like ``\\n
 - ``key: number``, optionally followed by ``(step N)`` (Guild AI's convention);
 - ``step: N`` sets the step of the following points;
 - a JSON object whose values are all numbers: ``{"step": 3, "loss": 0.2}``;
+- a Python dict literal, as HuggingFace's ``Trainer`` prints its logs when it reports to no
+  tracker: ``{'loss': '0.6879', 'learning_rate': '0.000275', 'epoch': '1.5'}`` (numbers as
+  strings, in recent versions) or ``{'loss': 0.6879, 'epoch': 1.5}``; values that are not
+  numbers (or strings of one) are skipped, and a ``'step'`` value is the step;
 - any ``--capture-pattern`` regex with named groups ``key`` and ``value`` (and optionally
   ``step``), tried before the built-in patterns.
 
@@ -14,7 +18,9 @@ when a key repeats within the current step (keys x, y, y, y, x, y get 0, 0, 1, 2
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import re
 from collections.abc import Iterable
 
@@ -132,7 +138,7 @@ class ScalarCapture:
         try:
             data = json.loads(text)
         except ValueError:
-            return []
+            return self._python_dict_line(text)
         if not isinstance(data, dict) or not data:
             return []
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
@@ -145,6 +151,17 @@ class ScalarCapture:
             None if step is None else int(step),
             text,
         )
+
+    def _python_dict_line(self, text: str) -> list[Captured]:
+        metrics = python_dict_numbers(text)
+        if not metrics:
+            return []
+        step = metrics.pop("step", None)
+        if step is not None and not (math.isfinite(step) and step.is_integer() and step >= 0):
+            return []
+        if not metrics:
+            return []
+        return self._points(metrics, None if step is None else int(step))
 
     def _set_step(self, step: int) -> None:
         self.step = step
@@ -169,6 +186,56 @@ class ScalarCapture:
             self._set_step(self.step + 1)
         self._seen.update(metrics)
         return [(self.step, key, value) for key, value in metrics.items()]
+
+
+_NAMED_NUMBERS = {"nan": math.nan, "inf": math.inf}
+
+
+def _literal_number(node: ast.expr) -> float | None:
+    """The number a dict value stands for: ``0.5``, ``-1``, ``'0.5'``, ``nan``; else None."""
+    sign = 1.0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        node = node.operand
+        if not isinstance(node, (ast.Constant, ast.Name)) or (
+            isinstance(node, ast.Constant) and isinstance(node.value, str)
+        ):
+            return None
+    if isinstance(node, ast.Name):  # repr() of a float nan / inf, printed without quotes
+        value = _NAMED_NUMBERS.get(node.id)
+        return None if value is None else sign * value
+    if not isinstance(node, ast.Constant):
+        return None
+    value = node.value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return sign * float(value)
+    if isinstance(value, str) and re.fullmatch(NUMBER, value.strip(), re.IGNORECASE):
+        return float(value)
+    return None
+
+
+def python_dict_numbers(text: str) -> dict[str, float]:
+    """The numeric entries of a printed Python dict (``str(dict)``), in order.
+
+    Parsed, never evaluated: only literal keys and values are read; a value that is no
+    number (nor a string holding one) is skipped. Anything that is not a dict literal
+    gives an empty dict.
+    """
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return {}
+    if not isinstance(tree.body, ast.Dict):
+        return {}
+    numbers: dict[str, float] = {}
+    for key, node in zip(tree.body.keys, tree.body.values, strict=True):
+        if isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value:
+            value = _literal_number(node)
+            if value is not None:
+                numbers[key.value] = value
+    return numbers
 
 
 def _int(text: str | None) -> int | None:

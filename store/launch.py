@@ -28,20 +28,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wbg import runs
 from wbg.capture import ScalarCapture
+from wbg.errors import WbgError
 from wbg.gitinfo import GitProbe
 from wbg.writer import Recorder
+
+if TYPE_CHECKING:
+    from wbg.wandb_follow import WandbFollower
 
 TAIL_BYTES = runs.OUTPUT_TAIL_BYTES
 OUTPUT_SAVE_INTERVAL_S = 5.0
 READ_SIZE = 65536
 MAX_PREFIXED_LINE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WANDB_POLL_S = 1.0  # how often the W&B runs of the child are looked for and read
+TREE_WATCH_S = 0.2  # how often its process tree is noted (W&B runs are taken from it)
 
 
 @dataclass
@@ -64,6 +70,8 @@ class LaunchResult:
     state: str
     error: str | None = None  # why the command could not start
     lost: int | None = None  # points not stored when the end could not be recorded
+    # W&B runs the command wrote that could not be read (README: the real wandb)
+    problems: list[str] = field(default_factory=list)
 
 
 class OutputTail:
@@ -218,6 +226,7 @@ class Supervisor:
         extra_env: Mapping[str, str] | None = None,
         stdin: int | None = None,
         warn: Callable[[str], None] | None = None,
+        follow_wandb: bool = True,
     ) -> None:
         self.conn = conn
         self.db_path = db_path
@@ -236,6 +245,11 @@ class Supervisor:
         self.unavailable: str | None = None  # why ``conn`` is None (then: run unrecorded)
         self._started = 0.0  # monotonic time of the run's creation
         self._skip_warned = False
+        self.follow_wandb = follow_wandb
+        self.wandb: WandbFollower | None = None
+        self._wandb_polled = 0.0
+        self._tree_watched = 0.0
+        self._follower: WandbFollower | None = None  # kept when reading W&B runs stopped
         self.tail = OutputTail()
         self.signalled: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -323,7 +337,36 @@ class Supervisor:
             return False
         self._record_start(self.run_id, self._git)
         self._saved_at = time.monotonic()
+        if self.follow_wandb:
+            self._start_following(env)
         return True
+
+    def _start_following(self, env: Mapping[str, str]) -> None:
+        from wbg.wandb_follow import WandbFollower
+
+        assert self.proc is not None and self.run_id is not None
+        self.wandb = self._follower = WandbFollower(
+            self.run_id, self.recorder.num, self.recorder, env, self.proc.pid, time.time()
+        )
+        self._wandb_polled = time.monotonic()
+
+    def _poll_wandb(self, final: bool = False, state: str = "", exit_code: int = 0) -> None:
+        """Read the child's W&B runs; a failure stops that (noted), never the supervision."""
+        follower = self.wandb
+        if follower is None:
+            return
+        try:
+            if final:
+                follower.close(state, exit_code)
+            else:
+                follower.poll()
+        except WbgError as exc:  # the wandb package missing here (MissingExtra)...
+            self.wandb = None
+            hint = f" ({exc.hint})" if exc.hint else ""
+            follower.problems.append(f"{exc.message}{hint}")
+        except Exception as exc:  # a W&B log we cannot make sense of must not stop wbg run
+            self.wandb = None
+            follower.problems.append(f"reading the W&B runs stopped: {exc!r}")
 
     def _spawn(self, env: dict[str, str]) -> dict[int, int]:
         """Start the child; return {our read fd: the fd its bytes go to}."""
@@ -483,6 +526,13 @@ class Supervisor:
         if self.tail.changed and now - self._saved_at >= OUTPUT_SAVE_INTERVAL_S:
             self._save_output()
             self._saved_at = now
+        if self.wandb is not None:
+            if now - self._wandb_polled >= WANDB_POLL_S:
+                self._poll_wandb()
+                self._wandb_polled = self._tree_watched = time.monotonic()
+            elif now - self._tree_watched >= TREE_WATCH_S:
+                self.wandb.watch_tree()
+                self._tree_watched = now
         if not self._streams:
             return True
         if self.proc is not None and self.proc.poll() is not None:
@@ -522,6 +572,9 @@ class Supervisor:
             self._skip_warned = True
             if self.warn is not None:
                 self.warn(f"output lines skipped as metrics: {capture.skip_reason}")
+        if points and self.wandb is not None and self.wandb.shadowed:
+            # W&B logged these numbers itself: its values are kept, not the printed ones
+            points = [point for point in points if point[1] not in self.wandb.shadowed]
         if points:
             now = time.time()
             num = self.recorder.num
@@ -559,6 +612,7 @@ class Supervisor:
         else:
             exit_code = returncode
             state = "killed" if self.signalled is not None else "failed"
+        self._poll_wandb(final=True, state=state, exit_code=exit_code)
         tail, truncated = self.tail.value(), self.tail.is_truncated
         duration = time.monotonic() - self._started
         self.recorder.defer("output", lambda conn: runs.set_output(conn, num, tail, truncated))
@@ -581,7 +635,8 @@ class Supervisor:
                 )
         elif self.recorder.dropped and self.warn is not None:
             self.warn(f"run {run_id}: {self.recorder.dropped} captured points were not stored")
-        return LaunchResult(run_id, exit_code, state, lost=lost)
+        problems = list(self._follower.problems) if self._follower is not None else []
+        return LaunchResult(run_id, exit_code, state, lost=lost, problems=problems)
 
 
 def terminal_sent_it() -> bool:

@@ -172,7 +172,17 @@ def create_run(
 
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     """Set plain columns of a run (``pid``, ``git_commit``, ``git_dirty``, ``reason``...)."""
-    allowed = {"pid", "git_commit", "git_dirty", "reason", "owner_pid", "name", "notes"}
+    # started_at: for a run recorded from another tool's log (W&B's start time)
+    allowed = {
+        "pid",
+        "git_commit",
+        "git_dirty",
+        "reason",
+        "owner_pid",
+        "name",
+        "notes",
+        "started_at",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not updatable here: {sorted(unknown)}")
@@ -249,6 +259,24 @@ def set_config_keys(conn: sqlite3.Connection, run_id: str, update: Mapping[str, 
     conn.execute("UPDATE runs SET config = ? WHERE id = ?", (values.dumps(config), run_id))
 
 
+def forget_metrics(conn: sqlite3.Connection, num: int, keys: Sequence[str]) -> None:
+    """Remove metrics from run ``num``: their history points and summary values.
+
+    Call inside a transaction.
+    """
+    if not keys:
+        return
+    rows = [(num, key) for key in keys]
+    conn.executemany("DELETE FROM history WHERE run = ? AND key = ?", rows)
+    conn.executemany("DELETE FROM summary_metrics WHERE run = ? AND key = ?", rows)
+    row = conn.execute("SELECT summary FROM runs WHERE num = ?", (num,)).fetchone()
+    summary = values.loads(row[0], {}) if row else {}
+    if any(key in summary for key in keys):
+        for key in keys:
+            summary.pop(key, None)
+        conn.execute("UPDATE runs SET summary = ? WHERE num = ?", (values.dumps(summary), num))
+
+
 def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
     """Make a run ``running`` again in this process (a resumed run: ``init(resume=...)``)."""
     conn.execute(
@@ -256,6 +284,32 @@ def reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
         "pid = ?, owner_pid = ? WHERE id = ?",
         (os.getpid(), os.getpid(), run_id),
     )
+
+
+def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | None = None) -> None:
+    """Rewind run ``num`` to ``step`` (its later points removed), or, with ``into``, copy its
+    points up to ``step`` into run ``into`` (a fork). The summary of the run written becomes
+    the last value of each metric up to there. Call inside a transaction."""
+    target = num if into is None else into
+    if into is None:
+        conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            (into, num, step),
+        )
+    last = {
+        key: value
+        for key, value in conn.execute(
+            "SELECT key, value FROM history AS h WHERE run = ?1 AND step = "
+            "(SELECT max(step) FROM history WHERE run = ?1 AND key = h.key)",
+            (target,),
+        )
+    }
+    conn.execute("UPDATE runs SET summary = '{}' WHERE num = ?", (target,))
+    conn.execute("DELETE FROM summary_metrics WHERE run = ?", (target,))
+    merge_summary(conn, target, {k: math.nan if v is None else v for k, v in last.items()})
 
 
 def last_step(conn: sqlite3.Connection, num: int) -> int | None:

@@ -18,6 +18,9 @@ A run killed mid-way leaves a log cut inside a block (or a record whose LAST chu
 came): what is complete is imported and the run is marked ``crashed``. So is a log that
 ends without an exit record.
 
+``RecordTail`` and ``RunDecoder`` read a log while W&B still writes it: ``wbg run`` uses
+them for the W&B runs of its command (``wbg.wandb_follow``).
+
 Export replays each run through the ``wandb`` package itself in offline mode, so the
 result is exactly what ``wandb sync`` expects.
 
@@ -68,6 +71,119 @@ def require_wandb(purpose: str) -> Any:
 # --- the record log ----------------------------------------------------------------------
 
 
+class RecordTail:
+    """The records of a ``.wandb`` file read as it grows: each ``read()`` yields the
+    complete records written since the previous one.
+
+    W&B writes its log a block (32 KiB) at a time while the run goes on and the rest when
+    it ends, so a chunk that is not all there yet (or fails its checksum while its block is
+    still being written) is simply read again next time. A damaged chunk in a whole block
+    costs the rest of that block (the records in it are skipped, as LevelDB's log reader
+    does) and reading goes on with the next block: ``skipped_bytes`` counts what was lost.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0  # where the next chunk starts; 0: the file header is not read yet
+        self.problem: str | None = None  # why reading stopped for good
+        self.skipped_bytes = 0
+        self.first_damage: int | None = None
+        self.last_damage: int | None = None
+        self.read_since_damage = False
+        self._pending: list[bytes] = []  # the chunks of a record not yet complete
+
+    @property
+    def in_record(self) -> bool:
+        """True when the last chunk read began a record whose end has not come yet."""
+        return bool(self._pending)
+
+    def _stop(self, problem: str) -> None:
+        self.problem = problem
+        self._pending = []
+
+    def damaged(self, at: int, skipped: int) -> None:
+        """A chunk at byte ``at`` failed its checksum; ``skipped`` bytes are lost."""
+        if self.first_damage is None:
+            self.first_damage = at
+        self.last_damage = at
+        self.read_since_damage = False
+        self.skipped_bytes += skipped
+        self._pending = []  # a record begun before the damage is lost too
+
+    def read(self) -> Iterator[bytes]:
+        if self.problem is not None:
+            return
+        with self.path.open("rb") as handle:
+            if self.offset == 0:
+                header = handle.read(HEADER_LEN)
+                if len(header) < HEADER_LEN:
+                    return
+                if header != FILE_HEADER:
+                    raise InvalidInput(f"{self.path} is not a W&B run log (bad file header)")
+                self.offset = HEADER_LEN
+            handle.seek(self.offset)
+            while True:
+                block_start = self.offset - self.offset % BLOCK_LEN
+                wanted = block_start + BLOCK_LEN - self.offset
+                block = handle.read(wanted)
+                whole = len(block) == wanted  # the block is written to its end
+                pos = 0
+                while len(block) - pos >= HEADER_LEN:
+                    crc, length, kind = _CHUNK.unpack_from(block, pos)
+                    if kind == 0 and length == 0:
+                        if not whole:  # zeros at the end of what is written: nothing more yet
+                            self.offset += pos
+                            return
+                        pos = len(block)  # zeros: the rest of this block is padding
+                        break
+                    end = pos + HEADER_LEN + length
+                    at = self.offset + pos
+                    if end > len(block):
+                        if whole:  # a chunk never crosses a block's end
+                            self._stop(f"cut off inside a chunk at byte {at}")
+                        self.offset += pos  # else: the rest of the chunk comes later
+                        return
+                    data = block[pos + HEADER_LEN : end]
+                    seed = _CRC_SEED.get(kind)
+                    if seed is None or zlib.crc32(data, seed) != crc:
+                        if not whole:  # perhaps not all written yet: look again later
+                            self.offset += pos
+                            return
+                        self.damaged(at, len(block) - pos)
+                        pos = len(block)  # resume with the next block
+                        break
+                    pos = end
+                    record: bytes | None = None
+                    if kind == FULL:
+                        self._pending = []
+                        record = data
+                    elif kind == FIRST:
+                        self._pending = [data]
+                    elif not self._pending and self.skipped_bytes:
+                        self.skipped_bytes += len(data) + HEADER_LEN  # its start was lost
+                    elif not self._pending:
+                        self._stop(f"chunk without its start at byte {self.offset + pos}")
+                        return
+                    elif kind == MIDDLE:
+                        self._pending.append(data)
+                    else:
+                        record = b"".join([*self._pending, data])
+                        self._pending = []
+                    if record is not None:
+                        self.read_since_damage = True
+                        yield record
+                if not whole:
+                    self.offset += pos
+                    return
+                self.offset = block_start + BLOCK_LEN  # past the block, padding included
+
+    def unread_tail(self) -> bytes:
+        """The bytes after the last chunk read (what a cut-off or damaged write left)."""
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            return handle.read(BLOCK_LEN)
+
+
 class RecordLog:
     """The records of one ``.wandb`` file, in order.
 
@@ -84,8 +200,6 @@ class RecordLog:
         self.problem: str | None = None
         self.skipped_bytes = 0
         self.first_damage: int | None = None
-        self._last_damage: int | None = None
-        self._read_since_damage = False
 
     @property
     def damage(self) -> str | None:
@@ -96,74 +210,36 @@ class RecordLog:
             "the records in them lost"
         )
 
-    def _stop(self, problem: str) -> None:
-        self.complete = False
-        self.problem = problem
-
     def __iter__(self) -> Iterator[bytes]:
-        with self.path.open("rb") as handle:
-            header = handle.read(HEADER_LEN)
-            if header != FILE_HEADER:
-                raise InvalidInput(f"{self.path} is not a W&B run log (bad file header)")
-            pending: list[bytes] = []
-            block_start = 0
-            block = header + handle.read(BLOCK_LEN - HEADER_LEN)
-            pos = HEADER_LEN
-            while True:
-                size = len(block)
-                while size - pos >= HEADER_LEN:
-                    crc, length, kind = _CHUNK.unpack_from(block, pos)
-                    if kind == 0 and length == 0:
-                        break  # zeros: the rest of this block is padding
-                    end = pos + HEADER_LEN + length
-                    if end > size:
-                        self._stop(f"cut off inside a chunk at byte {block_start + pos}")
-                        return
-                    data = block[pos + HEADER_LEN : end]
-                    seed = _CRC_SEED.get(kind)
-                    if seed is None or zlib.crc32(data, seed) != crc:
-                        if self.first_damage is None:
-                            self.first_damage = block_start + pos
-                        self._last_damage = block_start + pos
-                        self._read_since_damage = False
-                        self.skipped_bytes += size - pos
-                        pending = []  # a record begun before the damage is lost too
-                        pos = size  # resume with the next block
-                        break
-                    pos = end
-                    if kind == FULL:
-                        pending = []
-                        self._read_since_damage = True
-                        yield data
-                    elif kind == FIRST:
-                        pending = [data]
-                    elif not pending and self.skipped_bytes:
-                        self.skipped_bytes += len(data) + HEADER_LEN  # its start was lost
-                    elif not pending:
-                        self._stop(f"chunk without its start at byte {block_start + pos}")
-                        return
-                    elif kind == MIDDLE:
-                        pending.append(data)
-                    else:
-                        pending.append(data)
-                        self._read_since_damage = True
-                        yield b"".join(pending)
-                        pending = []
-                if size < BLOCK_LEN:  # the last block
-                    if self.skipped_bytes and not self._read_since_damage:
-                        # nothing readable after the damage: the log ends there (a run
-                        # killed mid-write), as a cut-off log does
-                        self.skipped_bytes = 0
-                        self.first_damage = None
-                        self._stop(f"damaged chunk at byte {self._last_damage}")
-                    elif pos < size and any(block[pos:]):
-                        self._stop(f"cut off inside a chunk header at byte {block_start + pos}")
-                    elif pending:
-                        self._stop("the last record was cut off")
-                    return
-                block_start += BLOCK_LEN
-                block = handle.read(BLOCK_LEN)
-                pos = 0
+        tail = RecordTail(self.path)
+        yield from tail.read()
+        if tail.offset == 0:
+            raise InvalidInput(f"{self.path} is not a W&B run log (bad file header)")
+        self.problem = tail.problem or _end_problem(tail)
+        self.complete = self.problem is None
+        self.skipped_bytes, self.first_damage = tail.skipped_bytes, tail.first_damage
+
+
+def _end_problem(tail: RecordTail) -> str | None:
+    """Why a log read to its end is incomplete (None when it ended cleanly)."""
+    rest = tail.unread_tail()
+    if len(rest) >= HEADER_LEN:
+        _crc, length, kind = _CHUNK.unpack_from(rest)
+        if not (kind == 0 and length == 0):
+            if HEADER_LEN + length > len(rest):
+                return f"cut off inside a chunk at byte {tail.offset}"
+            # a whole chunk left unread in the last block: its checksum failed
+            tail.damaged(tail.offset, len(rest))
+    if tail.skipped_bytes and not tail.read_since_damage:
+        # nothing readable after the damage: the log ends there (a run killed mid-write),
+        # as a cut-off log does
+        tail.skipped_bytes, tail.first_damage = 0, None
+        return f"damaged chunk at byte {tail.last_damage}"
+    if any(rest):
+        return f"cut off inside a chunk header at byte {tail.offset}"
+    if tail.in_record:
+        return "the last record was cut off"
+    return None
 
 
 # --- decoding a run ----------------------------------------------------------------------
@@ -263,7 +339,7 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
         _remove_path(config, _item_path(item))
 
 
-def _state_for(exit_code: int) -> str:
+def exit_state(exit_code: int) -> str:
     # wbg's reading of an exit code: 128+N is the mark of signal N (see `wbg run`).
     if exit_code == 0:
         return "finished"
@@ -272,136 +348,187 @@ def _state_for(exit_code: int) -> str:
     return "failed"
 
 
+class RunDecoder:
+    """Turns the records of one run log, fed in order, into a ``WandbRun``.
+
+    ``take_history()`` hands over the points decoded so far (to store them as the log
+    grows); ``finish()`` works out the summary, state and times once the log has ended.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.pb = require_wandb("reading W&B runs")
+        self.run = WandbRun(path=path)
+        self.seen_run = False
+        self.exited = False
+        # Summary updates come with every logged step: keep the last JSON text per path
+        # and decode when asked.
+        self._summary_updates: dict[str, str] = {}
+        self._removed: set[str] = set()
+        self._last: dict[str, float] = {}  # the last logged value of each history key
+        self._step_counter = 0
+        self._last_time: float | None = None
+        self._runtime: float | None = None
+        self._record = self.pb.Record()
+
+    def feed(self, payload: bytes) -> bool:
+        """Decode one record; False when it cannot be decoded (the log ends there)."""
+        record = self._record
+        record.Clear()
+        try:
+            record.ParseFromString(payload)
+        except Exception:  # protobuf's DecodeError
+            return False
+        run = self.run
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            self._history(record.history)
+        elif kind == "summary":
+            for item in record.summary.update:
+                self._summary_updates[_item_name(item)] = item.value_json
+            for item in record.summary.remove:
+                name = _item_name(item)
+                self._removed.add(name)
+                for known in [
+                    k for k in self._summary_updates if k == name or k.startswith(name + ".")
+                ]:
+                    del self._summary_updates[known]
+        elif kind == "config":
+            _apply_config(run.config, record.config)
+        elif kind == "run" and not self.seen_run:
+            self.seen_run = True
+            _read_run_record(run, record.run, self._summary_updates)
+        elif kind == "environment":
+            env = record.environment
+            run.host = run.host or env.host or None
+            run.user = run.user or env.username or None
+            if env.program and run.command is None:
+                run.command = [env.program, *env.args]
+            if env.HasField("git") and env.git.commit:
+                run.git_commit = run.git_commit or env.git.commit
+        elif kind == "exit":
+            self.exited = True
+            run.exit_code = record.exit.exit_code
+            self._runtime = float(record.exit.runtime)
+        return True
+
+    def _history(self, history: Any) -> None:
+        step, points, timestamp = None, [], None
+        media: list[str] = []  # W&B media (an image, a table) are not metrics
+        for item in history.item:
+            name = _item_name(item)
+            if not name:
+                continue
+            if name.endswith("._type"):
+                media.append(name[: -len("_type")])
+            text = item.value_json
+            if text:
+                value = _json_value(text)
+            else:
+                kind = item.WhichOneof("value")
+                value = getattr(item, kind) if kind else None
+            if name[0] != "_":
+                _flatten_numbers(name, value, points)
+            elif name == "_step" and values.is_number(value):
+                step = int(value)
+            elif name == "_timestamp" and values.is_number(value):
+                timestamp = float(value)
+        if history.HasField("step"):
+            step = history.step.num
+        if step is None:
+            step = self._step_counter
+        self._step_counter = step + 1
+        if timestamp is not None:
+            self._last_time = timestamp
+        when = timestamp if timestamp is not None else (self._last_time or self.run.started_at)
+        if media:
+            points = [p for p in points if not p[0].startswith(tuple(media))]
+        self.run.history.extend((step, key, value, when or 0.0) for key, value in points)
+        self._last.update(points)
+
+    def take_history(self) -> list[tuple[int, str, float, float]]:
+        """The points decoded since the last call (they are no longer kept here)."""
+        points, self.run.history = self.run.history, []
+        return points
+
+    def summary(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The summary so far (W&B's: the last value of each metric unless set
+        explicitly) and what an export by wbg kept in its hidden summary entry."""
+        updates = self._summary_updates
+        # Current W&B writes the last values as summary records too; older writers only
+        # wrote explicit sets, so the last history values are the base they update. A log
+        # from a current writer (some logged key has a summary record) is read as it says:
+        # a metric with define_metric(summary="none") has no summary there.
+        current_writer = any(key in updates for key in self._last)
+        summary: dict[str, Any] = {}
+        if not current_writer:
+            summary = {k: v for k, v in self._last.items() if k not in self._removed}
+        wbg_fields: dict[str, Any] = {}
+        # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept
+        # as one description: {"img": {"_type": "image-file", "path": ...}}.
+        media = tuple(name[: -len("_type")] for name in updates if name.endswith("._type"))
+        for name, text in updates.items():
+            if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
+                _set_path(wbg_fields, name.split("."), _json_value(text))
+            elif media and name.startswith(media):
+                prefix = next(m for m in media if name.startswith(m))
+                _set_path(summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
+            elif name and not name.startswith("_"):
+                # A nested W&B key (a dict logged as a metric) is named with dots, as in
+                # history.
+                summary[name] = _json_value(text)
+        return {k: v for k, v in summary.items() if v is not None}, wbg_fields
+
+    def finish(
+        self, complete: bool = True, problem: str | None = None, damage: str | None = None
+    ) -> WandbRun:
+        """The run as the whole log tells it (``complete``: the log ended cleanly;
+        ``damage``: what a damaged middle cost)."""
+        run = self.run
+        if not self.seen_run or not run.id:
+            raise _no_run_record(run.path)
+        run.complete, run.problem = complete, problem or damage
+        summary, wbg_fields = self.summary()
+        run.summary.update(summary)
+        if run.exit_code is not None and run.complete:
+            run.state = exit_state(run.exit_code)
+        else:
+            run.state = "crashed"
+            run.exit_code = None
+        if not run.complete:
+            run.reason = f"imported from an incomplete W&B log: {run.problem}"
+        elif damage:
+            run.reason = f"imported from a damaged W&B log: {damage}"
+        elif run.exit_code is None:
+            run.reason = "imported from a W&B log without an exit record (the run did not end)"
+        # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.
+        ends = [t for t in (self._last_time,) if t is not None]
+        if self._runtime is not None and run.started_at is not None:
+            ends.append(run.started_at + self._runtime)
+        run.ended_at = max(ends) if ends else None
+        if run.ended_at is not None and run.started_at is not None:
+            run.ended_at = max(run.ended_at, run.started_at)
+        if WBG_SUMMARY_KEY in wbg_fields and run.complete:
+            _apply_wbg_fields(run, wbg_fields[WBG_SUMMARY_KEY])
+        return run
+
+
 def decode_run(path: Path) -> WandbRun:
     """Read one ``run-<id>.wandb`` file into a ``WandbRun`` (what is complete of it)."""
-    pb = require_wandb("reading W&B runs")
-    run = WandbRun(path=path)
+    decoder = RunDecoder(path)
     log = RecordLog(path)
-    # Summary updates come with every logged step: keep the last JSON text per path and
-    # decode once at the end.
-    summary_updates: dict[str, str] = {}
-    removed: set[str] = set()
-    seen_run = False
-    step_counter = 0
-    last_time: float | None = None
-    runtime: float | None = None
-    record = pb.Record()
+    complete, problem = True, None
     try:
         for payload in log:
-            record.Clear()
-            try:
-                record.ParseFromString(payload)
-            except Exception:  # protobuf's DecodeError: a record we cannot read ends it
-                log.complete = False
-                log.problem = "a record could not be decoded"
+            if not decoder.feed(payload):  # a record we cannot read ends the log
+                complete, problem = False, "a record could not be decoded"
                 break
-            kind = record.WhichOneof("record_type")
-            if kind == "history":
-                step, points, timestamp = None, [], None
-                media: list[str] = []  # W&B media (an image, a table) are not metrics
-                for item in record.history.item:
-                    name = _item_name(item)
-                    if not name:
-                        continue
-                    if name.endswith("._type"):
-                        media.append(name[: -len("_type")])
-                    text = item.value_json
-                    if text:
-                        value = _json_value(text)
-                    else:
-                        kind = item.WhichOneof("value")
-                        value = getattr(item, kind) if kind else None
-                    if name[0] != "_":
-                        _flatten_numbers(name, value, points)
-                    elif name == "_step" and values.is_number(value):
-                        step = int(value)
-                    elif name == "_timestamp" and values.is_number(value):
-                        timestamp = float(value)
-                if record.history.HasField("step"):
-                    step = record.history.step.num
-                if step is None:
-                    step = step_counter
-                step_counter = step + 1
-                if timestamp is not None:
-                    last_time = timestamp
-                when = timestamp if timestamp is not None else (last_time or run.started_at or 0.0)
-                if media:
-                    points = [p for p in points if not p[0].startswith(tuple(media))]
-                run.history.extend((step, key, value, when) for key, value in points)
-            elif kind == "summary":
-                for item in record.summary.update:
-                    summary_updates[_item_name(item)] = item.value_json
-                for item in record.summary.remove:
-                    name = _item_name(item)
-                    removed.add(name)
-                    for known in [
-                        k for k in summary_updates if k == name or k.startswith(name + ".")
-                    ]:
-                        del summary_updates[known]
-            elif kind == "config":
-                _apply_config(run.config, record.config)
-            elif kind == "run" and not seen_run:
-                seen_run = True
-                _read_run_record(run, record.run, summary_updates)
-            elif kind == "environment":
-                env = record.environment
-                run.host = run.host or env.host or None
-                run.user = run.user or env.username or None
-                if env.program and run.command is None:
-                    run.command = [env.program, *env.args]
-                if env.HasField("git") and env.git.commit:
-                    run.git_commit = run.git_commit or env.git.commit
-            elif kind == "exit":
-                run.exit_code = record.exit.exit_code
-                runtime = float(record.exit.runtime)
+        else:
+            complete, problem = log.complete, log.problem
     except OSError as exc:
         raise WbgError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not seen_run or not run.id:
-        raise _no_run_record(path)
-    run.complete, run.problem = log.complete, log.problem or log.damage
-    # W&B's summary is the last value of each logged metric unless set explicitly. Current
-    # W&B writes that as summary records too; older writers only wrote explicit sets, so
-    # the last history values are the base they update.
-    # A log from a current writer (some logged key has a summary record) is read as it
-    # says: a metric with define_metric(summary="none") has no summary there.
-    current_writer = any(point[1] in summary_updates for point in run.history)
-    for _step, key, value, _time in run.history:
-        if key not in removed and not current_writer:
-            run.summary[key] = value
-    wbg_fields: dict[str, Any] = {}
-    # A media summary (W&B writes it as nested keys "img._type", "img.path"...) is kept as
-    # one description: {"img": {"_type": "image-file", "path": ...}}.
-    media = tuple(name[: -len("_type")] for name in summary_updates if name.endswith("._type"))
-    for name, text in summary_updates.items():
-        if name == WBG_SUMMARY_KEY or name.startswith(WBG_SUMMARY_KEY + "."):
-            _set_path(wbg_fields, name.split("."), _json_value(text))
-        elif media and name.startswith(media):
-            prefix = next(m for m in media if name.startswith(m))
-            _set_path(run.summary, [prefix[:-1], name[len(prefix) :]], _json_value(text))
-        elif name and not name.startswith("_"):
-            # A nested W&B key (a dict logged as a metric) is named with dots, as in history.
-            run.summary[name] = _json_value(text)
-    run.summary = {k: v for k, v in run.summary.items() if v is not None}
-    if run.exit_code is not None and run.complete:
-        run.state = _state_for(run.exit_code)
-    else:
-        run.state = "crashed"
-        run.exit_code = None
-    if not run.complete:
-        run.reason = f"imported from an incomplete W&B log: {run.problem}"
-    elif log.damage:
-        run.reason = f"imported from a damaged W&B log: {log.damage}"
-    elif run.exit_code is None:
-        run.reason = "imported from a W&B log without an exit record (the run did not end)"
-    # W&B stores the runtime in whole seconds; the last logged step is a finer end mark.
-    ends = [t for t in (last_time,) if t is not None]
-    if runtime is not None and run.started_at is not None:
-        ends.append(run.started_at + runtime)
-    run.ended_at = max(ends) if ends else None
-    if run.ended_at is not None and run.started_at is not None:
-        run.ended_at = max(run.ended_at, run.started_at)
-    if WBG_SUMMARY_KEY in wbg_fields and run.complete:
-        _apply_wbg_fields(run, wbg_fields[WBG_SUMMARY_KEY])
+    history = decoder.run.history
+    run = decoder.finish(complete, problem, log.damage)
+    run.history = history
     return run
 
 

@@ -275,3 +275,24 @@ def test_import_wbg_and_wbg_run_stay_cheap():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_resume_from_and_fork_from_a_step(db_path):
+    with wbg.init(project="p", group="g", id="base0001", config={"lr": 0.1}) as run:
+        for step in range(5):
+            run.log({"loss": 1.0 / (step + 1)})
+    with wbg.init(project="p", fork_from="base0001?_step=2", config={"lr": 0.2}) as fork:
+        assert fork.step == 3 and fork.group == "g"
+        fork.log({"loss": 0.01})
+    with wbg.init(project="p", resume_from="base0001?_step=1") as again:
+        assert again.id == "base0001" and again.step == 2
+        again.log({"loss": 0.05})
+    base, forked = records(db_path)
+    assert history(db_path, "base0001") == [(0, "loss", 1.0), (1, "loss", 0.5), (2, "loss", 0.05)]
+    assert base["summary"] == {"loss": 0.05}
+    assert forked["config"] == {"lr": 0.2} and forked["group"] == "g"
+    assert history(db_path, forked["id"]) == [
+        (0, "loss", 1.0), (1, "loss", 0.5), (2, "loss", 1 / 3), (3, "loss", 0.01),
+    ]  # fmt: skip
+    with pytest.raises(wbg.UsageError, match="must read RUN_ID"):
+        wbg.init(project="p", fork_from="base0001")

@@ -277,7 +277,7 @@ def test_hostile_where_matches_nothing_and_leaves_tables_intact(cli, db_path):
 
 @both_engines
 def test_sort_by_metric_aggregate(cli, db_path):
-    for group, values in (("low", [0.1, 0.2]), ("high", [0.8, 0.9]), ("mid", [0.5]), ("none", [])):
+    for group, values in (("low", [0.1, 0.25]), ("high", [0.8, 0.9]), ("mid", [0.5]), ("none", [])):
         for value in values:
             add_run(db_path, group=group, summary={"acc": value})
         if not values:
@@ -422,3 +422,20 @@ def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
             "Error: malformed --group-by 'lr,'\nexpected KEY[,KEY...]\n",
         )
         assert cli(*command, "-G", "lr").exit_code == 0
+
+
+def test_std_stays_exact_when_the_spread_is_tiny_next_to_the_values(cli, db_path):
+    import statistics
+
+    # One walk sums (x - K) and (x - K)**2 with K one of the metric's values; for group
+    # "far" K is 1e9 away and the spread 0.1: its deviations must be summed exactly.
+    far = [1e9 + 0.1, 1e9 + 0.2, 1e9 + 0.3]
+    for value in [0.0, 1.0]:
+        add_run(db_path, group="near", summary={"x": value})
+    for value in far:
+        add_run(db_path, group="far", summary={"x": value})
+    result = cli("table", "-m", "x", "-f", "json", "--agg", "mean,std")
+    assert result.exit_code == 0, result.output
+    rows = {r["group"]: r for r in json.loads(result.stdout)}
+    assert rows["far"]["x.std"] == pytest.approx(statistics.stdev(far), rel=1e-6)
+    assert rows["near"]["x.std"] == pytest.approx(statistics.stdev([0.0, 1.0]), rel=1e-12)
