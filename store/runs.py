@@ -295,8 +295,10 @@ def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | Non
         conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
     else:
         conn.execute(
-            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
-            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            "INSERT INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ? "
+            "ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value, "
+            "time = excluded.time",
             (into, num, step),
         )
     last = {
