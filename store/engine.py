@@ -91,15 +91,19 @@ class ServerUrl:
 
 
 def redacted(url: str) -> str:
-    """``url`` without its password (``user:secret@host`` -> ``user@host``)."""
-    from urllib.parse import urlsplit, urlunsplit
+    """``url`` without its password (``user:secret@host`` -> ``user@host``; a
+    ``password=`` parameter is left out too)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc}" if user else netloc))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username
+        parts = parts._replace(netloc=f"{user}@{netloc}" if user else netloc)
+    if "password" in parts.query:
+        kept = [(k, v) for k, v in parse_qsl(parts.query) if k != "password"]
+        parts = parts._replace(query=urlencode(kept))
+    return urlunsplit(parts)
 
 
 # --- per-engine SQL ---------------------------------------------------------------------
@@ -108,7 +112,6 @@ def redacted(url: str) -> str:
 class SQLiteEngine:
     name = "sqlite"
     begin_write = "BEGIN IMMEDIATE"  # takes the write lock up front
-    infinity = "9e999"  # SQLite reads an overflowing literal as +inf
     main = "main."  # the file itself, past a temporary view of the same name
 
     def ddl(self, sql: str) -> str:
@@ -130,7 +133,6 @@ class SQLiteEngine:
 class PostgresEngine:
     name = "postgresql"
     begin_write = "BEGIN"  # row locks: writers of different runs never wait for each other
-    infinity = "'Infinity'::float8"
     main = ""
 
     # SQLite DDL -> PostgreSQL DDL (cold path: migrations only). REAL is 8 bytes in SQLite.
