@@ -274,3 +274,16 @@ def test_a_run_outlives_its_connection_being_dropped_by_the_server(db_path):
     (record,) = records(db_path)
     assert record["state"] == "finished"
     assert raw_count(db_path, "history") == 200
+
+
+@postgresql
+def test_wbg_run_hands_its_child_the_whole_url_and_shows_it_nowhere(db_path):
+    secret = db_path.url.replace("wbg@", "wbg:hunter2@")  # trust auth: the password is unused
+    proc = run_wbg(
+        "run", "--db", secret, "-g", "pw", "--", PY, "-c",
+        "import os, wbg; print(os.environ['WBG_DB']); wbg.init().finish()",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == secret + "\n"  # the child reaches the same server
+    assert "hunter2" not in proc.stderr
+    assert [r["group"] for r in records(db_path)] == ["pw"]
