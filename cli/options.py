@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 # --- completion from the database ---------------------------------------------------------
@@ -67,7 +66,8 @@ DbOpt = Annotated[
         help="SQLite file or postgresql:// URL to use (default: $WBG_DB, then `db` in "
         "wbg.toml / [tool.wbg], then the per-user data directory).",
         show_default=False,
-        click_type=click.Path(dir_okay=False, path_type=str),
+        dir_okay=False,
+        path_type=str,
     ),
 ]
 ProjectOpt = Annotated[

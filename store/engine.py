@@ -96,6 +96,8 @@ def redacted(url: str) -> str:
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
+    if parts.password is None and "password" not in parts.query:
+        return url  # as given: urlunsplit would fold an empty host (postgresql:///db)
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)[1]
         user = parts.username

@@ -36,6 +36,7 @@ def test_the_password_is_never_shown():
     assert redacted(url) == "postgresql://alice@db.example:5432/wbg"
     assert str(ServerUrl(url)) == "postgresql://alice@db.example:5432/wbg"
     assert os.fspath(ServerUrl(url)) == url  # what a `wbg run` child inherits
+    assert redacted("postgresql:///wbg") == "postgresql:///wbg"  # a local socket
     in_query = "postgresql://bob@db/wbg?password=s3cret&sslmode=require"
     assert redacted(in_query) == "postgresql://bob@db/wbg?sslmode=require"
 
