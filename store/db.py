@@ -522,8 +522,10 @@ def migrate_file(path: Path) -> tuple[int, int]:
     """Open (creating or migrating) the database at ``path``; schema version before/after."""
     before = 0
     if isinstance(path, ServerUrl):
-        with contextlib.closing(_connect_server(path, create=False, read_only=True)) as conn:
-            before = schema_version(conn)
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(path, read_only=True)) as conn:
+            before = _check_server(conn, path)
     elif path.is_file() and path.stat().st_size:
         _check_path(path, create=False)
         try:

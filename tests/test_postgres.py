@@ -288,3 +288,14 @@ def test_wbg_run_hands_its_child_the_whole_url_and_shows_it_nowhere(db_path):
     assert proc.stdout == secret + "\n"  # the child reaches the same server
     assert "hunter2" not in proc.stderr
     assert [r["group"] for r in records(db_path)] == ["pw"]
+
+
+@postgresql
+def test_an_older_server_schema_is_migrated_once_by_db_migrate(db_path, cli):
+    with contextlib.closing(connect_server(db_path)) as conn:
+        wbg_db.migrate(conn, upto=len(wbg_db.MIGRATIONS) - 1)
+    latest = len(wbg_db.MIGRATIONS)
+    first = cli("db", "migrate")
+    assert first.stdout == f"{db_path}: migrated from schema version {latest - 1} to {latest}\n"
+    again = cli("db", "migrate")
+    assert again.stdout == f"{db_path}: schema version {latest}, up to date\n"
