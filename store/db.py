@@ -490,8 +490,10 @@ def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
 
 def describe(conn: sqlite3.Connection) -> dict[str, object]:
     """Schema version and row counts, for ``wbg db info``."""
+    # A server's snapshot counts on the server (same moment): no copy of the history.
+    counted = conn.server if isinstance(conn, ServerSnapshot) else conn
     counts = {
-        table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        table: counted.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         for table in ("runs", "history", "summary_metrics", "run_output")
     }
     return {
@@ -631,7 +633,7 @@ class ServerSnapshot:
     """
 
     def __init__(self, server: Any) -> None:
-        self._server = server
+        self.server = self._server = server
         self._local = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._pending = list(LAZY_TABLES)
         try:

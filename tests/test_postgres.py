@@ -52,7 +52,7 @@ def test_db_commands_show_the_url_without_its_password(cli, db_path, pg_server):
         assert str(db_path) in result.output
     info = cli("db", "info", "--db", secret).stdout
     assert "engine          postgresql 15" in info or "engine          postgresql " in info
-    assert "runs            1" in info
+    assert "runs            1" in info and "history         1" in info
 
 
 @postgresql
