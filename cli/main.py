@@ -184,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError):
             raise
         # Damage found while reading, after the file opened fine.
-        from wbg.db import damaged
+        from wbg.db import reading_error
 
-        error = damaged(_db_argument(args), str(exc))
+        error = reading_error(_db_argument(args), str(exc))
         _error(error.message, error.hint)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

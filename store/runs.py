@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from wbg import values
+from wbg.engine import engine_of, pg_write_points
 from wbg.errors import UnknownRun
 from wbg.ids import generate_id
 
@@ -55,7 +56,7 @@ RECORD_FIELDS = (
 
 _COLUMNS = (
     'id, project, name, "group", job_type, tags, notes, state, exit_code, command, cwd, '
-    "host, user, pid, git_commit, git_dirty, started_at, ended_at, config, summary, "
+    'host, "user", pid, git_commit, git_dirty, started_at, ended_at, config, summary, '
     "owner_pid, reason"
 )
 _INSERT_COLUMNS = _COLUMNS + ", heartbeat_at, heartbeat_pid, pid_ns"
@@ -134,10 +135,11 @@ def create_run(
         try:
             now = time.time()
             owner = owner_pid if owner_pid is not None else os.getpid()
+            engine = engine_of(conn)
             cursor = conn.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '{}', ?, "
-                "NULL, ?, ?, ?)",
+                "NULL, ?, ?, ?)" + engine.returning_num(),
                 (
                     new_id,
                     project,
@@ -161,7 +163,7 @@ def create_run(
                     pid_namespace(),
                 ),
             )
-            return new_id, cursor.lastrowid
+            return new_id, engine.inserted_num(cursor)
         except sqlite3.IntegrityError:
             if run_id:
                 raise
@@ -208,9 +210,10 @@ def finish_run(
     """
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}")
+    later = engine_of(conn).greatest("?4", "started_at")
     conn.execute(
         "UPDATE runs SET state = ?1, exit_code = ?2, "
-        "ended_at = CASE WHEN ?3 IS NOT NULL THEN started_at + ?3 ELSE max(?4, started_at) END, "
+        f"ended_at = CASE WHEN ?3 IS NOT NULL THEN started_at + ?3 ELSE {later} END, "
         "reason = COALESCE(?5, reason) WHERE id = ?6",
         (state, exit_code, duration, time.time(), reason, run_id),
     )
@@ -292,8 +295,10 @@ def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | Non
         conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
     else:
         conn.execute(
-            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
-            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            "INSERT INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ? "
+            "ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value, "
+            "time = excluded.time",
             (into, num, step),
         )
     last = {
@@ -363,7 +368,8 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
             if isinstance(value, Mapping):
                 _numeric_leaves(key, value, numbers)
     conn.executemany(
-        "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
+        "INSERT INTO summary_metrics (run, key, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (run, key) DO UPDATE SET value = excluded.value",
         [(num, key, value) for key, value in numbers],
     )
     if gone:
@@ -388,6 +394,10 @@ def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> int:
     step is not a 64-bit integer, or whose key or value is not a string and a number, is
     left out and counted, never failing the points around it.
     """
+    if engine_of(conn).name == "postgresql":
+        storable = [point for point in map(_storable, points) if point is not None]
+        pg_write_points(conn, storable)
+        return len(points) - len(storable)
     try:
         _insert_points(conn, points)
         return 0
@@ -464,7 +474,8 @@ OUTPUT_TAIL_BYTES = 1024 * 1024  # the kept output of a run: its last MiB
 def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool) -> None:
     """The run's kept output, final (the pages written while it ran are dropped)."""
     conn.execute(
-        "INSERT OR REPLACE INTO run_output (run, tail, truncated) VALUES (?, ?, ?)",
+        "INSERT INTO run_output (run, tail, truncated) VALUES (?, ?, ?) "
+        "ON CONFLICT (run) DO UPDATE SET tail = excluded.tail, truncated = excluded.truncated",
         (num, tail, int(truncated)),
     )
     conn.execute("DELETE FROM run_output_pages WHERE run = ?", (num,))
@@ -474,7 +485,8 @@ def append_output(conn: sqlite3.Connection, num: int, start: int, data: bytes) -
     """Add output bytes ``start``.. (offsets in the whole output) to a running run's kept
     output; pages wholly before its last ``OUTPUT_TAIL_BYTES`` are deleted."""
     conn.execute(
-        "INSERT OR REPLACE INTO run_output_pages (run, start, data) VALUES (?, ?, ?)",
+        "INSERT INTO run_output_pages (run, start, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (run, start) DO UPDATE SET data = excluded.data",
         (num, start, data),
     )
     conn.execute(
@@ -489,7 +501,7 @@ def transaction(conn: sqlite3.Connection):
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(engine_of(conn).begin_write)
     try:
         yield conn
         conn.execute("COMMIT")
@@ -557,7 +569,8 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
         return 0
     try:
         conn.executemany(
-            "UPDATE main.runs SET state = 'crashed' WHERE num = ? AND state = 'running'",
+            f"UPDATE {engine_of(conn).main}runs SET state = 'crashed' "
+            "WHERE num = ? AND state = 'running'",
             [(num,) for num in dead],
         )
     except sqlite3.OperationalError:  # read-only file or connection: shadow, do not write

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from wbg import runs, values
+from wbg.engine import engine_of
 from wbg.errors import InvalidInput, MissingExtra, WbgError
 
 FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
@@ -620,7 +621,7 @@ class ImportResult:
 
 _INSERT_RUN = (
     'INSERT INTO runs (id, project, name, "group", job_type, tags, notes, state, exit_code, '
-    "command, cwd, host, user, pid, git_commit, git_dirty, started_at, ended_at, config, "
+    'command, cwd, host, "user", pid, git_commit, git_dirty, started_at, ended_at, config, '
     "summary, owner_pid, reason) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', NULL, ?)"
 )
@@ -636,8 +637,9 @@ def store_run(conn: sqlite3.Connection, run: WandbRun) -> bool:
     with runs.transaction(conn):
         if runs.run_exists(conn, run.id):
             return False
+        engine = engine_of(conn)
         cursor = conn.execute(
-            _INSERT_RUN,
+            _INSERT_RUN + engine.returning_num(),
             (
                 run.id,
                 run.project,
@@ -661,7 +663,7 @@ def store_run(conn: sqlite3.Connection, run: WandbRun) -> bool:
                 run.reason,
             ),
         )
-        num = cursor.lastrowid
+        num = engine.inserted_num(cursor)
         runs.write_history(conn, [(num, step, key, v, t) for step, key, v, t in run.history])
         runs.merge_summary(conn, num, run.summary)
     return True

@@ -31,11 +31,20 @@ def run_wbg(
     )
 
 
+def reader(db_path: Path) -> Any:
+    """A connection to read the database as the reading commands do (a server's database
+    through its snapshot; a file opened as before, writable)."""
+    from wbg import db
+    from wbg.engine import ServerUrl
+
+    return db.connect(db_path, read_only=isinstance(db_path, ServerUrl))
+
+
 def records(db_path: Path) -> list[dict[str, Any]]:
     """Every run record in the file, oldest first (through the library)."""
-    from wbg import db, runs
+    from wbg import runs
 
-    with contextlib.closing(db.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         return list(reversed(runs.list_runs(conn)))
 
 
@@ -46,13 +55,22 @@ def only_record(db_path: Path) -> dict[str, Any]:
 
 
 def history(db_path: Path, run_id: str) -> list[tuple[int, str, float]]:
-    from wbg import db, runs
+    from wbg import runs
 
-    with contextlib.closing(db.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         return [(p["step"], p["key"], p["value"]) for p in runs.get_history(conn, run_id)]
 
 
 def raw_count(db_path: Path, table: str) -> int:
+    from wbg.engine import ServerUrl
+
+    if isinstance(db_path, ServerUrl):
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(db_path)) as conn:
+            if conn.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is None:
+                return 0
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     if not db_path.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
