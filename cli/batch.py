@@ -184,7 +184,7 @@ def _print_runs(db_path: Path, outcome: Any, keys: Sequence[str], group: str) ->
     from wbg.cli import render
     from wbg.db import connect
 
-    with contextlib.closing(connect(db_path)) as conn:
+    with contextlib.closing(connect(db_path, read_only=True)) as conn:
         rows, metrics = batch.batch_rows(conn, outcome, keys)
     # the default name repeats the grid values shown next to it
     fixed = ["name"] * any(row["named"] for row in rows) + ["id", *keys, "state", "exit_code"]

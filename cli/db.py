@@ -32,11 +32,12 @@ def info(db: DbOpt = None) -> None:
     with contextlib.closing(conn):
         facts = dbmod.describe(conn)
         quick = dbmod.quick_check(conn)
-    size = sum(
-        p.stat().st_size for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()
-    )
+    where = dbmod.describe_location(db_path)
     typer.echo(f"path            {db_path}")
-    typer.echo(f"size            {size} bytes")
+    typer.echo(f"engine          {where['engine']}")
+    typer.echo(f"size            {where['size']} bytes")
+    if where["filesystem"]:
+        typer.echo(f"filesystem      {where['filesystem']}")
     typer.echo(f"schema version  {facts['schema_version']} (this wbg: {facts['known_version']})")
     for table, count in facts["counts"].items():
         typer.echo(f"{table:<16}{count}")

@@ -28,6 +28,7 @@ def demo(
     from wbg import aggregate, query
     from wbg.capture import ScalarCapture
     from wbg.cli.common import echo_table
+    from wbg.db import connect
     from wbg.ids import generate_id
     from wbg.launch import RunSpec, launch
 
@@ -74,9 +75,12 @@ def demo(
                 )
                 recorded.append(result.run_id)
                 typer.echo(f"  {result.run_id}  {group}  {job_type:<5}  {result.state}", err=True)
-        with contextlib.closing(conn):
+        conn.close()
+        # A fresh reading connection: on a server, views read a snapshot (README "On a
+        # cluster"); on a file it is the same data.
+        with contextlib.closing(connect(db_path, read_only=True)) as reader:
             table = aggregate.build_table(
-                conn,
+                reader,
                 query.Filters(project=project, where=(f"group ~ demo-{suffix}-*",)),
                 group_by=["group"],
                 metrics=DEMO_METRICS,

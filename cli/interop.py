@@ -212,11 +212,10 @@ def export_wandb(
 
 def merge(
     others: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             metavar="OTHER.db...",
-            help="wbg databases to bring in (they are only read).",
-            dir_okay=False,
+            help="wbg databases to bring in (files or postgresql:// URLs; only read).",
             show_default=False,
         ),
     ],
@@ -249,7 +248,7 @@ def merge(
                     err=True,
                 )
             skipped += 0 if prefer else result.skipped
-            line = f"{other}: {result.new} new, {result.unchanged} unchanged, "
+            line = f"{result.path}: {result.new} new, {result.unchanged} unchanged, "
             if prefer:
                 line += f"{result.replaced} replaced, {result.skipped} kept ours"
             else:

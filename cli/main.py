@@ -24,6 +24,7 @@ from wbg.cli import plot as plot_cmds
 from wbg.cli import record as record_cmds
 from wbg.cli import runs as runs_cmds
 from wbg.cli import table as table_cmds
+from wbg.cli import ui as ui_cmds
 
 
 def _print_version(value: bool) -> None:
@@ -82,6 +83,7 @@ app.add_typer(group_cmds.app, name="group")
 app.add_typer(runs_cmds.app, name="runs")
 plot_cmds.register(app)
 export_cmds.register(app)
+ui_cmds.register(app)
 interop_cmds.register(app, export_cmds.app)  # import wandb, export wandb, merge
 app.add_typer(db_cmds.app, name="db")
 demo_cmds.register(app)
@@ -179,9 +181,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError):
             raise
         # Damage found while reading, after the file opened fine.
-        from wbg.db import damaged
+        from wbg.db import reading_error
 
-        error = damaged(_db_argument(args), str(exc))
+        error = reading_error(_db_argument(args), str(exc))
         _error(error.message, error.hint)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

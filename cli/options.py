@@ -57,14 +57,17 @@ def complete_state(incomplete: str) -> list[str]:
     return [state for state in STATES if state.startswith(incomplete)]
 
 
+# A string, not a Path: a postgresql:// URL must keep its "//" (Path would fold it).
 DbOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--db",
-        help="SQLite file to use (default: $WBG_DB, then `db` in wbg.toml / [tool.wbg], "
-        "then the per-user data directory).",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL to use (default: $WBG_DB, then `db` in "
+        "wbg.toml / [tool.wbg], then the per-user data directory).",
         show_default=False,
         dir_okay=False,
+        path_type=str,
     ),
 ]
 ProjectOpt = Annotated[

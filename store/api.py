@@ -32,6 +32,8 @@ from typing import Any
 from wbg import compat, runs, values
 from wbg import db as dbmod
 from wbg import settings as wbg_settings
+from wbg.db import as_location
+from wbg.engine import PgConnection, ServerUrl
 from wbg.errors import ConfigError, Error, InvalidInput, UsageError
 from wbg.writer import Recorder
 
@@ -64,7 +66,7 @@ def _attach_target(db_path: Path) -> str | None:
         return None
     if _attached_pid == os.getpid():  # this process already used its attachment
         return None
-    if env_db and Path(env_db).expanduser().resolve() != db_path.resolve():
+    if env_db and as_location(env_db).expanduser().resolve() != db_path.resolve():
         return None
     return run_id
 
@@ -361,6 +363,8 @@ _idle_pid = os.getpid()
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
+    if isinstance(path, ServerUrl):  # a server has no file that could be replaced
+        return 0, 0
     try:
         st = os.stat(path)
     except OSError:
@@ -706,7 +710,7 @@ class Run:
         self._aggregates: dict[str, _Aggregate | None] = {}  # per key: its rule, if any
         self._entity: str | None = facts.get("entity")
         self._root = facts.get("root")
-        self._db_path: Path = facts.get("db_path") or Path(conn_path(conn))
+        self._db_path: Path = facts.get("db_path") or as_location(conn_path(conn))
         self._mode: str = facts.get("mode", "offline")
         self._resumed: bool = bool(facts.get("resumed"))
         self._settings = compat.Settings(**dict(facts.get("settings") or {}))
@@ -1154,7 +1158,9 @@ def _flatten(prefix: str, value: Mapping[str, Any], out: list[tuple[str, Any]]) 
 
 
 def conn_path(conn: Any) -> str:
-    """The file a connection has open."""
+    """The file a connection has open (the URL of a server)."""
+    if isinstance(conn, PgConnection):
+        return conn.url.url
     row = conn.execute("PRAGMA database_list").fetchone()
     return row[2] if row and row[2] else os.getcwd()
 

@@ -12,10 +12,11 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from wbg.engine import PgConnection, ServerUrl, engine_of, migration_lock, migration_unlock
 from wbg.errors import (
     DatabaseError,
     DatabaseUnavailable,
@@ -30,12 +31,17 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0
 
 
+def _ddl(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(engine_of(conn).ddl(sql))
+
+
 def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
     # Child tables point at runs.num (an integer) rather than the 8-character id: history
     # rows are the bulk of the file and integer keys make them smaller and faster to write.
     # Foreign keys are declared for readers (Datasette links them) but not enforced, so a
     # history insert costs no parent lookup; wbg deletes child rows itself.
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE runs (
             num INTEGER PRIMARY KEY,
@@ -60,9 +66,10 @@ def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
             config TEXT NOT NULL DEFAULT '{}',
             summary TEXT NOT NULL DEFAULT '{}'
         )
-        """
+        """,
     )
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE history (
             run INTEGER NOT NULL REFERENCES runs(num),
@@ -72,28 +79,32 @@ def _m001_runs_and_history(conn: sqlite3.Connection) -> None:
             time REAL NOT NULL,
             PRIMARY KEY (run, step, key)
         ) WITHOUT ROWID
-        """
+        """,
     )
+    for statement in engine_of(conn).support_functions():
+        conn.execute(statement)
 
 
 def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
     # owner_pid: the process that records the run (wbg run itself, or the Python process
     # using the API); when it is gone on this host while the run says `running`, the run
     # crashed. reason: why a run failed before its command could start.
-    conn.execute("ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
-    conn.execute("ALTER TABLE runs ADD COLUMN reason TEXT")
-    conn.execute(
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN owner_pid INTEGER")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN reason TEXT")
+    _ddl(
+        conn,
         """
         CREATE TABLE run_output (
             run INTEGER PRIMARY KEY REFERENCES runs(num),
             tail BLOB NOT NULL,
             truncated INTEGER NOT NULL DEFAULT 0
         )
-        """
+        """,
     )
     # Numeric summary values, one row each, so aggregates are a plain GROUP BY. A NULL
     # value is a NaN (SQLite stores NaN as NULL); it is counted but not aggregated.
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE summary_metrics (
             run INTEGER NOT NULL REFERENCES runs(num),
@@ -101,20 +112,21 @@ def _m002_output_summary_metrics_indexes(conn: sqlite3.Connection) -> None:
             value REAL,
             PRIMARY KEY (run, key)
         ) WITHOUT ROWID
-        """
+        """,
     )
-    conn.execute("CREATE INDEX summary_metrics_key ON summary_metrics(key, run)")
+    _ddl(conn, "CREATE INDEX summary_metrics_key ON summary_metrics(key, run)")
     conn.execute('CREATE INDEX runs_project_group ON runs(project, "group")')
-    conn.execute("CREATE INDEX runs_state ON runs(state)")
-    conn.execute("CREATE INDEX runs_started_at ON runs(started_at)")
+    _ddl(conn, "CREATE INDEX runs_state ON runs(state)")
+    _ddl(conn, "CREATE INDEX runs_started_at ON runs(started_at)")
 
 
 def _m003_non_finite_summary_index(conn: sqlite3.Connection) -> None:
     # `wbg table` counts the NaN (NULL) and +-inf summary values it leaves out; they are
     # rare, so a partial index lists them and the count costs nothing when there are none.
-    conn.execute(
+    _ddl(
+        conn,
         "CREATE INDEX summary_metrics_non_finite ON summary_metrics(run, key) "
-        "WHERE (value IS NULL OR abs(value) >= 9e999)"
+        "WHERE (value IS NULL OR abs(value) >= 9e999)",
     )
 
 
@@ -122,16 +134,17 @@ def _m004_heartbeat(conn: sqlite3.Connection) -> None:
     # Crash detection by heartbeat (README "Run state"): the recording process writes
     # heartbeat_at (wall clock, comparable across hosts) and its pid with its periodic
     # flush; pid_ns names the host and PID namespace where that pid means something.
-    conn.execute("ALTER TABLE runs ADD COLUMN heartbeat_at REAL")
-    conn.execute("ALTER TABLE runs ADD COLUMN heartbeat_pid INTEGER")
-    conn.execute("ALTER TABLE runs ADD COLUMN pid_ns TEXT")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN heartbeat_at REAL")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN heartbeat_pid INTEGER")
+    _ddl(conn, "ALTER TABLE runs ADD COLUMN pid_ns TEXT")
 
 
 def _m005_output_pages(conn: sqlite3.Connection) -> None:
     # The kept output of a run still going, as pages appended as output arrives (the
     # oldest deleted past the kept size): saving it costs the new bytes, not a rewrite of
     # the whole tail. At the end the tail is written once to run_output and the pages go.
-    conn.execute(
+    _ddl(
+        conn,
         """
         CREATE TABLE run_output_pages (
             run INTEGER NOT NULL REFERENCES runs(num),
@@ -139,7 +152,7 @@ def _m005_output_pages(conn: sqlite3.Connection) -> None:
             data BLOB NOT NULL,
             PRIMARY KEY (run, start)
         )
-        """
+        """,
     )
 
 
@@ -149,6 +162,10 @@ SEARCHED_RUN_COLUMNS = ("name", "notes", "command", "tags")
 
 
 def _m006_full_text_search(conn: sqlite3.Connection) -> None:
+    if isinstance(conn, PgConnection) or not conn.execute("PRAGMA database_list").fetchone()[2]:
+        # SQLite's FTS5, for files only: not on a PostgreSQL server, nor in the in-memory
+        # copies its views read (a server has no search; see query.check_filters)
+        return
     # FTS5 indexes made and kept in step by sqlite-utils' triggers, so every writer (any
     # wbg version from here on, the sqlite-utils tool, a user's own SQL) keeps search
     # right. sqlite-utils is imported here only: once a file has this migration, opening
@@ -191,7 +208,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(engine_of(conn).begin_write)
     try:
         yield conn
         conn.execute("COMMIT")
@@ -204,11 +221,30 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+@contextlib.contextmanager
+def _migration_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """The transaction one migration is applied in, one process at a time (on PostgreSQL
+    behind an advisory lock taken before BEGIN: see ``wbg.engine.migration_lock``)."""
+    migration_lock(conn)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        migration_unlock(conn)
+
+
 def migration_name(migration: Migration) -> str:
     return migration.__name__.lstrip("_")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
+    if isinstance(conn, PgConnection):  # no user_version: the migrations table is the count
+        if conn.execute("SELECT to_regclass('wbg_migrations')").fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT coalesce(max(id), 0) FROM wbg_migrations").fetchone()[0]
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
@@ -220,14 +256,15 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
         raise _newer(conn, version)
     applied: list[str] = []
     while version < target:
-        with transaction(conn):
+        with _migration_transaction(conn):
             # Another process may have migrated while we waited for the write lock.
             version = schema_version(conn)
             if version >= target:
                 break
-            conn.execute(
+            _ddl(
+                conn,
                 "CREATE TABLE IF NOT EXISTS wbg_migrations "
-                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
             )
             migration = MIGRATIONS[version]
             migration(conn)
@@ -235,14 +272,18 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
                 "INSERT INTO wbg_migrations (id, name, applied_at) VALUES (?, ?, ?)",
                 (version + 1, migration_name(migration), time.time()),
             )
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+            if not isinstance(conn, PgConnection):
+                conn.execute(f"PRAGMA user_version = {version + 1}")
         applied.append(migration_name(migration))
         version += 1
     return applied
 
 
 def _newer(conn: sqlite3.Connection, version: int) -> NewerSchema:
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    if isinstance(conn, PgConnection):
+        path = str(conn.url)
+    else:
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
     return NewerSchema(
         f"{path} was written by a newer wbg (schema version {version}, "
         f"this wbg knows {len(MIGRATIONS)})",
@@ -284,7 +325,9 @@ def connect(
     wbg knows (or an empty file): another application's SQLite file keeps its tables and
     its journal mode, and a newer wbg's file is refused before any pragma touches it.
     """
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        return _connect_server(db_path, create=create, read_only=read_only)
     if read_only:
         return connect_read(db_path)
     if create and db_path.parent == user_data_dir():
@@ -299,6 +342,7 @@ def connect(
             uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         version = _check_ours(conn, db_path)
+        warn_network_filesystem(db_path)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -323,7 +367,9 @@ def connect_read(path: Path | str | None = None) -> sqlite3.Connection:
     writable file of an older schema is migrated first (as any wbg command would), since
     this wbg cannot read the old layout; a read-only one is refused with the way out.
     """
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        return _connect_server(db_path, create=False, read_only=True)
     _check_path(db_path, create=False)
     if not db_path.exists():
         raise _no_database(db_path)
@@ -430,6 +476,8 @@ def _no_database(path: Path) -> NoDatabase:
 
 def quick_check(conn: sqlite3.Connection) -> list[str]:
     """SQLite's quick_check (structure, not index contents; cheap): its problems, or []."""
+    if isinstance(conn, PgConnection):
+        return []  # the server checks its own pages (checksums, amcheck)
     try:
         rows = [row[0] for row in conn.execute("PRAGMA quick_check")]
     except sqlite3.DatabaseError as exc:
@@ -439,7 +487,10 @@ def quick_check(conn: sqlite3.Connection) -> list[str]:
 
 def check_integrity(path: Path | str | None = None) -> list[str]:
     """SQLite's integrity check of the database file (read-only): its problems, or []."""
-    db_path = Path(path) if path is not None else resolve_db_path()
+    db_path = as_location(path) if path is not None else resolve_db_path()
+    if isinstance(db_path, ServerUrl):
+        with contextlib.closing(_connect_server(db_path, create=False, read_only=True)):
+            return []  # reachable and a wbg database; the server checks its own pages
     _check_path(db_path, create=False)
     if not db_path.exists():
         raise _no_database(db_path)
@@ -481,6 +532,15 @@ def damaged(path: Path | str, text: str) -> DatabaseError:
     )
 
 
+def reading_error(location: str, text: str) -> DatabaseError:
+    """An error met while reading: damage of a file, or what a server reported."""
+    from wbg.engine import is_server_url
+
+    if is_server_url(location):
+        return DatabaseError(f"database {location}: {text}")
+    return damaged(location, text)
+
+
 def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
     """Name -> SQL of every table and index, for tests and ``wbg db info``."""
     rows = conn.execute(
@@ -491,8 +551,10 @@ def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
 
 def describe(conn: sqlite3.Connection) -> dict[str, Any]:
     """Schema version and row counts, for ``wbg db info``."""
+    # A server's snapshot counts on the server (same moment): no copy of the history.
+    counted = conn.server if isinstance(conn, ServerSnapshot) else conn
     counts = {
-        table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        table: counted.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         for table in ("runs", "history", "summary_metrics", "run_output")
     }
     return {
@@ -502,10 +564,32 @@ def describe(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
+def describe_location(path: Path | ServerUrl) -> dict[str, object]:
+    """Where the database is, for ``wbg db info``: engine, size or server, filesystem."""
+    if isinstance(path, ServerUrl):
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(path, read_only=True)) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        return {"engine": f"postgresql {version}", "size": size, "filesystem": None}
+    files = (path, path.with_name(path.name + "-wal"))
+    return {
+        "engine": f"sqlite {sqlite3.sqlite_version}",
+        "size": sum(p.stat().st_size for p in files if p.exists()),
+        "filesystem": filesystem_type(path),
+    }
+
+
 def migrate_file(path: Path) -> tuple[int, int]:
     """Open (creating or migrating) the database at ``path``; schema version before/after."""
     before = 0
-    if path.is_file() and path.stat().st_size:
+    if isinstance(path, ServerUrl):
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(path, read_only=True)) as conn:
+            before = _check_server(conn, path)
+    elif path.is_file() and path.stat().st_size:
         _check_path(path, create=False)
         try:
             with contextlib.closing(_open_read_only(path)) as raw:
@@ -514,3 +598,231 @@ def migrate_file(path: Path) -> tuple[int, int]:
             raise _translate(exc, path) from None
     with contextlib.closing(connect(path)) as conn:
         return before, schema_version(conn)
+
+
+def as_location(path: Path | str | ServerUrl) -> Path | ServerUrl:
+    """A database path, or a ServerUrl for a ``postgresql://`` URL."""
+    from wbg.engine import is_server_url
+
+    if isinstance(path, ServerUrl):
+        return path
+    if is_server_url(path):
+        return ServerUrl(str(path))
+    return Path(path)
+
+
+def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
+    """A PostgreSQL database: a wbg one (set up and migrated when ``create``), or an error.
+
+    ``read_only`` (views): a local SQLite copy of the server's runs taken in one snapshot,
+    so every view runs the SQL it runs on a file (see ``ServerSnapshot``); completion and
+    ``wbg db`` use ``engine.connect_server(read_only=True)`` directly.
+    """
+    from wbg.engine import connect_server
+
+    if read_only:
+        server = connect_server(url, read_only=True)
+        try:
+            version = _check_server(server, url)
+            if version == 0:
+                raise NoDatabase(
+                    f"no wbg database at {url}",
+                    hint="run a `wbg run` or `wbg.init()` to create it",
+                )
+            if version < len(MIGRATIONS):  # as for a file: migrated first (see connect_read)
+                with contextlib.closing(_connect_server(url, create=False, read_only=False)):
+                    pass
+        except BaseException:
+            server.close()
+            raise
+        return ServerSnapshot(server)
+    conn = connect_server(url)
+    try:
+        version = _check_server(conn, url)
+        if version < len(MIGRATIONS) and (create or version > 0):
+            migrate(conn)
+        elif version == 0 and not create:
+            raise NoDatabase(f"no wbg database at {url}", hint="record a run into it first")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_server(conn: Any, url: ServerUrl) -> int:
+    """The schema version of a server's wbg tables (0: none yet); refuses a database whose
+    ``runs`` table belongs to another application, and a newer wbg's schema."""
+    version = schema_version(conn)
+    if version == 0 and conn.execute("SELECT to_regclass('runs')").fetchone()[0] is not None:
+        raise NotADatabase(
+            f"{url} has a runs table that is not wbg's; it was left unchanged",
+            hint="point --db or WBG_DB at another database",
+        )
+    if version > len(MIGRATIONS):
+        raise _newer(conn, version)
+    return version
+
+
+# Copied when the snapshot is taken; the others when a statement first names them (a
+# grouped table never reads the history, which is most of a server's rows).
+SNAPSHOT_TABLES = ("runs", "summary_metrics")
+LAZY_TABLES = ("history", "run_output", "run_output_pages")
+_SNAPSHOT_ORDER = {
+    "runs": "num",
+    "summary_metrics": "run, key",
+    "run_output": "run",
+    "run_output_pages": "run, start",
+    "history": "run, step, key",
+}
+
+
+def snapshot_columns(table: str) -> list[str]:
+    """The columns of a wbg table in this wbg's schema (read from a scratch database)."""
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        migrate(scratch)
+        return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
+
+
+class ServerSnapshot:
+    """A server's wbg tables as an in-memory SQLite database, for the reading commands:
+    they run the same queries as on a file (README "On a cluster").
+
+    Everything is read in one repeatable-read transaction of the server, held until
+    ``close()``: one consistent moment, as a SQLite reader sees, even for the tables
+    copied later (``LAZY_TABLES``, on the first statement that names them). Every other
+    attribute is the SQLite connection's.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = self._server = server
+        self._local = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._pending = list(LAZY_TABLES)
+        try:
+            migrate(self._local)
+            server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # Secondary indexes are built after the load, rows come in key order: about
+            # twice as fast as inserting into the indexed tables.
+            indexes = self._local.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall()
+            for name, _sql in indexes:
+                self._local.execute(f'DROP INDEX "{name}"')
+            self._copy(SNAPSHOT_TABLES)
+            for _name, sql in indexes:
+                self._local.execute(sql)
+        except BaseException:
+            self.close()
+            raise
+
+    def _copy(self, tables: Sequence[str]) -> None:
+        local = self._local
+        local.execute("BEGIN")
+        for table in tables:
+            columns = [row[1] for row in local.execute(f"PRAGMA table_info({table})")]
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
+            rows = self._server.execute(
+                f"SELECT {quoted} FROM {table} ORDER BY {_SNAPSHOT_ORDER[table]}"
+            )
+            while True:
+                chunk = rows.fetchmany(5000)
+                if not chunk:
+                    break
+                local.executemany(insert, chunk)
+        local.execute("COMMIT")
+
+    def _need(self, sql: str) -> None:
+        wanted = [table for table in self._pending if table in sql]
+        if wanted:
+            self._pending = [table for table in self._pending if table not in wanted]
+            self._copy(wanted)
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if self._pending:
+            self._need(sql)
+        return self._local.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
+        if self._pending:
+            self._need(sql)
+        return self._local.executemany(sql, parameters)
+
+    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
+        self._need(" ".join(self._pending))
+        self._local.backup(target, **kwargs)
+
+    def close(self) -> None:
+        self._local.close()
+        if not self._server.closed:
+            with contextlib.suppress(sqlite3.Error):
+                self._server.rollback()
+            self._server.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._local, name)
+
+    def __enter__(self) -> ServerSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.__exit__(*exc)
+
+
+# --- SQLite on a network filesystem (README "On a cluster") -------------------------------
+
+# statfs types (as /proc/self/mountinfo names them) where SQLite's WAL is unsafe: its
+# shared-memory index does not work across hosts, and locks there are unreliable.
+NETWORK_FILESYSTEMS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "9p",
+    "fuse.sshfs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+)
+_warned_paths: set[str] = set()
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux: from /proc/self/mountinfo)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    target = path.resolve() if path.exists() else path.parent.resolve()
+    best, best_type = -1, None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = str(target) == mount or str(target).startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:
+            best, best_type = len(mount), right.split()[0]
+    return best_type
+
+
+def warn_network_filesystem(path: Path) -> None:
+    """Warn once per process when a SQLite database lies on a network filesystem."""
+    key = str(path)
+    if key in _warned_paths:
+        return
+    _warned_paths.add(key)
+    fstype = filesystem_type(path)
+    if fstype in NETWORK_FILESYSTEMS:
+        from wbg import compat
+
+        compat.termwarn(
+            f"{path} is on a network filesystem ({fstype}): SQLite is unsafe there when "
+            "several hosts write. Use one file per node (merge them with `wbg merge`) or a "
+            'PostgreSQL server (WBG_DB=postgresql://...); see README "On a cluster".'
+        )

@@ -177,7 +177,7 @@ def child_env(run_id: str, spec: RunSpec, db_path: Path) -> dict[str, str]:
             env.pop(name, None)
     env["WBG_RUN_ID"] = run_id
     env["WBG_RUN_PID"] = str(os.getpid())
-    env["WBG_DB"] = str(db_path.resolve())
+    env["WBG_DB"] = os.fspath(db_path.resolve())  # a server URL with its password
     return env
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wbg import db as wbg_db
+from wbg.engine import PgConnection, ServerUrl
 from wbg.errors import DatabaseError, InvalidInput, NewerSchema, NotADatabase
 
 PREFER = ("ours", "theirs", "newer")
@@ -155,7 +156,12 @@ def merge_database(
     """Bring the runs of database ``other`` into ``conn``'s (see the module docstring)."""
     if prefer is not None and prefer not in PREFER:
         raise InvalidInput(f"unknown --prefer {prefer!r}", hint="one of: " + ", ".join(PREFER))
-    path = Path(other)
+    location = wbg_db.as_location(other)
+    if isinstance(location, ServerUrl):
+        return _merge_from_server(conn, location, prefer)
+    path = location
+    if isinstance(conn, PgConnection):
+        return _merge_into_server(conn, path, prefer)
     _check_other(conn, path)
     result = MergeResult(path=path)
     try:
@@ -306,3 +312,179 @@ def _decide_conflicts(
             "UPDATE temp.merge_plan SET status = ? WHERE their_num = ?",
             ("take" if take else "kept", their_num),
         )
+
+
+# --- PostgreSQL on either side (README "On a cluster") ----------------------------------
+
+
+def _merge_from_server(conn: sqlite3.Connection, url: ServerUrl, prefer: str | None) -> MergeResult:
+    """A server's runs into a file: its snapshot, saved to a temporary file, merged as one."""
+    if isinstance(conn, PgConnection):
+        raise InvalidInput(f"{url}: merging one server into another is not supported")
+    workdir = tempfile.mkdtemp(prefix="wbg-merge-")
+    try:
+        copy = Path(workdir) / "server.db"
+        with (
+            contextlib.closing(wbg_db.connect(url, read_only=True)) as snap,
+            contextlib.closing(sqlite3.connect(copy)) as dst,
+        ):
+            snap.backup(dst)
+        result = merge_database(conn, copy, prefer)
+        result.path = url  # type: ignore[assignment]
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _merge_into_server(server: PgConnection, path: Path, prefer: str | None) -> MergeResult:
+    """A file's runs into a server, with the rules of ``merge_database``, in one transaction.
+
+    The file is read through a scratch SQLite connection (attached as for a file merge, so
+    an older schema is read through an upgraded copy); the plan is made in Python.
+    """
+    scratch = sqlite3.connect(":memory:", isolation_level=None)
+    result = MergeResult(path=path)
+    try:
+        if not path.exists():
+            raise InvalidInput(f"no such database: {path}")
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a directory, not a database")
+        with path.open("rb") as handle:
+            if handle.read(len(wbg_db.SQLITE_HEADER)) != wbg_db.SQLITE_HEADER:
+                raise NotADatabase(f"{path} is not a wbg database (not a SQLite file)")
+        with _attached(scratch, path) as migrated_from:
+            result.migrated_from = migrated_from
+            _copy_into_server(server, scratch, result, prefer)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"merging {path} failed: {exc}") from None
+    finally:
+        scratch.close()
+    return result
+
+
+def _copy_into_server(
+    server: PgConnection, scratch: sqlite3.Connection, result: MergeResult, prefer: str | None
+) -> None:
+    columns = [
+        row[1] for row in scratch.execute(f"PRAGMA {ALIAS}.table_info(runs)") if row[1] != "num"
+    ]
+    known = [c for c in wbg_db.snapshot_columns("runs") if c != "num"]
+    if set(known) - set(columns):
+        raise NotADatabase(f"{result.path} is not a wbg database (its runs table differs)")
+    columns = known
+    selected = ", ".join(_quoted(c) for c in columns)
+    theirs = {
+        row[1]: row
+        for row in scratch.execute(f"SELECT num, {selected} FROM {ALIAS}.runs ORDER BY num")
+    }
+    their_counts = dict(
+        scratch.execute(f"SELECT run, count(*) FROM {ALIAS}.history GROUP BY run").fetchall()
+    )
+    server.execute("BEGIN")
+    try:
+        # Merges into one server take turns, so two nodes merging the same file copy it once.
+        server.execute("SELECT pg_advisory_xact_lock(7741957266)")
+        ours = {
+            row[1]: row
+            for row in server.execute(
+                f"SELECT num, {selected} FROM runs WHERE id = ANY(?)", (list(theirs),)
+            )
+        }
+        our_counts = dict(
+            server.execute(
+                "SELECT run, count(*) FROM history WHERE run = ANY(?) GROUP BY run",
+                ([row[0] for row in ours.values()],),
+            ).fetchall()
+        )
+        copy: list[tuple[int, int]] = []  # (their num, our num)
+        new_rows: list[tuple] = []
+        for run_id, their_row in theirs.items():
+            our_row = ours.get(run_id)
+            if our_row is None:
+                new_rows.append(their_row)
+                continue
+            differing = [
+                c
+                for c, a, b in zip(columns, our_row[1:], their_row[1:], strict=True)
+                if not _same_value(c, a, b)
+            ]
+            if our_counts.get(our_row[0], 0) != their_counts.get(their_row[0], 0):
+                differing.append("history")
+            if not differing:
+                result.unchanged += 1
+                continue
+            if prefer == "theirs":
+                take = True
+            elif prefer == "newer":
+                take = _last_activity(scratch, ALIAS, their_row[0]) > _server_activity(
+                    server, our_row[0]
+                )
+            else:
+                take = False
+            resolution = "took theirs" if take else ("kept ours" if prefer else "skipped")
+            result.conflicts.append(Conflict(run_id, differing, resolution))
+            if take:
+                result.replaced += 1
+                for table in ("history", "summary_metrics", "run_output", "run_output_pages"):
+                    server.execute(f"DELETE FROM {table} WHERE run = ?", (our_row[0],))
+                assignments = ", ".join(f"{_quoted(c)} = ?" for c in columns)
+                server.execute(
+                    f"UPDATE runs SET {assignments} WHERE num = ?", (*their_row[1:], our_row[0])
+                )
+                copy.append((their_row[0], our_row[0]))
+        copy += _insert_runs(server, columns, new_rows)
+        result.new = len(new_rows)
+        _copy_children(server, scratch, copy)
+        server.execute("COMMIT")
+    except BaseException:
+        server.rollback()
+        raise
+
+
+def _insert_runs(
+    server: PgConnection, columns: list[str], rows: list[tuple]
+) -> list[tuple[int, int]]:
+    """New runs, 500 per statement; (their num, our num) of each."""
+    selected = ", ".join(_quoted(c) for c in columns)
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    at = columns.index("id") + 1  # rows are (their num, *columns)
+    theirs = {row[at]: row[0] for row in rows}
+    pairs = []
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        inserted = server.execute(
+            f"INSERT INTO runs ({selected}) VALUES {', '.join([one] * len(chunk))} "
+            "RETURNING num, id",
+            [value for row in chunk for value in row[1:]],
+        )
+        pairs += [(theirs[run_id], num) for num, run_id in inserted]
+    return pairs
+
+
+def _copy_children(
+    server: PgConnection, scratch: sqlite3.Connection, copy: list[tuple[int, int]]
+) -> None:
+    scratch.execute("DROP TABLE IF EXISTS temp.merge_map")
+    scratch.execute("CREATE TEMP TABLE merge_map (their_num INTEGER PRIMARY KEY, our_num INTEGER)")
+    scratch.executemany("INSERT INTO temp.merge_map VALUES (?, ?)", copy)
+    for table, columns in (
+        ("history", ("step", "key", "value", "time")),
+        ("summary_metrics", ("key", "value")),
+        ("run_output", ("tail", "truncated")),
+    ):
+        rows = scratch.execute(
+            f"SELECT m.our_num, {', '.join('t.' + c for c in columns)} FROM temp.merge_map AS m "
+            f"JOIN {ALIAS}.{table} AS t ON t.run = m.their_num"
+        )
+        server.copy_rows(table, ("run", *columns), rows)
+    scratch.execute("DROP TABLE temp.merge_map")
+
+
+def _server_activity(server: PgConnection, num: int) -> float:
+    row = server.execute(
+        "SELECT GREATEST(coalesce(ended_at, started_at), "
+        "coalesce((SELECT max(time) FROM history WHERE run = ?), started_at)) "
+        "FROM runs WHERE num = ?",
+        (num, num),
+    ).fetchone()
+    return row[0] or 0.0

@@ -406,6 +406,13 @@ def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
             # close matches within the project asked for first, then anywhere
             scope = ("runs.project = ?", [filters.project]) if kind != "project" else None
             raise unknown_name_error(conn, kind, value, scope if filters.project else None)
+    if (
+        filters.search is not None
+        and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_fts'").fetchone()
+    ):
+        raise InvalidInput(
+            "--search needs a SQLite database file: a PostgreSQL database has no search index"
+        )
     for condition in filters.conditions():
         if key_exists(conn, condition.key):
             continue

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from wbg import values
 from wbg.db import transaction  # re-exported: runs.transaction is used widely
+from wbg.engine import engine_of, pg_write_points
 from wbg.errors import UnknownRun, close_matches, did_you_mean
 from wbg.ids import generate_id
 
@@ -57,7 +58,7 @@ RECORD_FIELDS = (
 
 _COLUMNS = (
     'id, project, name, "group", job_type, tags, notes, state, exit_code, command, cwd, '
-    "host, user, pid, git_commit, git_dirty, started_at, ended_at, config, summary, "
+    'host, "user", pid, git_commit, git_dirty, started_at, ended_at, config, summary, '
     "owner_pid, reason"
 )
 
@@ -65,11 +66,14 @@ _COLUMNS = (
 def insert_run(conn: sqlite3.Connection, columns: Mapping[str, Any]) -> int:
     """Insert a ``runs`` row from column name -> value (names from the schema, never from
     input); return its ``num``. Every run is inserted here (recorded or imported)."""
+    engine = engine_of(conn)
     names = ", ".join(f'"{name}"' for name in columns)
     marks = ", ".join("?" * len(columns))
-    cursor = conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", tuple(columns.values()))
-    assert cursor.lastrowid is not None  # an INSERT into a rowid table
-    return cursor.lastrowid
+    cursor = conn.execute(
+        f"INSERT INTO runs ({names}) VALUES ({marks})" + engine.returning_num(),
+        tuple(columns.values()),
+    )
+    return engine.inserted_num(cursor)
 
 
 # Crash detection (README "Run state"): the recording process writes a heartbeat with its
@@ -233,9 +237,10 @@ def finish_run(
     """
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}")
+    later = engine_of(conn).greatest("?4", "started_at")
     conn.execute(
         "UPDATE runs SET state = ?1, exit_code = ?2, "
-        "ended_at = CASE WHEN ?3 IS NOT NULL THEN started_at + ?3 ELSE max(?4, started_at) END, "
+        f"ended_at = CASE WHEN ?3 IS NOT NULL THEN started_at + ?3 ELSE {later} END, "
         "reason = COALESCE(?5, reason) WHERE id = ?6",
         (state, exit_code, duration, time.time(), reason, run_id),
     )
@@ -317,8 +322,10 @@ def history_until(conn: sqlite3.Connection, num: int, step: int, into: int | Non
         conn.execute("DELETE FROM history WHERE run = ? AND step > ?", (num, step))
     else:
         conn.execute(
-            "INSERT OR REPLACE INTO history (run, step, key, value, time) "
-            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ?",
+            "INSERT INTO history (run, step, key, value, time) "
+            "SELECT ?, step, key, value, time FROM history WHERE run = ? AND step <= ? "
+            "ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value, "
+            "time = excluded.time",
             (into, num, step),
         )
     last = {
@@ -388,7 +395,8 @@ def merge_summary(conn: sqlite3.Connection, num: int, update: Mapping[str, Any])
             if isinstance(value, Mapping):
                 _numeric_leaves(key, value, numbers)
     conn.executemany(
-        "INSERT OR REPLACE INTO summary_metrics (run, key, value) VALUES (?, ?, ?)",
+        "INSERT INTO summary_metrics (run, key, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (run, key) DO UPDATE SET value = excluded.value",
         [(num, key, value) for key, value in numbers],
     )
     if gone:
@@ -413,6 +421,10 @@ def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> int:
     step is not a 64-bit integer, or whose key or value is not a string and a number, is
     left out and counted, never failing the points around it.
     """
+    if engine_of(conn).name == "postgresql":
+        storable = [point for point in map(_storable, points) if point is not None]
+        pg_write_points(conn, storable)
+        return len(points) - len(storable)
     try:
         _insert_points(conn, points)
         return 0
@@ -491,8 +503,8 @@ def set_output(conn: sqlite3.Connection, num: int, tail: bytes, truncated: bool)
     # An upsert, not INSERT OR REPLACE: the replaced row's delete would not reach the
     # search index's triggers (they see it only with recursive_triggers on).
     conn.execute(
-        "INSERT INTO run_output (run, tail, truncated) VALUES (?, ?, ?) ON CONFLICT (run) "
-        "DO UPDATE SET tail = excluded.tail, truncated = excluded.truncated",
+        "INSERT INTO run_output (run, tail, truncated) VALUES (?, ?, ?) "
+        "ON CONFLICT (run) DO UPDATE SET tail = excluded.tail, truncated = excluded.truncated",
         (num, tail, int(truncated)),
     )
     conn.execute("DELETE FROM run_output_pages WHERE run = ?", (num,))
@@ -502,7 +514,8 @@ def append_output(conn: sqlite3.Connection, num: int, start: int, data: bytes) -
     """Add output bytes ``start``.. (offsets in the whole output) to a running run's kept
     output; pages wholly before its last ``OUTPUT_TAIL_BYTES`` are deleted."""
     conn.execute(
-        "INSERT OR REPLACE INTO run_output_pages (run, start, data) VALUES (?, ?, ?)",
+        "INSERT INTO run_output_pages (run, start, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (run, start) DO UPDATE SET data = excluded.data",
         (num, start, data),
     )
     conn.execute(
@@ -566,7 +579,8 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
         return 0
     try:
         conn.executemany(
-            "UPDATE main.runs SET state = 'crashed' WHERE num = ? AND state = 'running'",
+            f"UPDATE {engine_of(conn).main}runs SET state = 'crashed' "
+            "WHERE num = ? AND state = 'running'",
             [(num,) for num in dead],
         )
     except sqlite3.OperationalError:  # read-only file or connection: shadow, do not write

@@ -85,14 +85,21 @@ def user_data_dir() -> Path:
 
 
 def resolve_db_path(flag: str | os.PathLike[str] | None = None) -> Path:
-    """The database path: ``--db`` > ``WBG_DB`` > settings ``db`` > the user data dir."""
+    """The database path: ``--db`` > ``WBG_DB`` > settings ``db`` > the user data dir.
+
+    A ``postgresql://`` URL in any of them is a ``wbg.engine.ServerUrl`` instead.
+    """
+    from wbg.engine import ServerUrl, is_server_url
+
     if flag:
-        return Path(flag).expanduser()
+        return ServerUrl(str(flag)) if is_server_url(flag) else Path(flag).expanduser()
     env = os.environ.get("WBG_DB")
     if env:
-        return Path(env).expanduser()
+        return ServerUrl(env) if is_server_url(env) else Path(env).expanduser()
     settings = find_settings()
     configured = settings.get("db")
+    if is_server_url(configured):
+        return ServerUrl(str(configured))
     if configured and settings.path is not None:
         return (settings.path.parent / Path(str(configured)).expanduser()).resolve()
     return user_data_dir() / "runs.db"

@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PY = sys.executable
+
+ENGINES = ("sqlite", "postgresql")
+# A test that holds for both engines: @both_engines (its db_path is then a SQLite file or
+# a fresh database on the session's PostgreSQL server).
+both_engines = pytest.mark.parametrize("engine", ENGINES, indirect=True)
 
 
 def wbg_executable() -> list[str]:
@@ -72,21 +79,30 @@ def run_wbg(
     )
 
 
+def reader(db_path: Path) -> Any:
+    """A connection to read the database as the reading commands do (a server's database
+    through its snapshot; a file opened as before, writable)."""
+    from wbg import db
+    from wbg.engine import ServerUrl
+
+    return db.connect(db_path, read_only=isinstance(db_path, ServerUrl))
+
+
 def records(db_path: Path) -> list[dict[str, Any]]:
     """Every run record in the file, in the order the runs were created (through the
     library)."""
-    from wbg import db, runs
+    from wbg import runs
 
-    with contextlib.closing(db.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM runs ORDER BY num")]
         return [runs.get_run(conn, run_id) for run_id in ids]
 
 
 def output_of(db_path: Path, run_id: str) -> str:
     """The kept output of a run, as text."""
-    from wbg import db, runs
+    from wbg import runs
 
-    with contextlib.closing(db.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         found = runs.get_output(conn, run_id)
     assert found is not None
     return found[0].decode()
@@ -99,13 +115,22 @@ def only_record(db_path: Path) -> dict[str, Any]:
 
 
 def history(db_path: Path, run_id: str) -> list[tuple[int, str, float]]:
-    from wbg import db, runs
+    from wbg import runs
 
-    with contextlib.closing(db.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         return [(p["step"], p["key"], p["value"]) for p in runs.get_history(conn, run_id)]
 
 
 def raw_count(db_path: Path, table: str) -> int:
+    from wbg.engine import ServerUrl
+
+    if isinstance(db_path, ServerUrl):
+        from wbg.engine import connect_server
+
+        with contextlib.closing(connect_server(db_path)) as conn:
+            if conn.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is None:
+                return 0
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     if not db_path.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db_path)) as conn:

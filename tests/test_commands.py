@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import PY, history, only_record, raw_count, run_wbg
+from helpers import PY, both_engines, history, only_record, raw_count, run_wbg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +52,7 @@ def test_new_group_rejects_bad_shell_and_long_prefix(cli):
     assert result.stderr == "Error: group is 129 characters long; the limit is 128\n"
 
 
+@both_engines
 def test_eval_new_group_then_run_joins_it(db_path):
     script = (
         f'eval "$({" ".join(_wbg())} new-group --prefix demo-)" && '
@@ -70,6 +71,7 @@ def _wbg() -> list[str]:
     return wbg_executable()
 
 
+@both_engines
 def test_log_inside_wbg_run(db_path):
     script = f"{' '.join(_wbg())} log loss=0.5 acc=0.7 && {' '.join(_wbg())} log loss=0.4 && " \
              f"{' '.join(_wbg())} log --summary best=0.9 note=ok"  # fmt: skip
@@ -84,6 +86,7 @@ def test_log_inside_wbg_run(db_path):
     assert record["summary"] == {"loss": 0.4, "acc": 0.7, "best": 0.9, "note": "ok"}
 
 
+@both_engines
 def test_log_with_run_and_step(db_path, cli):
     import wbg
 
@@ -108,6 +111,7 @@ def test_log_errors(cli, args, message):
     assert result.stderr.splitlines()[0] == message
 
 
+@both_engines
 def test_log_never_changes_recorded_data_on_error(db_path, cli):
     import wbg
 
@@ -136,7 +140,7 @@ def click_app():
 
 # Every command and group below `wbg` (update when a command is added: the test proves
 # that the walk reaches them all).
-COMMAND_COUNT = 31
+COMMAND_COUNT = 32
 
 
 def test_every_command_and_option_has_help(cli):
@@ -170,6 +174,7 @@ def test_completion_of_command_names():
     assert proc.stdout.split() == ["run", "runs"]
 
 
+@both_engines
 def test_runs_show_json_has_the_record_fields(cli, db_path):
     import wbg
     from wbg.runs import RECORD_FIELDS
@@ -200,6 +205,7 @@ def test_unknown_run_id_suggests_close_matches(cli):
     assert lines[1] == f"did you mean: {run.id}?"
 
 
+@both_engines
 def test_demo_records_through_the_real_paths(db_path, cli):
     proc = run_wbg("demo", "--epochs", "5")
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 
-from helpers import wbg_executable
+from helpers import both_engines, wbg_executable
 from views_helpers import add_run, fixture_experiment
 
 from wbg.db import connect
@@ -52,6 +52,7 @@ def _ids(text: str, ids: dict[str, str]) -> str:
     return text
 
 
+@both_engines
 def test_group_page_of_a_fixture_experiment(cli, db_path):
     ids = fixture_experiment(db_path)
     result = cli("group", "show", "exp-a")
@@ -67,6 +68,7 @@ def test_group_page_of_a_fixture_experiment(cli, db_path):
     assert [row["id"] for row in page["runs_table"]][0] == ids["exp-a-train-0"]
 
 
+@both_engines
 def test_group_list(cli, db_path):
     fixture_experiment(db_path)
     add_run(db_path, group="live", job_type="train", state="running")
@@ -81,6 +83,7 @@ def test_group_list(cli, db_path):
     assert "train 3, eval 1" in human.stdout and "(running)" in human.stdout
 
 
+@both_engines
 def test_unknown_and_ambiguous_groups(cli, db_path):
     fixture_experiment(db_path)
     result = cli("group", "show", "exp-aa")
@@ -99,6 +102,7 @@ def test_unknown_and_ambiguous_groups(cli, db_path):
     assert cli("group", "show", "exp-a", "-p", "other").exit_code == 0
 
 
+@both_engines
 def test_group_rename(cli, db_path):
     fixture_experiment(db_path)
     result = cli("group", "rename", "exp-a", "exp-c")
@@ -134,6 +138,7 @@ def test_group_delete_asks_and_refuses_without_a_terminal(cli, db_path):
         assert orphans == 0
 
 
+@both_engines
 def test_delete_refuses_running_runs_unless_forced(cli, db_path):
     run_id = add_run(db_path, group="g", state="running")
     with contextlib.closing(connect(db_path)) as conn:  # alive owner: this test process
@@ -145,6 +150,7 @@ def test_delete_refuses_running_runs_unless_forced(cli, db_path):
     assert cli("runs", "show", run_id).exit_code == 2
 
 
+@both_engines
 def test_runs_set_tag_move(cli, db_path):
     ids = fixture_experiment(db_path)
     run_id = ids["exp-a-train-0"]
@@ -188,6 +194,7 @@ def test_runs_set_refuses_running_runs_and_unknown_ids(cli, db_path):
     assert json.loads(cli("runs", "show", run_id, "-f", "json").stdout)["group"] == "g"
 
 
+@both_engines
 def test_export_formats(cli, db_path):
     ids = fixture_experiment(db_path)
     result = cli("export", "-f", "csv", "-g", "exp-a")
@@ -231,6 +238,7 @@ def _complete(words: str, db: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+@both_engines
 def test_completion_from_the_database(db_path, tmp_path):
     fixture_experiment(db_path)
     add_run(db_path, group="other-1", job_type="preprocess", config={"optimizer": {"lr": 1}})
@@ -296,6 +304,7 @@ def test_demo_prints_its_grouped_table(cli):
     )
 
 
+@both_engines
 def test_runs_list_filters_and_formats(cli, db_path):
     ids = fixture_experiment(db_path)
     result = cli("runs", "list", "-j", "train", "-w", "fold >= 1", "-w", "lr = 0.1", "-f", "csv")
@@ -310,6 +319,7 @@ def test_runs_list_filters_and_formats(cli, db_path):
     assert human.exit_code == 0 and len(human.stdout.splitlines()) == 4
 
 
+@both_engines
 def test_group_show_csv_lists_every_run(cli, db_path):
     ids = fixture_experiment(db_path)
     result = cli("group", "show", "exp-b", "-f", "csv", "--runs", "1")
@@ -334,6 +344,7 @@ def test_group_show_csv_lists_every_run(cli, db_path):
     assert "(2 more runs not listed: --runs 0 lists all)" in human.stdout
 
 
+@both_engines
 def test_export_history_points(cli, db_path):
     from wbg import runs
 

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import invoke, wbg_executable
+from helpers import both_engines, invoke, wbg_executable
 
 try:
     import wandb  # noqa: F401
@@ -124,12 +124,12 @@ def show(run_id: str, db: Path | None = None) -> dict:
 
 
 def count(db_path: Path, table: str) -> int:
-    import sqlite3
+    from helpers import raw_count
 
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return raw_count(db_path, table)
 
 
+@both_engines
 @needs_wandb
 def test_import_brings_every_field(cli, wandb_runs, db_path):
     ids = wandb_runs["ids"]
@@ -196,6 +196,7 @@ def test_a_killed_run_imports_what_is_complete_as_crashed(cli, wandb_runs):
         assert point["value"] == expected
 
 
+@both_engines
 @needs_wandb
 def test_importing_twice_adds_nothing(cli, wandb_runs, db_path):
     first = cli("import", "wandb", str(wandb_runs["root"]))
@@ -284,6 +285,7 @@ def record_native_runs(db: Path) -> list[str]:
     return json.loads(made.stdout)
 
 
+@both_engines
 @needs_wandb
 def test_export_then_import_gives_back_the_same_runs(cli, wandb_runs, db_path, tmp_path):
     assert cli("import", "wandb", str(wandb_runs["wandb_dir"])).exit_code == 0

@@ -3,6 +3,7 @@ run id, idempotently, with conflicts reported and settled only on request."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import invoke, wbg_executable
+from helpers import both_engines, invoke, raw_count, reader, wbg_executable
 
 from wbg import db as wbg_db
 
@@ -83,10 +84,10 @@ def record_node(db: Path, rank: int, steps: int = 20) -> list[str]:
 
 def run_dump(db: Path, run_id: str) -> dict:
     """Everything stored about a run, keyed by id (never by num)."""
-    result = invoke("runs", "show", run_id, "--format", "json", "--history", "--db", str(db))
+    result = invoke("runs", "show", run_id, "--format", "json", "--history", "--db", os.fspath(db))
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(reader(db)) as conn:
         num = conn.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
         record["summary_metrics"] = sorted(
             conn.execute("SELECT key, value FROM summary_metrics WHERE run = ?", (num,))
@@ -112,6 +113,7 @@ def nodes(tmp_path: Path) -> dict[str, object]:
     }
 
 
+@both_engines
 def test_merge_brings_every_run_with_its_history_summary_and_output(cli, nodes, db_path):
     before = {key: digest(nodes[key]) for key in ("a", "b")}
     result = cli("merge", str(nodes["a"]), str(nodes["b"]))
@@ -136,24 +138,19 @@ def test_merge_brings_every_run_with_its_history_summary_and_output(cli, nodes, 
     assert len(json.loads(listed.stdout)) == 6
 
 
+@both_engines
 def test_merging_twice_adds_nothing(cli, nodes, db_path):
     assert cli("merge", str(nodes["a"]), str(nodes["b"])).exit_code == 0
-    with sqlite3.connect(db_path) as conn:
-        counts = [
-            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("runs", "history", "summary_metrics", "run_output")
-        ]
+    counts = [raw_count(db_path, t) for t in ("runs", "history", "summary_metrics", "run_output")]
     again = cli("merge", str(nodes["b"]), str(nodes["a"]))
     assert again.exit_code == 0, again.output
     assert again.stdout.splitlines() == [
         f"{nodes['b']}: 0 new, 3 unchanged, 0 conflicts skipped",
         f"{nodes['a']}: 0 new, 3 unchanged, 0 conflicts skipped",
     ]
-    with sqlite3.connect(db_path) as conn:
-        assert counts == [
-            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("runs", "history", "summary_metrics", "run_output")
-        ]
+    assert counts == [
+        raw_count(db_path, t) for t in ("runs", "history", "summary_metrics", "run_output")
+    ]
 
 
 def test_merge_into_a_node_database_keeps_its_own_runs(cli, nodes):
@@ -170,10 +167,11 @@ def test_merge_into_a_node_database_keeps_its_own_runs(cli, nodes):
 
 def changed_elsewhere(db: Path, run_id: str) -> None:
     """The run goes on in its node's database after a first merge."""
-    logged = invoke("log", "loss=0.01", "--run", run_id, "--db", str(db))
+    logged = invoke("log", "loss=0.01", "--run", run_id, "--db", os.fspath(db))
     assert logged.exit_code == 0, logged.output
 
 
+@both_engines
 def test_a_conflicting_run_is_reported_and_skipped(cli, nodes, db_path):
     assert cli("merge", str(nodes["b"])).exit_code == 0
     train_b = nodes["b_ids"][0]
@@ -190,6 +188,7 @@ def test_a_conflicting_run_is_reported_and_skipped(cli, nodes, db_path):
     assert run_dump(db_path, train_b) == ours
 
 
+@both_engines
 def test_prefer_settles_a_conflict(cli, nodes, db_path):
     assert cli("merge", str(nodes["b"])).exit_code == 0
     train_b = nodes["b_ids"][0]
@@ -308,3 +307,17 @@ def test_merge_errors(cli, tmp_path, db_path):
     result = cli("merge", str(newer), "--prefer", "mine")
     assert result.exit_code == 2
     assert "'mine' is not one of 'ours', 'theirs', 'newer'" in result.stderr
+
+
+@both_engines
+def test_a_database_is_taken_home_into_a_file(cli, nodes, db_path, tmp_path):
+    # `wbg merge postgresql://... --db local.db` (and, on SQLite, file into file)
+    assert cli("merge", str(nodes["a"])).exit_code == 0
+    home = tmp_path / "home.db"
+    result = cli("merge", os.fspath(db_path), "--db", str(home))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{db_path}: 3 new, 0 unchanged, 0 conflicts skipped\n"
+    for run_id in nodes["a_ids"]:
+        assert run_dump(home, run_id) == run_dump(nodes["a"], run_id)
+    again = cli("merge", os.fspath(db_path), "--db", str(home))
+    assert again.stdout == f"{db_path}: 0 new, 3 unchanged, 0 conflicts skipped\n"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import both_engines
 
 from wbg import db, runs
 
@@ -54,6 +55,7 @@ def two_groups(db_path):
     record(db_path, {0: 5.0, 4: 5.0}, group="b", config={"lr": 0.01})
 
 
+@both_engines
 def test_csv_series_exact(cli, two_groups, tmp_path):
     out = tmp_path / "series.csv"
     result = cli("plot", "loss", "--out", str(out))
@@ -72,6 +74,7 @@ def test_csv_series_exact(cli, two_groups, tmp_path):
     )
 
 
+@both_engines
 def test_json_series_with_std_band_and_group_by(cli, two_groups, tmp_path):
     out = tmp_path / "series.json"
     result = cli("plot", "loss", "--group-by", "lr", "--band", "std", "--out", str(out))
@@ -86,6 +89,7 @@ def test_json_series_with_std_band_and_group_by(cli, two_groups, tmp_path):
     assert rows[3]["low"] == pytest.approx(1.5 - 0.5**0.5)
 
 
+@both_engines
 def test_smooth_is_applied_per_run(cli, db_path, tmp_path):
     record(db_path, {0: 0.0, 1: 10.0, 2: 0.0})
     record(db_path, {0: 10.0, 1: 0.0, 2: 10.0})
@@ -101,6 +105,7 @@ def test_smooth_is_applied_per_run(cli, db_path, tmp_path):
     ]
 
 
+@both_engines
 def test_time_axis_is_seconds_since_each_run_started(cli, db_path, tmp_path):
     record(db_path, {0: 1.0, 1: 3.0}, started_at=100.0, times={0: 100.0, 1: 110.0})
     record(db_path, {0: 5.0, 1: 7.0}, started_at=500.0, times={0: 505.0, 1: 510.0})
@@ -142,6 +147,7 @@ def test_runs_without_group_get_one_line_each(cli, db_path, tmp_path):
     ]
 
 
+@both_engines
 def test_nan_points_are_left_out_and_counted(cli, db_path, tmp_path):
     record(db_path, {0: 1.0, 1: float("nan"), 2: 3.0, 3: float("inf")})
     out = tmp_path / "n.csv"
@@ -154,6 +160,7 @@ def test_nan_points_are_left_out_and_counted(cli, db_path, tmp_path):
     ]
 
 
+@both_engines
 def test_terminal_rendering_matches_stored_text(cli, two_groups):
     result = cli("plot", "loss", "--width", "60", "--height", "18")
     assert result.exit_code == 0, result.output

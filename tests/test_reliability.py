@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import history, only_record, raw_count, records, run_wbg, wait_for, wbg_executable
+from helpers import (
+    both_engines,
+    history,
+    only_record,
+    raw_count,
+    records,
+    run_wbg,
+    wait_for,
+    wbg_executable,
+)
 
 from wbg import db as dbmod
 from wbg import runs
@@ -115,6 +124,7 @@ def tmpfs(tmp_path: Path):
 # --- 1. a value can never ruin a run -----------------------------------------------------
 
 
+@both_engines
 def test_an_int_beyond_64_bits_is_stored_as_a_float_and_nothing_is_lost(db_path):
     done = api(
         """
@@ -137,6 +147,7 @@ def test_an_int_beyond_64_bits_is_stored_as_a_float_and_nothing_is_lost(db_path)
     assert record["summary"]["flops"] == 2**64
 
 
+@both_engines
 def test_a_point_sqlite_cannot_take_is_left_out_and_never_blocks_the_others(db_path):
     conn = dbmod.connect(db_path)
     run_id, num = runs.create_run(conn, project="p")
@@ -344,6 +355,7 @@ def test_a_write_lock_held_elsewhere_never_holds_back_the_output(db_path):
 # --- 4. run state ------------------------------------------------------------------------
 
 
+@both_engines
 def test_a_live_run_in_another_pid_namespace_is_not_crashed(db_path, cli):
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"])
     if probe.returncode != 0:
@@ -370,6 +382,7 @@ def test_a_live_run_in_another_pid_namespace_is_not_crashed(db_path, cli):
     assert only_record(db_path)["state"] == "finished"
 
 
+@both_engines
 def test_a_stale_heartbeat_reads_as_crashed_on_any_host(db_path, cli):
     conn = dbmod.connect(db_path)
     stale, _ = runs.create_run(conn, project="p")
@@ -394,6 +407,7 @@ def test_a_stale_heartbeat_reads_as_crashed_on_any_host(db_path, cli):
     assert raw_count(db_path, "runs") == 0
 
 
+@both_engines
 def test_sigkill_to_wbg_run_while_its_child_logs_keeps_the_run_running(db_path, tmp_path, cli):
     stop = tmp_path / "stop"
     child = textwrap.dedent(
@@ -715,6 +729,7 @@ def test_streamed_history_is_the_same_text_as_before(db_path, cli):
     assert human.count("\nstep ") == 3  # 20,010 points in pages of 10,000
 
 
+@both_engines
 def test_kept_output_is_appended_while_running_and_survives_a_killed_wbg(db_path, cli):
     child = "import sys\nfor i in range(3): print(f'line {i}', flush=True)\nsys.stdin.readline()"
     proc = start_wbg("run", "--", PY, "-c", child, db_path=db_path, stdin=subprocess.PIPE)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import both_engines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from views_helpers import add_run, fixture_experiment
@@ -115,6 +116,7 @@ def test_std_is_stable_for_large_offsets(db_path):
     assert row["m.std"] == pytest.approx(1.0, rel=1e-9)
 
 
+@both_engines
 def test_single_run_has_empty_std_and_stderr(cli, db_path):
     add_run(db_path, group="g", summary={"acc": 0.5})
     result = cli("table", "-m", "acc", "--agg", "count,mean,std,stderr", "-f", "json")
@@ -134,6 +136,7 @@ def test_single_run_has_empty_std_and_stderr(cli, db_path):
     assert csv_out.splitlines()[1] == "g,1,0.5,,0"
 
 
+@both_engines
 def test_missing_group_key_is_the_dash_group(cli, db_path):
     add_run(db_path, config={"lr": 0.1}, summary={"acc": 0.5})
     add_run(db_path, config={}, summary={"acc": 0.7})
@@ -144,6 +147,7 @@ def test_missing_group_key_is_the_dash_group(cli, db_path):
     assert [r["lr"] for r in rows] == [0.1, None]
 
 
+@both_engines
 def test_nan_and_inf_are_excluded_and_counted(cli, db_path):
     for value in (1.0, 3.0, math.nan, math.inf, -math.inf):
         add_run(db_path, group="g", summary={"loss": value})
@@ -155,6 +159,7 @@ def test_nan_and_inf_are_excluded_and_counted(cli, db_path):
     assert "note: non-finite values (NaN, ±inf) left out of the aggregates: loss 3" in human.stderr
 
 
+@both_engines
 def test_default_grouping(cli, db_path):
     add_run(db_path, name="solo", summary={"acc": 0.5})
     result = cli("table", "-f", "csv", "-m", "acc", "--agg", "mean")
@@ -184,6 +189,7 @@ def test_every_tabulate_format_is_accepted(cli, db_path):
         assert "exp-a" in result.stdout, fmt
 
 
+@both_engines
 def test_machine_columns_are_exact(cli, db_path):
     fixture_experiment(db_path)
     result = cli("table", "-f", "csv")
@@ -233,6 +239,7 @@ def test_wide_table_drops_metrics_to_fit_columns(cli, db_path, monkeypatch):
 # --- filters, sorting, errors ------------------------------------------------------------
 
 
+@both_engines
 def test_where_with_quotes_globs_and_numbers(cli, db_path):
     fixture_experiment(db_path)
 
@@ -268,6 +275,7 @@ def test_hostile_where_matches_nothing_and_leaves_tables_intact(cli, db_path):
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 8
 
 
+@both_engines
 def test_sort_by_metric_aggregate(cli, db_path):
     for group, values in (("low", [0.1, 0.25]), ("high", [0.8, 0.9]), ("mid", [0.5]), ("none", [])):
         for value in values:
@@ -305,6 +313,7 @@ def test_grouping_by_tags_is_refused_with_the_way_out(cli, db_path):
         ]
 
 
+@both_engines
 def test_unknown_names_get_close_matches(cli, db_path):
     fixture_experiment(db_path)
     cases = {
@@ -337,6 +346,7 @@ def test_unknown_names_get_close_matches(cli, db_path):
         assert result.stdout == ""
 
 
+@both_engines
 def test_filters_select_runs(cli, db_path):
     fixture_experiment(db_path)
     add_run(

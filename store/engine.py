@@ -1,0 +1,521 @@
+"""What differs between the two database engines, in one place (README "On a cluster").
+
+wbg writes SQL once, in the dialect SQLite and PostgreSQL both accept, except for what
+this module decides per engine: placeholders, DDL types, the migration lock, bulk history
+writes, the larger-of-two function, temporary tables and opening a connection.
+
+SQLite stays the default and the fast path: nothing here is imported for it beyond this
+module, and ``psycopg`` is imported only when a ``postgresql://`` URL is opened. A
+PostgreSQL connection is wrapped in ``PgConnection``, which speaks the part of the
+``sqlite3`` connection API wbg uses (``execute``, ``executemany``, ``in_transaction``,
+``close``) and raises ``sqlite3``'s exception classes, so callers catch one family.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+SCHEMES = ("postgresql://", "postgres://")
+MISSING_DRIVER = "a postgresql:// database needs the PostgreSQL driver: pip install 'wbg[postgres]'"
+
+
+def is_server_url(value: object) -> bool:
+    """Whether a --db / WBG_DB / settings value names a PostgreSQL server."""
+    return isinstance(value, (str, ServerUrl)) and str(value).startswith(SCHEMES)
+
+
+class ServerUrl:
+    """A ``postgresql://`` database, standing where a database path stands.
+
+    ``str()`` is the URL without its password (what every message shows); ``url`` is the
+    URL as given, for the driver and for the children of ``wbg run``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = str(url.url if isinstance(url, ServerUrl) else url)
+
+    def __str__(self) -> str:
+        return redacted(self.url)
+
+    def __fspath__(self) -> str:
+        # The whole URL, for the environment of `wbg run`'s child (os.fspath(db_path)).
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"ServerUrl({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServerUrl) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    # The parts of Path that callers use on a database path.
+    def resolve(self) -> ServerUrl:
+        return self
+
+    def expanduser(self) -> ServerUrl:
+        return self
+
+    def exists(self) -> bool:
+        """Whether the server holds a wbg database here (asks the server)."""
+        import contextlib
+
+        from wbg.db import schema_version
+
+        with contextlib.closing(connect_server(self, read_only=True)) as conn:
+            return schema_version(conn) > 0
+
+    def is_file(self) -> bool:
+        return False
+
+    @property
+    def name(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.url).path.lstrip("/") or "postgres"
+
+    @property
+    def parent(self):  # noqa: ANN201 - a Path: where files saved by runs go
+        from urllib.parse import urlsplit
+
+        from wbg.settings import user_data_dir
+
+        parts = urlsplit(self.url)
+        return user_data_dir() / "servers" / f"{parts.hostname or 'local'}-{self.name}"
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (``user:secret@host`` -> ``user@host``; a
+    ``password=`` parameter is left out too)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and "password" not in parts.query:
+        return url  # as given: urlunsplit would fold an empty host (postgresql:///db)
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username
+        parts = parts._replace(netloc=f"{user}@{netloc}" if user else netloc)
+    if "password" in parts.query:
+        kept = [(k, v) for k, v in parse_qsl(parts.query) if k != "password"]
+        parts = parts._replace(query=urlencode(kept))
+    return urlunsplit(parts)
+
+
+# --- per-engine SQL ---------------------------------------------------------------------
+
+
+class SQLiteEngine:
+    name = "sqlite"
+    begin_write = "BEGIN IMMEDIATE"  # takes the write lock up front
+    main = "main."  # the file itself, past a temporary view of the same name
+
+    def ddl(self, sql: str) -> str:
+        return sql
+
+    def support_functions(self) -> list[str]:
+        return []
+
+    def greatest(self, a: str, b: str) -> str:
+        return f"max({a}, {b})"
+
+    def returning_num(self) -> str:
+        return ""
+
+    def inserted_num(self, cursor: Any) -> int:
+        return cursor.lastrowid
+
+
+class PostgresEngine:
+    name = "postgresql"
+    begin_write = "BEGIN"  # row locks: writers of different runs never wait for each other
+    main = ""
+
+    # SQLite DDL -> PostgreSQL DDL (cold path: migrations only). REAL is 8 bytes in SQLite.
+    # Patterns as text, compiled on first use: start-up of every command imports this module.
+    _DDL = (
+        (r"\bnum INTEGER PRIMARY KEY\b", "num BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+        (r"\bINTEGER\b", "BIGINT"),
+        (r"\bREAL\b", "DOUBLE PRECISION"),
+        (r"\bBLOB\b", "BYTEA"),
+        (r"\)\s*WITHOUT ROWID", ")"),
+        (r"(?m)^(\s*)user TEXT", r'\1"user" TEXT'),
+        (r">= 9e999", "= 'Infinity'::float8"),
+    )
+
+    def ddl(self, sql: str) -> str:
+        for pattern, replacement in self._DDL:
+            sql = re.sub(pattern, replacement, sql)
+        return sql
+
+    def support_functions(self) -> list[str]:
+        # SQLite's json_patch (RFC 7396 merge), so config/summary merges stay one statement
+        # on both engines. Over `json`, not `jsonb`: key order and number text are kept.
+        return [
+            """
+            CREATE OR REPLACE FUNCTION wbg_json_patch(target json, patch json) RETURNS json
+            LANGUAGE plpgsql IMMUTABLE AS $fn$
+            BEGIN
+                IF patch IS NULL THEN RETURN target; END IF;
+                IF json_typeof(patch) <> 'object' THEN RETURN patch; END IF;
+                IF target IS NULL OR json_typeof(target) <> 'object' THEN
+                    target := '{}'::json;
+                END IF;
+                RETURN (
+                    SELECT coalesce(json_object_agg(k, v ORDER BY o), '{}'::json) FROM (
+                        SELECT t.key AS k,
+                               CASE WHEN p.key IS NULL THEN t.value
+                                    ELSE wbg_json_patch(t.value, p.value) END AS v,
+                               t.ord AS o
+                        FROM json_each(target) WITH ORDINALITY AS t(key, value, ord)
+                        LEFT JOIN json_each(patch) AS p ON p.key = t.key
+                        WHERE p.key IS NULL OR json_typeof(p.value) <> 'null'
+                        UNION ALL
+                        SELECT p.key, wbg_json_patch(NULL, p.value), 1000000 + p.ord
+                        FROM json_each(patch) WITH ORDINALITY AS p(key, value, ord)
+                        WHERE json_typeof(p.value) <> 'null'
+                          AND NOT EXISTS (SELECT 1 FROM json_each(target) AS t
+                                          WHERE t.key = p.key)
+                    ) AS merged
+                );
+            END
+            $fn$
+            """,
+            "CREATE OR REPLACE FUNCTION json_patch(target text, patch text) RETURNS text "
+            "LANGUAGE sql IMMUTABLE AS "
+            "$fn$ SELECT wbg_json_patch(target::json, patch::json)::text $fn$",
+        ]
+
+    def greatest(self, a: str, b: str) -> str:
+        return f"GREATEST({a}, {b})"
+
+    def returning_num(self) -> str:
+        return " RETURNING num"
+
+    def inserted_num(self, cursor: Any) -> int:
+        return cursor.fetchone()[0]
+
+
+SQLITE = SQLiteEngine()
+POSTGRES = PostgresEngine()
+
+
+def engine_of(conn: Any) -> SQLiteEngine | PostgresEngine:
+    return POSTGRES if isinstance(conn, PgConnection) else SQLITE
+
+
+# --- placeholders -----------------------------------------------------------------------
+
+_NUMBERED = re.compile(r"\?(\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def pg_sql(sql: str) -> tuple[str, bool]:
+    """SQLite placeholders (``?``, ``?N``) as psycopg's (``%s``, ``%(pN)s``); literal ``%``
+    doubled. Quoted strings and identifiers are left as they are. Returns the SQL and
+    whether the placeholders are numbered (the parameters then go as a mapping)."""
+    out: list[str] = []
+    numbered = False
+    i, n = 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char in "'\"":
+            end = i + 1
+            while end < n:
+                if sql[end] == char:
+                    if end + 1 < n and sql[end + 1] == char:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i : end + 1].replace("%", "%%"))
+            i = end + 1
+            continue
+        if char == "$" and sql.startswith("$fn$", i):  # a function body: copied as it is
+            end = sql.find("$fn$", i + 4)
+            end = n if end < 0 else end + 4
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+            continue
+        if char == "?":
+            match = _NUMBERED.match(sql, i)
+            if match:
+                numbered = True
+                out.append(f"%(p{match.group(1)})s")
+                i = match.end()
+                continue
+            out.append("%s")
+        elif char == "%":
+            out.append("%%")
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out), numbered
+
+
+def _nan_as_null(value: Any) -> Any:
+    # SQLite stores a NaN as NULL; PostgreSQL would keep it. wbg reads NULL as NaN.
+    if type(value) is float and math.isnan(value):
+        return None
+    return value
+
+
+def _pg_params(params: Sequence[Any] | None, numbered: bool) -> Any:
+    if not params:
+        return {} if numbered else None
+    params = [_nan_as_null(p) for p in params]
+    if numbered:
+        return {f"p{i}": value for i, value in enumerate(params, 1)}
+    return params
+
+
+# --- the PostgreSQL connection ----------------------------------------------------------
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        from wbg.errors import DatabaseError
+
+        raise DatabaseError(MISSING_DRIVER) from None
+    return psycopg
+
+
+def _translate(exc: Exception) -> sqlite3.Error:
+    """A psycopg error as the sqlite3 exception class callers already catch."""
+    psycopg = _driver()
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return sqlite3.IntegrityError(text)
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return sqlite3.OperationalError(f"attempt to write a readonly database ({text})")
+    if isinstance(exc, (psycopg.OperationalError, psycopg.errors.ProgrammingError)):
+        return sqlite3.OperationalError(text)
+    if isinstance(exc, psycopg.DataError):
+        return sqlite3.InterfaceError(text)
+    return sqlite3.DatabaseError(text)
+
+
+class PgCursor:
+    """The rows of one statement, read as from a sqlite3 cursor."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self.rowcount = cursor.rowcount
+        self.lastrowid = None
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return self._cursor.fetchmany(size) if self._cursor.description else []
+
+    def __iter__(self):  # noqa: ANN204
+        if self._cursor.description:
+            yield from self._cursor
+        return
+
+
+class PgConnection:
+    """A psycopg connection with the sqlite3-shaped API wbg uses (autocommit; explicit
+    BEGIN/COMMIT as on SQLite)."""
+
+    def __init__(self, raw: Any, url: ServerUrl, read_only: bool = False) -> None:
+        self._raw = raw
+        self.url = url
+        self.read_only = read_only
+        self._psycopg = _driver()
+        self._closed = False
+        self.has_points_table = False  # the temporary table of pg_write_points
+
+    @property
+    def in_transaction(self) -> bool:
+        status = self._raw.info.transaction_status
+        return status != self._psycopg.pq.TransactionStatus.IDLE
+
+    def _cursor(self) -> Any:
+        # A connection the server dropped (a restart, a failover, an idle timeout) is
+        # opened again on the next statement: a training job outlives a server restart.
+        # The statement that met the drop failed; the transaction around it rolls back and
+        # its writer retries the whole batch (README "Reliability").
+        if self._raw.closed and not self._closed:
+            try:
+                self._raw = _open(self.url, self.read_only)
+            except self._psycopg.Error as exc:
+                raise _translate(exc) from None
+            self.has_points_table = False
+        return self._raw.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
+        text, numbered = pg_sql(sql)
+        cursor = self._cursor()
+        try:
+            cursor.execute(text, _pg_params(params, numbered))
+        except self._psycopg.OperationalError as exc:
+            # A BEGIN that finds the connection dropped is safe to send again on a new one
+            # (nothing was done yet): a run's final write is not lost to an idle drop.
+            if not (self._raw.closed and text.lstrip().upper().startswith("BEGIN")):
+                raise _translate(exc) from None
+            cursor = self._cursor()
+            try:
+                cursor.execute(text, _pg_params(params, numbered))
+            except self._psycopg.Error as again:
+                raise _translate(again) from None
+        except self._psycopg.Error as exc:
+            raise _translate(exc) from None
+        return PgCursor(cursor)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
+        text, numbered = pg_sql(sql)
+        cursor = self._cursor()
+        try:
+            cursor.executemany(text, [_pg_params(row, numbered) for row in rows])
+        except self._psycopg.Error as exc:
+            raise _translate(exc) from None
+        return PgCursor(cursor)
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._closed = True
+        self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk load with COPY (history of a merge)."""
+        cols = ", ".join(f'"{c}"' for c in columns)
+        try:
+            with self._cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([_nan_as_null(value) for value in row])
+        except self._psycopg.Error as exc:
+            raise _translate(exc) from None
+
+
+def connect_server(url: ServerUrl, *, read_only: bool = False) -> PgConnection:
+    """Open a PostgreSQL connection. Credentials come from the URL, PGPASSWORD, ~/.pgpass
+    and the libpq environment (libpq reads them); no message ever shows the password."""
+    psycopg = _driver()
+    from wbg.errors import DatabaseError
+
+    try:
+        raw = _open(url, read_only)
+    except psycopg.Error as exc:
+        from urllib.parse import urlsplit
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if url.url in first or (urlsplit(url.url).password or "\0") in first:
+            first = "connection failed"
+        raise DatabaseError(f"cannot connect to {url}: {first}") from None
+    return PgConnection(raw, url, read_only)
+
+
+def _open(url: ServerUrl, read_only: bool) -> Any:
+    psycopg = _driver()
+    options = "-c default_transaction_read_only=on" if read_only else None
+    return psycopg.connect(
+        url.url,
+        autocommit=True,
+        cursor_factory=psycopg.ClientCursor,
+        application_name="wbg",
+        connect_timeout=10,
+        **({"options": options} if options else {}),
+    )
+
+
+# --- history, written in bulk -----------------------------------------------------------
+
+_PG_POINTS_PER_INSERT = 500
+_PG_INSERT_POINTS = "INSERT INTO history (run, step, key, value, time) VALUES "
+_PG_UPSERT_POINTS = (
+    " ON CONFLICT (run, step, key) DO UPDATE SET value = excluded.value, time = excluded.time"
+)
+# From this many points on, a batch goes through COPY into a temporary table and one
+# INSERT ... SELECT from it: psycopg encodes COPY rows in C, where a multi-row VALUES
+# statement is built value by value in Python.
+_PG_COPY_FROM = 200
+_PG_POINTS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS wbg_points (run BIGINT, step BIGINT, key TEXT, "
+    "value DOUBLE PRECISION, time DOUBLE PRECISION) ON COMMIT DELETE ROWS"
+)
+
+
+def pg_write_points(conn: PgConnection, points: Sequence[Sequence[Any]]) -> None:
+    """History points into PostgreSQL: the last value of a (run, step, key) wins, as with
+    SQLite's INSERT OR REPLACE (one statement cannot update a row twice, so repeats are
+    dropped here first)."""
+    latest = {(p[0], p[1], p[2]): p for p in points}
+    rows = list(latest.values())
+    if len(rows) >= _PG_COPY_FROM:
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            if not conn.has_points_table:
+                conn.execute(_PG_POINTS_TABLE)
+                conn.has_points_table = True
+            conn.copy_rows("wbg_points", ("run", "step", "key", "value", "time"), rows)
+            conn.execute(
+                "INSERT INTO history (run, step, key, value, time) "
+                "SELECT run, step, key, value, time FROM wbg_points" + _PG_UPSERT_POINTS
+            )
+            conn.execute("DELETE FROM wbg_points")
+            if own:
+                conn.execute("COMMIT")
+        except BaseException:
+            if own:
+                conn.rollback()
+            raise
+        return
+    size = _PG_POINTS_PER_INSERT
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        sql = _PG_INSERT_POINTS + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)) + _PG_UPSERT_POINTS
+        conn.execute(sql, [value for row in chunk for value in row])
+
+
+MIGRATION_LOCK_KEY = 7741957265  # every wbg process on every node takes the same lock
+
+
+def migration_lock(conn: Any) -> None:
+    """Begin the transaction in which one migration is applied: one process at a time.
+
+    PostgreSQL: a session advisory lock taken *before* BEGIN (``migration_unlock`` releases
+    it), so the transaction starts after the previous migrator committed and sees its
+    tables (a backend's catalog cache is refreshed when a transaction starts, not when an
+    advisory lock is granted inside one).
+    """
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK_KEY,))
+        conn.execute("BEGIN")
+    else:
+        conn.execute("BEGIN IMMEDIATE")
+
+
+def migration_unlock(conn: Any) -> None:
+    """After COMMIT or ROLLBACK of a migration (see ``migration_lock``)."""
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK_KEY,))

@@ -1,0 +1,300 @@
+"""The PostgreSQL store (README "On a cluster"): a real server started for the session,
+real processes writing at once, migrations raced by first connections, the URL never
+showing its password; and the network-filesystem warning of the SQLite side."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import PY, both_engines, raw_count, records, run_wbg
+
+from wbg import db as wbg_db
+from wbg.engine import ServerUrl, connect_server, pg_sql, redacted
+
+postgresql = pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+
+
+def test_placeholders_become_psycopg_ones_outside_quotes():
+    assert pg_sql("SELECT ?, '?', \"a?\" FROM t WHERE x LIKE '5%' AND y = ?") == (
+        "SELECT %s, '?', \"a?\" FROM t WHERE x LIKE '5%%' AND y = %s",
+        False,
+    )
+    assert pg_sql("UPDATE runs SET a = ?1, b = ?2 WHERE c = ?1") == (
+        "UPDATE runs SET a = %(p1)s, b = %(p2)s WHERE c = %(p1)s",
+        True,
+    )
+
+
+def test_the_password_is_never_shown():
+    url = "postgresql://alice:s3cret@db.example:5432/wbg"
+    assert redacted(url) == "postgresql://alice@db.example:5432/wbg"
+    assert str(ServerUrl(url)) == "postgresql://alice@db.example:5432/wbg"
+    assert os.fspath(ServerUrl(url)) == url  # what a `wbg run` child inherits
+    assert redacted("postgresql:///wbg") == "postgresql:///wbg"  # a local socket
+    in_query = "postgresql://bob@db/wbg?password=s3cret&sslmode=require"
+    assert redacted(in_query) == "postgresql://bob@db/wbg?sslmode=require"
+
+
+@postgresql
+def test_db_commands_show_the_url_without_its_password(cli, db_path, pg_server):
+    secret = db_path.url.replace("wbg@", "wbg:not-needed-but-secret@")
+    assert cli("run", "--db", secret, "--", PY, "-c", "print('loss: 1')").exit_code == 0
+    for args in (("db", "path"), ("db", "info"), ("db", "check"), ("db", "migrate")):
+        result = cli(*args, "--db", secret)
+        assert result.exit_code == 0, result.output
+        assert "not-needed-but-secret" not in result.output
+        assert str(db_path) in result.output
+    info = cli("db", "info", "--db", secret).stdout
+    assert "engine          postgresql 15" in info or "engine          postgresql " in info
+    assert "runs            1" in info and "history         1" in info
+
+
+@postgresql
+def test_a_wrong_server_is_one_line_error(cli, pg_server):
+    port = int(pg_server.rsplit(":", 1)[1])
+    url = f"postgresql://wbg:pw@127.0.0.1:{port}/no_such_database"
+    result = cli("runs", "list", "--db", url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: cannot connect to postgresql://wbg@127.0.0.1:")
+    assert "pw@" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@postgresql
+def test_sixteen_first_connections_apply_each_migration_once(db_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from wbg import db
+        db.connect(sys.argv[1]).close()
+        print("ok")
+        """
+    )
+    procs = [
+        subprocess.Popen([PY, "-c", code, db_path.url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(16)
+    ]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert (proc.returncode, out, err) == (0, "ok\n", "")
+    with contextlib.closing(connect_server(db_path)) as conn:
+        applied = conn.execute("SELECT id, name FROM wbg_migrations ORDER BY id").fetchall()
+    assert [name for _, name in applied] == [wbg_db.migration_name(m) for m in wbg_db.MIGRATIONS]
+
+
+@postgresql
+def test_processes_logging_at_once_lose_and_duplicate_nothing(db_path):
+    writers, points = 8, 2000
+    code = textwrap.dedent(
+        """
+        import sys, wbg
+        with wbg.init(project="p", group="many", job_type=f"w{sys.argv[1]}") as run:
+            for step in range(int(sys.argv[2])):
+                run.log({"loss": step * 0.5, "acc": step / 10})
+        print("ok")
+        """
+    )
+    procs = [
+        subprocess.Popen([PY, "-c", code, str(i), str(points)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(writers)
+    ]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert (proc.returncode, out, err) == (0, "ok\n", "")
+    found = records(db_path)
+    assert len(found) == writers and {r["state"] for r in found} == {"finished"}
+    assert raw_count(db_path, "history") == writers * points * 2
+    with contextlib.closing(connect_server(db_path)) as conn:
+        per_run = conn.execute(
+            "SELECT count(DISTINCT step), min(step), max(step) FROM history GROUP BY run"
+        ).fetchall()
+    assert per_run == [(points, 0, points - 1)] * writers
+
+
+@postgresql
+def test_wbg_run_children_at_once_each_get_their_run(db_path):
+    children = 6
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "wbg.cli.main", "run", "-g", "fan", "-c", f"i={i}", "--",
+             PY, "-c", "for s in range(200): print(f'loss: {s}')"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(children)
+    ]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    found = records(db_path)
+    assert sorted(r["config"]["i"] for r in found) == list(range(children))
+    assert {r["state"] for r in found} == {"finished"}
+    assert raw_count(db_path, "history") == children * 200
+
+
+@postgresql
+def test_a_grid_with_parallel_trials(db_path):
+    proc = run_wbg(
+        "run", "-g", "sweep", "--grid", "lr=0.1,0.01", "--repeat", "2", "--parallel", "4",
+        "--", PY, "-c", "print('acc: 0.5')",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = records(db_path)
+    assert len(found) == 4 and {r["state"] for r in found} == {"finished"}
+
+
+@postgresql
+def test_completion_reads_an_empty_server_database_without_creating_anything(db_path):
+    from wbg.complete import candidates
+
+    with pytest.raises(Exception):  # noqa: B017 - callers treat any error as no candidates
+        candidates(db_path, "group", "")
+    assert raw_count(db_path, "runs") == 0
+    with contextlib.closing(connect_server(db_path)) as conn:
+        assert conn.execute("SELECT to_regclass('wbg_migrations')").fetchone()[0] is None
+
+
+@postgresql
+def test_missing_driver_names_the_extra(cli, db_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    result = cli("runs", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: a postgresql:// database needs the PostgreSQL driver: pip install 'wbg[postgres]'\n"
+    )
+
+
+def test_import_wbg_does_not_import_the_driver():
+    code = "import sys, wbg; wbg.init; print('psycopg' in sys.modules)"
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "False\n", out.stderr
+
+
+# --- SQLite on a network filesystem ---------------------------------------------------------
+
+
+def test_filesystem_type_is_read_from_the_mount_table(tmp_path):
+    assert wbg_db.filesystem_type(tmp_path / "runs.db") is not None
+    if os.path.isdir("/proc/self"):
+        assert wbg_db.filesystem_type(__import__("pathlib").Path("/proc/self")) == "proc"
+
+
+def test_network_filesystem_warning_once_naming_both_routes(db_path, monkeypatch, cli, capfd):
+    here = wbg_db.filesystem_type(db_path)
+    # This machine has no NFS mount to test on: count this one's type as a network one.
+    monkeypatch.setattr(wbg_db, "NETWORK_FILESYSTEMS", (here,))
+    monkeypatch.setattr(wbg_db, "_warned_paths", set())
+    for _ in range(2):
+        wbg_db.connect(db_path).close()
+    err = capfd.readouterr().err
+    assert err.count("WARNING") == 1
+    assert f"is on a network filesystem ({here})" in err
+    assert "one file per node" in err and "postgresql://" in err
+    info = cli("db", "info")
+    assert f"filesystem      {here}" in info.stdout
+
+
+@both_engines
+def test_db_info_names_the_engine(cli, db_path, engine):
+    assert cli("run", "--", PY, "-c", "pass").exit_code == 0
+    info = cli("db", "info")
+    assert info.exit_code == 0, info.output
+    assert f"engine          {engine}" in info.stdout
+
+
+@postgresql
+def test_the_settings_file_may_name_a_server(db_path, tmp_path, monkeypatch, cli):
+    monkeypatch.delenv("WBG_DB")
+    (tmp_path / "work" / "wbg.toml").write_text(f'db = "{db_path.url}"\n')
+    assert cli("db", "path").stdout == f"{db_path}\n"
+    assert cli("run", "-g", "from-settings", "--", PY, "-c", "pass").exit_code == 0
+    assert [r["group"] for r in records(db_path)] == ["from-settings"]
+
+
+@postgresql
+def test_an_error_from_the_server_is_not_called_damage(db_path):
+    from wbg.db import reading_error
+
+    error = reading_error(str(db_path), 'syntax error at or near "PRAGMA"')
+    assert error.message == f'database {db_path}: syntax error at or near "PRAGMA"'
+    assert error.hint is None or "recover" not in error.hint
+
+
+@postgresql
+def test_a_reading_connection_sees_one_moment_even_for_tables_read_later(db_path):
+    from wbg import runs
+
+    writer = wbg_db.connect(db_path)
+    run_id, num = runs.create_run(writer, project="p")
+    runs.log_points(writer, num, {"loss": 1.0}, step=0)
+    reader = wbg_db.connect(db_path, read_only=True)
+    try:
+        runs.log_points(writer, num, {"loss": 0.5}, step=1)  # after the reader's moment
+        assert [p["step"] for p in runs.get_history(reader, run_id)] == [0]
+    finally:
+        reader.close()
+        writer.close()
+    with contextlib.closing(wbg_db.connect(db_path, read_only=True)) as later:
+        assert [p["step"] for p in runs.get_history(later, run_id)] == [0, 1]
+
+
+@postgresql
+def test_a_run_outlives_its_connection_being_dropped_by_the_server(db_path):
+    code = textwrap.dedent(
+        """
+        import sys, wbg
+        run = wbg.init(project="p", group="restart")
+        for step in range(100):
+            run.log({"loss": float(step)})
+        run.summary["half"] = 1
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for step in range(100, 200):
+            run.log({"loss": float(step)})
+        run.finish()
+        print("done", flush=True)
+        """
+    )
+    proc = subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"
+    with contextlib.closing(connect_server(db_path)) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 1
+    out, err = proc.communicate("go\n", timeout=120)
+    assert (proc.returncode, out) == (0, "done\n"), err
+    (record,) = records(db_path)
+    assert record["state"] == "finished"
+    assert raw_count(db_path, "history") == 200
+
+
+@postgresql
+def test_wbg_run_hands_its_child_the_whole_url_and_shows_it_nowhere(db_path):
+    secret = db_path.url.replace("wbg@", "wbg:hunter2@")  # trust auth: the password is unused
+    proc = run_wbg(
+        "run", "--db", secret, "-g", "pw", "--", PY, "-c",
+        "import os, wbg; print(os.environ['WBG_DB']); wbg.init().finish()",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == secret + "\n"  # the child reaches the same server
+    assert "hunter2" not in proc.stderr
+    assert [r["group"] for r in records(db_path)] == ["pw"]
+
+
+@postgresql
+def test_an_older_server_schema_is_migrated_once_by_db_migrate(db_path, cli):
+    with contextlib.closing(connect_server(db_path)) as conn:
+        wbg_db.migrate(conn, upto=len(wbg_db.MIGRATIONS) - 1)
+    latest = len(wbg_db.MIGRATIONS)
+    first = cli("db", "migrate")
+    assert first.stdout == f"{db_path}: migrated from schema version {latest - 1} to {latest}\n"
+    again = cli("db", "migrate")
+    assert again.stdout == f"{db_path}: schema version {latest}, up to date\n"
