@@ -37,7 +37,7 @@ def run_batch(
     dry_run: bool,
     resume: bool = False,
     capture: Callable[[], ScalarCapture] | None,
-    db: Path | None,
+    db: str | Path | None,
 ) -> int:
     """Plan the batch (errors before anything starts), then run it or show the plan."""
     import copy

@@ -90,14 +90,15 @@ def _render_panel(
     figure.clear()
     figure.theme("colorless")
     figure.plot_size(width, chart_height)
-    lows, highs = [], []
+    lows: list[float] = []
+    highs: list[float] = []
     for index, curve in enumerate(shown):
         xs = [x / scale for x in curve.x]
         if band != "none":
             drawn = [
                 (x, lo, hi)
                 for x, lo, hi in zip(xs, curve.low, curve.high, strict=True)
-                if lo is not None
+                if lo is not None and hi is not None  # a band has both ends or none
             ]
             if drawn:
                 band_marker: Any = "·"

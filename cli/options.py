@@ -114,7 +114,7 @@ PrecisionOpt = Annotated[
 
 
 def open_db(
-    db: Path | None, *, create: bool = True, read_only: bool = False
+    db: str | Path | None, *, create: bool = True, read_only: bool = False
 ) -> tuple[sqlite3.Connection, Path]:
     """Resolve the database path (one rule, in wbg.settings) and open it.
 

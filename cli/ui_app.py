@@ -292,7 +292,7 @@ def clean_output(text: str) -> list[str]:
 # --- widgets -----------------------------------------------------------------------------
 
 
-class ChartView(Widget, can_focus=True):
+class ChartView(Widget, can_focus=True):  # type: ignore[call-arg, unused-ignore]
     """One metric's grouped curves, drawn by the renderer of ``wbg plot``."""
 
     BINDINGS = [Binding("enter", "open", "Full screen")]

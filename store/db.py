@@ -764,7 +764,7 @@ class ServerSnapshot:
     def __enter__(self) -> ServerSnapshot:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._local.__exit__(*exc)
 
 

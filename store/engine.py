@@ -18,7 +18,17 @@ import math
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # For the type checker, a server URL stands where a database path stands and a server
+    # connection where a SQLite connection does (the duck types below implement what wbg
+    # uses of each); at run time they are plain classes.
+    _PathLike = Path
+    _ConnectionLike = sqlite3.Connection
+else:
+    _PathLike = _ConnectionLike = object
 
 SCHEMES = ("postgresql://", "postgres://")
 MISSING_DRIVER = "a postgresql:// database needs the PostgreSQL driver: pip install 'wbg[postgres]'"
@@ -29,15 +39,15 @@ def is_server_url(value: object) -> bool:
     return isinstance(value, (str, ServerUrl)) and str(value).startswith(SCHEMES)
 
 
-class ServerUrl:
+class ServerUrl(_PathLike):
     """A ``postgresql://`` database, standing where a database path stands.
 
     ``str()`` is the URL without its password (what every message shows); ``url`` is the
     URL as given, for the driver and for the children of ``wbg run``.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = str(url.url if isinstance(url, ServerUrl) else url)
+    def __init__(self, url: str | ServerUrl) -> None:
+        self.url: str = url.url if isinstance(url, ServerUrl) else str(url)
 
     def __str__(self) -> str:
         return redacted(self.url)
@@ -56,7 +66,7 @@ class ServerUrl:
         return hash(self.url)
 
     # The parts of Path that callers use on a database path.
-    def resolve(self) -> ServerUrl:
+    def resolve(self) -> ServerUrl:  # type: ignore[override]
         return self
 
     def expanduser(self) -> ServerUrl:
@@ -330,7 +340,7 @@ class PgCursor:
         return
 
 
-class PgConnection:
+class PgConnection(_ConnectionLike):
     """A psycopg connection with the sqlite3-shaped API wbg uses (autocommit; explicit
     BEGIN/COMMIT as on SQLite)."""
 
@@ -360,7 +370,9 @@ class PgConnection:
             self.has_points_table = False
         return self._raw.cursor()
 
-    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
+    def execute(  # type: ignore[override]  # sqlite3's shape, psycopg's cursor
+        self, sql: str, params: Sequence[Any] | None = ()
+    ) -> PgCursor:
         text, numbered = pg_sql(sql)
         cursor = self._cursor()
         try:
@@ -379,7 +391,9 @@ class PgConnection:
             raise _translate(exc) from None
         return PgCursor(cursor)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
+    def executemany(  # type: ignore[override]
+        self, sql: str, rows: Iterable[Sequence[Any]]
+    ) -> PgCursor:
         text, numbered = pg_sql(sql)
         cursor = self._cursor()
         try:

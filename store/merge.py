@@ -330,7 +330,7 @@ def _merge_from_server(conn: sqlite3.Connection, url: ServerUrl, prefer: str | N
         ):
             snap.backup(dst)
         result = merge_database(conn, copy, prefer)
-        result.path = url  # type: ignore[assignment]
+        result.path = url
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

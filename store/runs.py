@@ -423,7 +423,7 @@ def write_history(conn: sqlite3.Connection, points: Sequence[Point]) -> int:
     """
     if engine_of(conn).name == "postgresql":
         storable = [point for point in map(_storable, points) if point is not None]
-        pg_write_points(conn, storable)
+        pg_write_points(conn, storable)  # type: ignore[arg-type]  # a PgConnection
         return len(points) - len(storable)
     try:
         _insert_points(conn, points)

@@ -145,7 +145,7 @@ def chart_rows(view: ChartView) -> list[dict[str, str]]:
 
 
 def test_group_rows_show_the_cells_of_wbg_table(experiment, db_path):
-    from wbg.cli.table import human_rows
+    from wbg.cli.common import human_rows
 
     async def scenario(app, pilot):
         assert isinstance(app.screen, MainScreen)
@@ -429,7 +429,7 @@ def test_group_page_of_a_name_used_in_two_projects(db_path):
 
 
 def test_group_page_of_a_config_key_group(experiment, db_path):
-    from wbg.cli.table import human_rows
+    from wbg.cli.common import human_rows
 
     settings = WorkspaceSettings(query.Filters(), group_by=["lr"])
 
