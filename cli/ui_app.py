@@ -45,7 +45,7 @@ from textual.widgets.option_list import Option
 
 from wbg import aggregate, curves, groups, query, runs, workspace
 from wbg.cli.chart import render_terminal
-from wbg.cli.render import format_number, safe_text
+from wbg.cli.render import format_mean_spread, format_number, safe_text
 from wbg.errors import InvalidInput, WbgError
 
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -251,10 +251,7 @@ def metric_cell(row: dict[str, Any], metric: str) -> str:
     mean = row.get(f"{metric}.mean")
     if mean is None:
         return ""
-    text = format_number(mean, 4)
-    std = row.get(f"{metric}.std")
-    if std is not None:
-        text += " ± " + format_number(std, 4)
+    text = format_mean_spread(mean, row.get(f"{metric}.std"))  # the one rule of every view
     count = row.get(f"{metric}.count")
     if count != row.get("runs"):
         text += f" (n={count})"

@@ -154,12 +154,12 @@ def test_group_rows_show_the_cells_of_wbg_table(experiment, db_path):
     shown_headers, shown, status = run_app(db_path, scenario)
     with contextlib.closing(db.connect(db_path)) as conn:
         table = aggregate.build_table(conn, query.Filters())
-    expected, _, _ = human_rows(table, 4)
+    expected, _, _ = human_rows(table, None)  # wbg table's default formatting
     assert shown_headers == ["group", "runs", "acc", "loss", "val_acc", "duration_s"]
     assert [row[:2] for row in shown] == [["▸ exp-a", "4"], ["▸ exp-b", "4"]]
     for row, want in zip(shown, expected, strict=True):
         assert row[2:] == [want[m] for m in table.metrics]
-    assert shown[0][2] == "0.91 ± 0.01 (n=3)"  # the fixture's acc: 0.9, 0.91, 0.92
+    assert shown[0][2] == "0.910 ± 0.010 (n=3)"  # the fixture's acc: 0.9, 0.91, 0.92
     assert "8 runs · groups 1-2 of 2" in str(status)
     assert "group by: group" in str(status)
 
@@ -447,7 +447,7 @@ def test_group_page_of_a_config_key_group(experiment, db_path):
     assert members == 4
     with contextlib.closing(db.connect(db_path)) as conn:
         table = aggregate.build_table(conn, query.Filters(), group_by=["lr", "job_type"])
-    expected, _, _ = human_rows(table, 4)
+    expected, _, _ = human_rows(table, None)  # wbg table's default formatting
     assert rows == [
         [row["job_type"], str(row["runs"]), *(row[m] for m in table.metrics)]
         for row in expected
@@ -804,7 +804,7 @@ def test_in_a_real_terminal_through_tmux(experiment, db_path, tmp_path):
         assert len(first) == 24
         assert first[0].startswith(" 8 runs · groups 1-2 of 2 · filter: none · db")
         assert first[1].startswith(" group by: group · chart: mean, band minmax, x step")
-        assert first[3].startswith(" ▸ exp-a  4     0.91 ± 0.01 (n=3)")
+        assert first[3].startswith(" ▸ exp-a  4     0.910 ± 0.010 (n=3)")
         keys("g")
         wait_for(lambda: "exp-a-fold0 (" in screen(), timeout=30)
         assert "group by: off (g)" in screen()
