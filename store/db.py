@@ -652,8 +652,13 @@ def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
 def _check_server(conn: Any, url: ServerUrl) -> int:
     """The schema version of a server's wbg tables (0: none yet); refuses a database whose
     ``runs`` table belongs to another application, and a newer wbg's schema."""
-    version = schema_version(conn)
-    if version == 0 and conn.execute("SELECT to_regclass('runs')").fetchone()[0] is not None:
+    # Both names in one statement, so one snapshot: between two statements another node
+    # may commit the first migration, and its new runs table would read as a stranger's.
+    ours, runs_table = conn.execute(
+        "SELECT to_regclass('wbg_migrations'), to_regclass('runs')"
+    ).fetchone()
+    version = schema_version(conn) if ours is not None else 0
+    if ours is None and runs_table is not None:
         raise NotADatabase(
             f"{url} has a runs table that is not wbg's; it was left unchanged",
             hint="point --db or WBG_DB at another database",

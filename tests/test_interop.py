@@ -187,7 +187,15 @@ def test_a_killed_run_imports_what_is_complete_as_crashed(cli, wandb_runs):
     assert run["state"] == "crashed" and run["exit_code"] is None
     assert run["name"] == "killed"
     assert run["config"] == {"lr": 0.1, "optimizer": {"name": "sgd"}}
-    assert run["reason"].startswith("imported from an incomplete W&B log: ")
+    # Killed mid-record, the log ends in a partial record; killed between two records (W&B
+    # writes in 32 KiB blocks, so this happens now and then), it ends cleanly but has no
+    # exit record. Either way the run did not end, and the reason says which.
+    assert run["reason"].startswith(
+        (
+            "imported from an incomplete W&B log: ",
+            "imported from a W&B log without an exit record",
+        )
+    ), run["reason"]
     steps = sorted({p["step"] for p in run["history"]})
     assert len(steps) >= 20
     assert steps == list(range(len(steps)))  # a prefix of what was logged, no gap
