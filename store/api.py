@@ -35,7 +35,7 @@ from wbg import settings as wbg_settings
 from wbg.db import as_location
 from wbg.engine import PgConnection, ServerUrl
 from wbg.errors import ConfigError, Error, InvalidInput, UsageError
-from wbg.writer import Recorder
+from wbg.writer import FINAL, Recorder
 
 _current: Run | DisabledRun | None = None  # ``wbg.run``: the run module-level calls use
 _active: list[Run] = []  # every open run of this process (reinit="create_new" adds more)
@@ -1076,7 +1076,7 @@ class Run:
                 # On the monotonic clock: a wall clock stepped back cannot shorten it.
                 duration = None if self._resumed else time.monotonic() - self._started
                 recorder.defer(
-                    "finish",
+                    FINAL,
                     wake=False,
                     write=lambda conn: runs.finish_run(
                         conn, self.id, state=state, exit_code=exit_code, duration=duration

@@ -51,6 +51,9 @@ HEARTBEAT_INTERVAL_S = runs.HEARTBEAT_INTERVAL_S
 
 T = TypeVar("T")
 
+# The name of the deferred write that records a run's end (``Recorder.defer``).
+FINAL = "finish"
+
 
 class Recorder:
     """Writes one run's points and summary values in batches."""
@@ -198,7 +201,8 @@ class Recorder:
                         del update[key]  # a string that did not replace a number
                     for write in deferred.values():
                         write(self.conn)
-                    runs.heartbeat(self.conn, self.num, self._pid)
+                    if FINAL not in deferred:  # an ended run needs no sign of life
+                        runs.heartbeat(self.conn, self.num, self._pid)
             except sqlite3.OperationalError as exc:  # full, locked, I/O: try again later
                 with self._lock:
                     self._points[:0] = points
