@@ -41,6 +41,14 @@ def echo_table(
     """Print a ``wbg.aggregate.Table`` in ``fmt`` (notes go to stderr)."""
     from wbg.cli import render
 
+    if fmt == "csv":  # written as the rows are read (a streamed table makes them so)
+        render.write_csv_streaming(result.rows, result.columns(), sys.stdout)
+        return
+    if fmt == "jsonl":
+        columns = result.columns()
+        render.write_records(({c: row.get(c) for c in columns} for row in result.rows), fmt,
+                             sys.stdout)  # fmt: skip
+        return
     if fmt in render.MACHINE_FORMATS:
         text = render.render(result.rows, result.columns(), fmt, precision)
         if text:

@@ -103,14 +103,15 @@ def table(
             sort=sort,
             desc=desc,
             limit=limit,
+            stream=True,
         )
-    note_scope(filters)
-    if not result.rows:
-        if fmt == "json":
-            typer.echo("[]")
-        render.note_no_runs(filters)
-        return
-    asked_count = agg is not None and "count" in result.aggregates
-    from wbg.cli.common import echo_table
+        note_scope(filters)
+        if not result.rows:
+            if fmt == "json":
+                typer.echo("[]")
+            render.note_no_runs(filters)
+            return
+        asked_count = agg is not None and "count" in result.aggregates
+        from wbg.cli.common import echo_table
 
-    echo_table(result, fmt, precision, count_column=asked_count)
+        echo_table(result, fmt, precision, count_column=asked_count)  # rows read as printed

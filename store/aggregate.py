@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,10 @@ class Table:
         return columns
 
     def excluded(self) -> dict[str, int]:
-        """Metric -> how many NaN/inf values were left out of its aggregates, in all rows."""
+        """Metric -> how many NaN/inf values were left out of its aggregates, in all rows
+        (of a streamed table: in the rows read so far)."""
+        if isinstance(self.rows, _CountedRows):
+            return {m: n for m, n in self.rows.excluded.items() if n}
         totals = {m: sum(row.get(f"{m}.excluded") or 0 for row in self.rows) for m in self.metrics}
         return {m: n for m, n in totals.items() if n}
 
@@ -89,11 +92,14 @@ def build_table(
     sort: str | None = None,
     desc: bool = False,
     limit: int | None = None,
+    stream: bool = False,
 ) -> Table:
     """The grouped summary table of the runs ``filters`` select (see the module docstring).
 
     ``group_by`` None: by ``group`` when a selected run has one, else one row per run
-    (``no_group``), keyed by ``id`` and ``name``.
+    (``no_group``), keyed by ``id`` and ``name``. ``stream``: one row per run, in their
+    order, is worked out a slice of runs at a time as ``rows`` is read (with no ``sort``,
+    ``desc`` or ``limit``): a view of 100,000 runs prints its first row at once.
     """
     from wbg.runs import reap_crashed
 
@@ -119,6 +125,8 @@ def build_table(
     if wanted:
         wanted = list(dict.fromkeys(wanted))
         _check_metrics(conn, wanted, where, params)
+    if stream and no_group and sort is None and not desc and limit is None:
+        return _per_run_streamed(conn, keys, resolved, where, params, wanted, aggs)
     result = _aggregate(
         conn,
         resolved,
@@ -143,6 +151,87 @@ def build_table(
 # run's points (history is keyed by run and step), so few runs are probed: a summary value
 # that came from logging is in the history of every run that has it.
 _HISTORY_PROBE_RUNS = 3
+
+
+class _CountedRows:
+    """Rows read once, as they are made, counting the NaN/inf values left out on the way
+    (``Table.excluded`` of a streamed table)."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], metrics: Sequence[str], count: int) -> None:
+        self._rows = rows
+        self._metrics = metrics
+        self._count = count
+        self.excluded: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self._rows:
+            for metric in self._metrics:
+                n = row.get(f"{metric}.excluded")
+                if n:
+                    self.excluded[metric] = self.excluded.get(metric, 0) + n
+            yield row
+
+
+# A streamed per-run table is worked out for this many runs first, then this many at a time.
+STREAM_FIRST, STREAM_SLICE = 200, 10_000
+
+
+def _per_run_streamed(
+    conn: sqlite3.Connection,
+    keys: list[str],
+    resolved: Sequence[query.Key],
+    where: str,
+    params: Sequence[Any],
+    wanted: list[str] | None,
+    aggs: list[str],
+) -> Table:
+    """``build_table(no_group=True)`` with rows made a slice of runs at a time. Each run is
+    its own group, so a slice's rows are exactly the whole table's rows for those runs;
+    the metrics are those of the whole selection, found up front."""
+    if wanted is None:
+        found = [
+            key
+            for (key,) in conn.execute(
+                "SELECT DISTINCT sm.key FROM runs JOIN summary_metrics AS sm "
+                f"ON sm.run = runs.num WHERE {where}",
+                params,
+            )
+        ]
+        ended = conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM runs WHERE ({where}) AND ended_at IS NOT NULL)",
+            params,
+        ).fetchone()[0]
+        found = sorted({*found, *([DURATION] if ended else [])})
+        names = rank_metrics(conn, found, where, params)
+    else:
+        names = wanted
+    table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=False)
+    ids = [i for (i,) in conn.execute(f"SELECT id FROM runs WHERE {where} ORDER BY id", params)]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        start, size = 0, STREAM_FIRST
+        while start < len(ids):
+            part = ids[start : start + size]
+            start, size = start + size, STREAM_SLICE
+            result = _aggregate(
+                conn,
+                resolved,
+                f"({where}) AND runs.id BETWEEN ? AND ?",
+                [*params, part[0], part[-1]],
+                names,
+                median="median" in aggs,
+                deviations="std" in aggs or "stderr" in aggs,
+            )
+            piece = Table(keys=keys, metrics=names, aggregates=aggs, grouped=False)
+            piece.rows = _rows(piece, result)
+            _sort(piece, None, False)
+            yield from piece.rows
+
+    table.rows = _CountedRows(rows(), names, len(ids))  # type: ignore[assignment]
+    return table
 
 
 def rank_metrics(

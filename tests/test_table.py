@@ -538,3 +538,30 @@ def test_unknown_group_hint_says_when_the_list_is_cut(cli, db_path):
     hint = result.stderr.splitlines()[1]
     assert hint.startswith("known groups: ") and hint.endswith(" ...")
     assert len(hint.removeprefix("known groups: ").removesuffix(" ...").split(", ")) == 20
+
+
+def test_a_streamed_per_run_table_is_the_whole_table(db_path, monkeypatch):
+    import contextlib
+
+    from wbg import aggregate
+    from wbg.db import connect
+
+    # Slices of 7, then 50 runs: rows, metrics and excluded counts across their edges
+    # must be those of the table worked out at once.
+    monkeypatch.setattr(aggregate, "STREAM_FIRST", 7)
+    monkeypatch.setattr(aggregate, "STREAM_SLICE", 50)
+    for i in range(130):
+        summary = {"acc": i / 130, "loss": float("nan") if i % 17 == 0 else 1 - i / 130}
+        if i % 5:
+            summary["f1"] = (i % 7) / 7
+        add_run(db_path, name=f"r{i % 11}", summary=summary, duration=float(i % 13))
+    with contextlib.closing(connect(db_path)) as conn:
+        for aggs in (None, "count,mean,std,min,max,median,stderr"):
+            whole = aggregate.build_table(conn, no_group=True, aggregates=aggs)
+            streamed = aggregate.build_table(conn, no_group=True, aggregates=aggs, stream=True)
+            assert len(streamed.rows) == len(whole.rows) == 130
+            assert streamed.metrics == whole.metrics
+            assert list(streamed.rows) == whole.rows
+            assert streamed.excluded() == whole.excluded() == {"loss": 8}
+        picked = aggregate.build_table(conn, no_group=True, metrics=["f1"], stream=True)
+        assert list(picked.rows) == aggregate.build_table(conn, no_group=True, metrics=["f1"]).rows
