@@ -1225,7 +1225,16 @@ class DisabledRun:
         self.starting_step = 0
         self.start_time = time.time()
         self.settings = compat.Settings(mode="disabled")
-        self.dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wbg-disabled-{self.id}")
+        self._dir: str | None = None
+
+    @property
+    def dir(self) -> str:
+        """A scratch folder, as wandb's disabled run has: scripts save files into it."""
+        import tempfile
+
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix=f"wbg-disabled-{self.id}-")
+        return self._dir
 
     def _open_here(self) -> bool:
         return not self._finished and self._pid == os.getpid()

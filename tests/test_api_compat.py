@@ -122,6 +122,8 @@ def test_disabled_mode_records_nothing(db_path, monkeypatch):
     run.summary["s"] = 1
     run.define_metric("x", summary="max")
     run.watch(object())
+    with open(os.path.join(run.dir, "model.pt"), "w") as handle:  # scripts save into it
+        handle.write("weights")
     run.finish()
     assert wbg.run is None
     monkeypatch.setenv("WANDB_MODE", "disabled")
