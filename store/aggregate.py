@@ -191,14 +191,7 @@ def _per_run_streamed(
     its own group, so a slice's rows are exactly the whole table's rows for those runs;
     the metrics are those of the whole selection, found up front."""
     if wanted is None:
-        found = [
-            key
-            for (key,) in conn.execute(
-                "SELECT DISTINCT sm.key FROM runs JOIN summary_metrics AS sm "
-                f"ON sm.run = runs.num WHERE {where}",
-                params,
-            )
-        ]
+        found = _selected_metrics(conn, where, params)
         ended = conn.execute(
             f"SELECT EXISTS (SELECT 1 FROM runs WHERE ({where}) AND ended_at IS NOT NULL)",
             params,
@@ -208,13 +201,21 @@ def _per_run_streamed(
     else:
         names = wanted
     table = Table(keys=keys, metrics=names, aggregates=aggs, grouped=False)
-    ids = [i for (i,) in conn.execute(f"SELECT id FROM runs WHERE {where} ORDER BY id", params)]
+    count = conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
 
     def rows() -> Iterator[dict[str, Any]]:
-        start, size = 0, STREAM_FIRST
-        while start < len(ids):
-            part = ids[start : start + size]
-            start, size = start + size, STREAM_SLICE
+        after, size = "", STREAM_FIRST  # every id sorts after ""
+        while True:
+            part = [
+                i
+                for (i,) in conn.execute(
+                    f"SELECT id FROM runs WHERE ({where}) AND id > ? ORDER BY id LIMIT ?",
+                    [*params, after, size],
+                )
+            ]
+            if not part:
+                return
+            after, size = part[-1], STREAM_SLICE
             result = _aggregate(
                 conn,
                 resolved,
@@ -228,8 +229,36 @@ def _per_run_streamed(
             _sort(piece, None, False)
             yield from piece.rows
 
-    table.rows = _CountedRows(rows(), names, len(ids))  # type: ignore[assignment]
+    table.rows = _CountedRows(rows(), names, count)  # type: ignore[assignment]
     return table
+
+
+def _selected_metrics(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[str]:
+    """The summary metrics that the runs ``where`` selects have: the file's metric names
+    (one index seek each), each kept when a selected run has it. A key's first selected
+    run is usually among its first rows; a walk over all of the selected runs' values is
+    only for files with many metric names."""
+    names = query.metric_names(conn)
+    if where == "1":
+        return names
+    if len(names) > 20:
+        return [
+            key
+            for (key,) in conn.execute(
+                "SELECT DISTINCT sm.key FROM runs JOIN summary_metrics AS sm "
+                f"ON sm.run = runs.num WHERE {where}",
+                params,
+            )
+        ]
+    return [
+        name
+        for name in names
+        if conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM summary_metrics AS sm JOIN runs ON runs.num = sm.run "
+            f"WHERE sm.key = ? AND ({where}))",
+            [name, *params],
+        ).fetchone()[0]
+    ]
 
 
 def rank_metrics(
