@@ -370,6 +370,9 @@ def _aggregate(
 _FINITE = "abs(sm.value) < 9e999"
 # Metrics summed in one walk of the selection: each is a join (SQLite allows 64 tables).
 WALK_METRICS = 16
+# A sum left out: typed, so a column of nothing has the type of the sums (PostgreSQL types
+# a bare NULL in a subquery as text).
+_NO_VALUE = "CAST(NULL AS DOUBLE PRECISION)"
 
 
 class _Selection:
@@ -507,9 +510,11 @@ class _Selection:
             [
                 f"count({value}) AS n{suffix}",
                 f"sum({shifted}) AS s1{suffix}",
-                f"min({value}) AS lo{suffix}" if extremes else f"NULL AS lo{suffix}",
-                f"max({value}) AS hi{suffix}" if extremes else f"NULL AS hi{suffix}",
-                f"sum({shifted} * {shifted}) AS s2{suffix}" if squares else f"NULL AS s2{suffix}",
+                f"min({value}) AS lo{suffix}" if extremes else f"{_NO_VALUE} AS lo{suffix}",
+                f"max({value}) AS hi{suffix}" if extremes else f"{_NO_VALUE} AS hi{suffix}",
+                f"sum({shifted} * {shifted}) AS s2{suffix}"
+                if squares
+                else f"{_NO_VALUE} AS s2{suffix}",
             ]
         )
 
