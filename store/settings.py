@@ -31,15 +31,28 @@ class Settings:
         return self.values.get(key)
 
 
+# Parsed settings files by path, with the bytes they were parsed from: every
+# ``wbg.init`` looks for its settings, and a sweep's thousands of runs would otherwise
+# parse the project's pyproject.toml once each (half the cost of a short run). Reading
+# the file is cheap; the bytes, not its time stamp, say whether it changed.
+_parsed: dict[Path, tuple[bytes, dict[str, Any]]] = {}
+
+
 def _load_toml(path: Path) -> dict[str, Any]:
+    """The parsed file (do not change it: it is shared until the file changes)."""
     from wbg.values import toml
 
     tomllib = toml()
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = path.read_bytes()
+        known = _parsed.get(path)
+        if known is not None and known[0] == raw:
+            return known[1]
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read settings file {path}: {exc}") from None
+    _parsed[path] = (raw, data)
+    return data
 
 
 def find_settings(start: Path | None = None) -> Settings:
