@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given
@@ -233,6 +234,10 @@ def test_a_settings_file_is_parsed_once_and_read_again_when_it_changes(tmp_path)
     assert settings.find_settings(tmp_path).values is first.values  # not parsed again
     path.write_text('[tool.wbg]\nproject = "bbb"\n')  # same size, same tick
     assert settings.find_settings(tmp_path).get("project") == "bbb"
+    os.utime(path, (1e9, 1e9))  # long unchanged: its stat alone says it still is
+    assert settings.find_settings(tmp_path).get("project") == "bbb"
+    path.write_text('[tool.wbg]\nproject = "ccc"\n')
+    assert settings.find_settings(tmp_path).get("project") == "ccc"
     path.write_bytes(b'[tool.wbg]\nproject = "\xff"\n')
     with pytest.raises(InvalidInput, match="cannot read settings file"):
         settings.find_settings(tmp_path)
