@@ -19,9 +19,24 @@ import pytest
 PY = sys.executable
 
 ENGINES = ("sqlite", "postgresql")
-# A test that holds for both engines: @both_engines (its db_path is then a SQLite file or
-# a fresh database on the session's PostgreSQL server).
+# Every test runs on both engines (conftest.py's pytest_generate_tests): its db_path is a
+# SQLite file, or a fresh database on the session's PostgreSQL server. both_engines says
+# so explicitly (the default now).
 both_engines = pytest.mark.parametrize("engine", ENGINES, indirect=True)
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """A test meaningless on PostgreSQL: skipped there, with ``reason`` shown."""
+    return pytest.mark.sqlite_only(reason)
+
+
+def postgresql_only(reason: str) -> pytest.MarkDecorator:
+    """A test meaningless on SQLite: skipped there, with ``reason`` shown."""
+    return pytest.mark.postgresql_only(reason)
+
+
+# A test that touches no database (a parser, a formatter): it runs once, on no engine.
+no_database = pytest.mark.no_database
 
 
 def wbg_executable() -> list[str]:
