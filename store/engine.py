@@ -273,6 +273,10 @@ def _nan_as_null(value: Any) -> Any:
     # SQLite stores a NaN as NULL; PostgreSQL would keep it. wbg reads NULL as NaN.
     if type(value) is float and math.isnan(value):
         return None
+    # SQLite stores a bool as 0/1; PostgreSQL refuses a boolean for an integer column
+    # (git_dirty), which failed the whole write it was in.
+    if type(value) is bool:
+        return int(value)
     return value
 
 
