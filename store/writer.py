@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from wbg import runs, values
 from wbg.db import transaction
+from wbg.engine import batched
 
 FLUSH_INTERVAL_S = 1.0
 BATCH_POINTS = 50_000
@@ -66,11 +67,16 @@ class Recorder:
         background_only: bool = False,
         on_problem: Callable[[str], None] | None = None,
         enabled: bool = True,
+        batched: bool = True,
     ) -> None:
         self.enabled = enabled  # False: a run that could not be created; nothing is kept
         self.conn = conn
         self.num = num
         self.background_only = background_only  # the producer never writes (wbg run)
+        # On a server, a batch goes in one round trip (wbg.engine.batched). Not for a
+        # deferred write that catches an error of its own statement and goes on (W&B runs
+        # followed under `wbg run`): in a batch the error comes only when it is sent.
+        self.batched = batched
         self.on_problem = on_problem
         self._lock = threading.Lock()  # guards the buffers
         self._write_lock = threading.Lock()  # one user of the connection at a time
@@ -194,15 +200,22 @@ class Recorder:
                 # as in runs.merge_summary: a number logged in this batch stays
                 if not isinstance(value, str) or not values.is_number(update.get(key)):
                     update[key] = value
-            try:
-                with transaction(self.conn):
-                    self.dropped += runs.write_history(self.conn, points)
-                    for key in runs.merge_summary(self.conn, self.num, update):
-                        del update[key]  # a string that did not replace a number
+
+            def store(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+                with transaction(conn):
+                    refused = runs.write_history(conn, points)
+                    kept = runs.merge_summary(conn, self.num, update)
                     for write in deferred.values():
-                        write(self.conn)
+                        write(conn)
                     if FINAL not in deferred:  # an ended run needs no sign of life
-                        runs.heartbeat(self.conn, self.num, self._pid)
+                        runs.heartbeat(conn, self.num, self._pid)
+                return refused, kept
+
+            try:
+                if self.batched:
+                    refused, kept = batched(self.conn, store, len(points))
+                else:
+                    refused, kept = store(self.conn)
             except sqlite3.OperationalError as exc:  # full, locked, I/O: try again later
                 with self._lock:
                     self._points[:0] = points
@@ -224,6 +237,9 @@ class Recorder:
                     self._deferred = {**deferred, **self._deferred}
                     self._oldest = self._oldest or time.monotonic()
                 raise
+            self.dropped += refused
+            for key in kept:
+                update.pop(key, None)  # a string that did not replace a number
             self.failing = None
             self._beat_at = time.monotonic()
             self.last_values.update(update)

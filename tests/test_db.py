@@ -288,3 +288,37 @@ def test_batch_summary_is_the_last_value_of_each_key_with_and_without_hint(db_pa
     recorder.close()
     assert runs.get_run(conn, run_id)["summary"] == {"a": 3.0, "b": 2.0}
     conn.close()
+
+
+def test_a_batched_write_reads_inside_and_is_all_or_nothing(db_path):
+    """The writer's batches (wbg.engine.batched: on a server, one round trip): a result
+    read inside sends what is queued so far; a statement the database refuses leaves
+    nothing of the batch behind, and the connection goes on."""
+    from wbg.engine import batched
+
+    conn = dbmod.connect(db_path)
+    run_id, num = runs.create_run(conn, project="p")
+
+    def log(points, summary):
+        def write(c):
+            with runs.transaction(c):
+                runs.write_history(c, points)
+                return runs.merge_summary(c, num, summary)  # reads when a value is text
+
+        return batched(conn, write, len(points))
+
+    assert log([(num, 0, "loss", 1.0, 0.0)], {"loss": 1.0, "phase": "warmup"}) == []
+    assert log([(num, 1, "acc", 0.5, 0.0)], {"acc": 0.5, "loss": "0.6"}) == ["loss"]
+
+    def refused(c):
+        with runs.transaction(c):
+            runs.write_history(c, [(num, 2, "loss", 2.0, 0.0)])
+            runs.merge_summary(c, num, {"late": 1.0})
+            c.execute("INSERT INTO runs (id) VALUES (NULL)")  # NOT NULL: refused
+
+    with pytest.raises(sqlite3.IntegrityError):
+        batched(conn, refused)
+    assert not conn.in_transaction
+    conn.close()
+    assert history(db_path, run_id) == [(0, "loss", 1.0), (1, "acc", 0.5)]
+    assert records(db_path)[0]["summary"] == {"loss": 1.0, "phase": "warmup", "acc": 0.5}
