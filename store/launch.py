@@ -314,14 +314,8 @@ class Supervisor:
         else:
             # Every write happens in the recorder's thread: passing the child's output
             # through never waits for the database (a full disk, a lock held elsewhere).
-            # Not batched: the W&B runs it follows write through a deferred write that
-            # goes on past a refused operation (see Recorder.batched).
             self.recorder = Recorder(
-                self.conn,
-                num,
-                background_only=True,
-                on_problem=self._recording_failed,
-                batched=False,
+                self.conn, num, background_only=True, on_problem=self._recording_failed
             )
         self.run_id = run_id
         self._started = time.monotonic()

@@ -67,22 +67,18 @@ class Recorder:
         background_only: bool = False,
         on_problem: Callable[[str], None] | None = None,
         enabled: bool = True,
-        batched: bool = True,
     ) -> None:
         self.enabled = enabled  # False: a run that could not be created; nothing is kept
         self.conn = conn
         self.num = num
         self.background_only = background_only  # the producer never writes (wbg run)
-        # On a server, a batch goes in one round trip (wbg.engine.batched). Not for a
-        # deferred write that catches an error of its own statement and goes on (W&B runs
-        # followed under `wbg run`): in a batch the error comes only when it is sent.
-        self.batched = batched
         self.on_problem = on_problem
         self._lock = threading.Lock()  # guards the buffers
         self._write_lock = threading.Lock()  # one user of the connection at a time
         self._points: list[runs.Point] = []
         self._summary: dict[str, Any] = {}  # explicit values, over the last logged ones
         self._deferred: dict[str, Callable[[sqlite3.Connection], Any]] = {}
+        self._unbatchable: set[str] = set()  # names of deferred writes never batched
         self._oldest: float | None = None  # monotonic time of the oldest unwritten item
         self._beat_at = time.monotonic()  # creating the run wrote the first heartbeat
         self._tried_at = 0.0  # monotonic time of the last failed write
@@ -139,15 +135,24 @@ class Recorder:
             self._write(blocking=False)
 
     def defer(
-        self, name: str, write: Callable[[sqlite3.Connection], Any], wake: bool = True
+        self,
+        name: str,
+        write: Callable[[sqlite3.Connection], Any],
+        wake: bool = True,
+        batchable: bool = True,
     ) -> None:
         """Queue ``write(conn)`` for the next flush's transaction (a later one of the same
         ``name`` replaces it): a write the producer must not wait for. ``wake=False`` when
-        the caller flushes next itself (a run's final state goes with its last points)."""
+        the caller flushes next itself (a run's final state goes with its last points).
+        ``batchable=False``: the flush that carries it is not sent as one batch (a write
+        that catches an error of one of its statements and goes on: in a batch the error
+        comes only when the batch is sent)."""
         if not self.enabled:
             return
         with self._lock:
             self._deferred[name] = write
+            if not batchable:
+                self._unbatchable.add(name)
             if self._oldest is None:
                 self._oldest = time.monotonic()
         if wake:
@@ -212,7 +217,7 @@ class Recorder:
                 return refused, kept
 
             try:
-                if self.batched:
+                if not self._unbatchable.intersection(deferred):
                     refused, kept = batched(self.conn, store, len(points))
                 else:
                     refused, kept = store(self.conn)
