@@ -85,6 +85,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("engine", params, indirect=True)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--engine``: also leave out the other engine of tests parametrised by hand."""
+    chosen = config.getoption("engine")
+    if chosen == "both":
+        return
+    kept, left_out = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine", chosen) if callspec else chosen
+        (kept if engine == chosen else left_out).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str:
     """The store engine of this test (parametrised by ``pytest_generate_tests``)."""
