@@ -369,7 +369,8 @@ class WandbFollower:
         own = any(t.own for t in self._by_wandb_id.values())
         beat = own and time.monotonic() - self._beat_at >= runs.HEARTBEAT_INTERVAL_S / 2
         if self._operations or beat:
-            self.recorder.defer("wandb", self._write)
+            # not batched: _write goes on past an operation the database refuses
+            self.recorder.defer("wandb", self._write, batchable=False)
 
     def _write(self, conn: sqlite3.Connection) -> None:
         """Carry out the queued operations, in order, in the writer's transaction."""

@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+from helpers import no_database
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +20,9 @@ from wbg.values import (
     parse_assignments,
     parse_value,
 )
+
+# Parsers and name rules: no database is opened.
+pytestmark = no_database
 
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 

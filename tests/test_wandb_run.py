@@ -210,20 +210,20 @@ def test_disabled_mode_records_only_the_command(tmp_path, db_path):
 
 
 LIVE = """
-import os, sqlite3, sys, time, wandb
+import os, sys, time, wandb
+from wbg import db, runs
 run = wandb.init(config={"live": True}, dir=sys.argv[1])
 for step in range(3000):        # well over two 32 KiB blocks of records
     run.log({"loss": 1.0 / (step + 1), "acc": step / 3000})
 # wbg reads the log while this process still runs: wait until the points are recorded
 deadline = time.time() + 60
-with sqlite3.connect(os.environ["WBG_DB"]) as conn:
-    while time.time() < deadline:
-        (n,) = conn.execute(
-            "SELECT count(*) FROM history JOIN runs ON runs.num = history.run "
-            "WHERE runs.id = ? AND key = 'loss'", (os.environ["WBG_RUN_ID"],)).fetchone()
-        if n:
-            break
-        time.sleep(0.1)
+while time.time() < deadline:
+    conn = db.connect(os.environ["WBG_DB"], read_only=True)  # a new moment each time
+    n = runs.history_count(conn, os.environ["WBG_RUN_ID"])
+    conn.close()
+    if n:
+        break
+    time.sleep(0.1)
 print(f"seen_while_running: {n}", flush=True)
 run.finish()
 """
