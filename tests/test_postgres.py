@@ -102,7 +102,8 @@ def test_sixteen_first_connections_apply_each_migration_once(db_path):
 
 @postgresql
 def test_processes_logging_at_once_lose_and_duplicate_nothing(db_path):
-    writers, points = 8, 2000
+    # 32 processes x 50,000 points (two metrics a step) through the API, all at once
+    writers, points = 32, 25_000
     code = textwrap.dedent(
         """
         import sys, wbg
@@ -132,7 +133,7 @@ def test_processes_logging_at_once_lose_and_duplicate_nothing(db_path):
 
 @postgresql
 def test_wbg_run_children_at_once_each_get_their_run(db_path):
-    children = 6
+    children = 16
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "wbg.cli.main", "run", "-g", "fan", "-c", f"i={i}", "--",
