@@ -2,7 +2,10 @@
 
 wbg writes SQL once, in the dialect SQLite and PostgreSQL both accept, except for what
 this module decides per engine: placeholders, DDL types, the migration lock, bulk history
-writes, the larger-of-two function, temporary tables and opening a connection.
+writes, the larger-of-two function, temporary tables, JSON values of ``config`` and
+``summary``, full-text search and opening a connection. Each difference is a method or
+attribute of the engine, used where the SQL is built; SQLite's text is the one wbg has
+always run (it is the fast path).
 
 SQLite stays the default and the fast path: nothing here is imported for it beyond this
 module, and ``psycopg`` is imported only when a ``postgresql://`` URL is opened. A
@@ -141,6 +144,94 @@ class SQLiteEngine:
     def inserted_num(self, cursor: Any) -> int:
         return cursor.lastrowid
 
+    # --- reading (README "On a cluster": every view runs its SQL on the server) ---
+    temp = "temp."  # the schema of this connection's temporary tables
+    is_ = "IS"  # equal, NULL equal to NULL
+    index_hints = True  # INDEXED BY: SQLite's planner needs them on temporary tables
+    cross_join = "CROSS JOIN"  # SQLite: a join in the order written (... ON as for JOIN)
+    infinity = "9e999"
+    temp_store = "PRAGMA temp_store = MEMORY"
+
+    def typed(self, column: str, sql_type: str) -> str:
+        """A column of a temporary table: SQLite's hold any value (no type is given)."""
+        return column
+
+    def indexed_by(self, index: str) -> str:
+        return f" INDEXED BY {index}"
+
+    def temp_index(self, name: str, table: str, columns: str) -> str:
+        return f"CREATE INDEX temp.{name} ON {table} ({columns})"
+
+    def non_finite(self, column: str) -> str:
+        """NaN (stored as NULL) or +-inf; spelled as in the partial index of migration 3
+        (``summary_metrics_non_finite``) so that the planner uses it."""
+        return f"({column} IS NULL OR abs({column}) >= 9e999)"
+
+    def json_value(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """The typed value at dotted ``path`` of the JSON text column (``runs.config``)."""
+        from wbg.query import json_path
+
+        return f"json_extract({column}, ?)", [json_path(path)]
+
+    def json_display(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """``json_value``, but JSON booleans read ``'true'``/``'false'`` (group keys)."""
+        from wbg.query import json_path
+
+        json = json_path(path)
+        return (
+            f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' "
+            f"WHEN 'false' THEN 'false' ELSE json_extract({column}, ?) END",
+            [json, json],
+        )
+
+    def json_has(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """True when the JSON column has ``path`` (also when its value is JSON null)."""
+        from wbg.query import json_path
+
+        return f"json_type({column}, ?) IS NOT NULL", [json_path(path)]
+
+    def json_compare(self, expr: str, op: str, value: Any) -> tuple[str, list[Any]]:
+        """``expr OP value`` for a ``json_value`` expression."""
+        return f"{expr} {op} ?", [value]
+
+    def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
+        """``expr OP value`` for a run field (``text``: a TEXT column)."""
+        return f"{expr} {op} ?", [value]
+
+    def same(self, expr: str, value: Any, json: bool) -> tuple[str, list[Any]]:
+        """``expr`` equals ``value``, NULL equal to None (a group's value: ``json``, as
+        ``json_display`` gives it)."""
+        return f"{expr} IS ?", [value]
+
+    def glob(self, expr: str, pattern: str, json: bool) -> tuple[str, list[Any]]:
+        """``expr`` as text matches the glob ``pattern`` (``*``, ``?``, ``[...]``)."""
+        return f"CAST({expr} AS TEXT) GLOB ?", [pattern]
+
+    def is_text(self, expr: str, json: bool) -> str:
+        """True when the value of ``expr`` is text (sorting puts numbers first)."""
+        return f"typeof({expr}) = 'text'"
+
+    def has_tag(self, column: str) -> str:
+        """True when the JSON array ``column`` holds the string given as the parameter."""
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = ?)"
+
+    def json_leaves(self, doc: str) -> str:
+        """A FROM item ``j`` of the leaves of a JSON object: ``fullkey`` (``$.a."b c"``;
+        array elements have ``[`` in theirs), ``type`` (SQLite's names) and ``value``."""
+        return f"json_tree({doc}) AS j"
+
+    def search(self, text: str) -> tuple[str, list[Any]]:
+        """Runs (a condition on ``runs.num``) whose name, notes, command, tags or kept
+        output hold every word of ``text`` (README "``wbg runs``")."""
+        from wbg.query import fts_query
+
+        match = fts_query(text)
+        return (
+            "runs.num IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ? "
+            "UNION SELECT rowid FROM run_output_fts WHERE run_output_fts MATCH ?)",
+            [match, match],
+        )
+
 
 class PostgresEngine:
     name = "postgresql"
@@ -210,6 +301,164 @@ class PostgresEngine:
 
     def inserted_num(self, cursor: Any) -> int:
         return cursor.fetchone()[0]
+
+    # --- reading -------------------------------------------------------------------------
+    temp = "pg_temp."
+    is_ = "IS NOT DISTINCT FROM"
+    index_hints = False  # PostgreSQL plans from its statistics (ANALYZE of the temp table)
+    cross_join = "JOIN"
+    infinity = "'Infinity'::float8"
+    temp_store = ""  # temporary tables live in the session's temp buffers
+
+    def typed(self, column: str, sql_type: str) -> str:
+        return f"{column} {sql_type}"
+
+    def indexed_by(self, index: str) -> str:
+        return ""
+
+    def temp_index(self, name: str, table: str, columns: str) -> str:
+        return f"CREATE INDEX {name} ON pg_temp.{table} ({columns})"
+
+    def non_finite(self, column: str) -> str:
+        return f"({column} IS NULL OR abs({column}) = 'Infinity'::float8)"
+
+    # config/summary are JSON text: read as jsonb, whose values psycopg hands back as
+    # Python numbers, strings and booleans (0.1 and 0.10 are one number, as in SQLite).
+    @staticmethod
+    def _jsonb(column: str, path: str) -> tuple[str, list[Any]]:
+        return f"(CAST({column} AS jsonb) #> ?)", [path.split(".")]
+
+    def json_value(self, column: str, path: str) -> tuple[str, list[Any]]:
+        return self._jsonb(column, path)
+
+    def json_display(self, column: str, path: str) -> tuple[str, list[Any]]:
+        expr, params = self._jsonb(column, path)
+        return (
+            f"CASE jsonb_typeof({expr}) WHEN 'boolean' THEN to_jsonb({expr} #>> '{{}}') "
+            f"ELSE {expr} END",
+            [*params, *params, *params],
+        )
+
+    def json_has(self, column: str, path: str) -> tuple[str, list[Any]]:
+        expr, params = self._jsonb(column, path)
+        return f"{expr} IS NOT NULL", params
+
+    def json_compare(self, expr: str, op: str, value: Any) -> tuple[str, list[Any]]:
+        import json
+
+        return f"{expr} {op} CAST(? AS jsonb)", [json.dumps(value)]
+
+    def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
+        # SQLite turns a number compared with a TEXT column into text; a number column
+        # compared with text is never equal (PostgreSQL would refuse either).
+        if text:
+            return f"{expr} {op} ?", [value if isinstance(value, str) else str(value)]
+        if isinstance(value, str):
+            return f"CAST({expr} AS TEXT) {op} ?", [value]
+        return f"{expr} {op} ?", [value]
+
+    def same(self, expr: str, value: Any, json: bool) -> tuple[str, list[Any]]:
+        if json:
+            import json as json_module
+
+            param = None if value is None else json_module.dumps(value)
+            return f"{expr} IS NOT DISTINCT FROM CAST(? AS jsonb)", [param]
+        return f"{expr} IS NOT DISTINCT FROM ?", [value]
+
+    def glob(self, expr: str, pattern: str, json: bool) -> tuple[str, list[Any]]:
+        text = f"({expr} #>> '{{}}')" if json else f"CAST({expr} AS TEXT)"
+        return f"{text} ~ ?", [_glob_regex(pattern)]
+
+    def is_text(self, expr: str, json: bool) -> str:
+        return f"jsonb_typeof({expr}) = 'string'" if json else "FALSE"
+
+    def has_tag(self, column: str) -> str:
+        return f"CAST({column} AS jsonb) @> jsonb_build_array(CAST(? AS TEXT))"
+
+    def json_leaves(self, doc: str) -> str:
+        # json_tree as SQLite has it, for objects (arrays are leaves here: callers leave
+        # out paths into arrays).
+        return (
+            "LATERAL (WITH RECURSIVE t(fullkey, value) AS ("
+            f"SELECT '$', CAST({doc} AS jsonb) UNION ALL "
+            "SELECT t.fullkey || '.\"' || replace(replace(e.key, '\\', '\\\\'), '\"', "
+            "'\\\"') || '\"', e.value FROM t, jsonb_each(CASE WHEN jsonb_typeof(t.value) = "
+            "'object' THEN t.value ELSE '{}'::jsonb END) AS e) "
+            "SELECT t.fullkey, CASE jsonb_typeof(t.value) WHEN 'string' THEN 'text' "
+            "WHEN 'number' THEN 'real' WHEN 'boolean' THEN t.value #>> '{}' "
+            "ELSE jsonb_typeof(t.value) END AS type, "
+            "CASE jsonb_typeof(t.value) WHEN 'string' THEN t.value #>> '{}' "
+            "ELSE CAST(t.value AS TEXT) END AS value FROM t) AS j"
+        )
+
+    def search(self, text: str) -> tuple[str, list[Any]]:
+        from wbg.query import fts_query
+
+        fts_query(text)  # refuses empty text as on SQLite
+        match = pg_search_query(text)
+        return (
+            f"({PG_SEARCH_RUNS} @@ to_tsquery('simple', ?) "
+            "OR runs.num IN (SELECT run FROM run_output "
+            f"WHERE {PG_SEARCH_OUTPUT} @@ to_tsquery('simple', ?)))",
+            [match, match],
+        )
+
+
+# `wbg runs search` on a server: PostgreSQL's full-text search over the text SQLite's FTS5
+# indexes, cut into words as FTS5's default tokenizer cuts it (runs of letters and digits;
+# case folded), so that the same words find the same runs. These are the expressions of
+# the GIN indexes of migration 7: a query repeats them exactly to use the indexes.
+_WORDS = "regexp_replace(lower({}), '[^[:alnum:]]+', ' ', 'g')"
+PG_SEARCH_RUNS = (
+    "to_tsvector('simple', "
+    + _WORDS.format(
+        "coalesce(name, '') || ' ' || coalesce(notes, '') || ' ' || coalesce(command, '') "
+        "|| ' ' || coalesce(tags, '')"
+    )
+    + ")"
+)
+PG_SEARCH_OUTPUT = "to_tsvector('simple', " + _WORDS.format("wbg_output_text(tail)") + ")"
+PG_SEARCH_FUNCTIONS = [
+    # Kept output is bytes: read as UTF-8, or (when it is not) with the other bytes escaped.
+    "CREATE OR REPLACE FUNCTION wbg_output_text(tail bytea) RETURNS text "
+    "LANGUAGE plpgsql IMMUTABLE AS $fn$ BEGIN RETURN convert_from(tail, 'UTF8'); "
+    "EXCEPTION WHEN others THEN RETURN encode(tail, 'escape'); END $fn$"
+]
+
+
+def pg_search_query(text: str) -> str:
+    """``--search`` words as a ``to_tsquery`` text: every word must appear, a word of
+    several parts (``r-0.1``) as those parts in a row, as with FTS5's quoted phrases."""
+    phrases = []
+    for word in text.split():
+        parts = [part.lower() for part in re.findall(r"[^\W_]+", word)]
+        if parts:
+            phrases.append("(" + " <-> ".join(f"'{part}'" for part in parts) + ")")
+    return " & ".join(phrases) or "''"
+
+
+def _glob_regex(pattern: str) -> str:
+    """A GLOB pattern as an anchored POSIX regular expression (case-sensitive, as GLOB)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            # a "]" first in the set (after "^", which negates it as in a regex) is a member
+            first = i + (3 if pattern[i + 1 : i + 2] == "^" else 2)
+            end = pattern.find("]", first)
+            if end < 0:
+                out.append("\\[")
+            else:
+                out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out) + "$"
 
 
 SQLITE = SQLiteEngine()
@@ -351,6 +600,8 @@ class PgConnection(_ConnectionLike):
         self._psycopg = _driver()
         self._closed = False
         self.has_points_table = False  # the temporary table of pg_write_points
+        # A view's connection (db.connect(read_only=True)): it never writes wbg's tables.
+        self.reading = False
 
     @property
     def in_transaction(self) -> bool:

@@ -577,10 +577,13 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
     dead = crashed_runs(conn)
     if not dead:
         return 0
+    engine = engine_of(conn)
+    if getattr(conn, "reading", False):  # a view of a server: it writes nothing
+        _shadow_crashed(conn, dead)
+        return len(dead)
     try:
         conn.executemany(
-            f"UPDATE {engine_of(conn).main}runs SET state = 'crashed' "
-            "WHERE num = ? AND state = 'running'",
+            f"UPDATE {engine.main}runs SET state = 'crashed' WHERE num = ? AND state = 'running'",
             [(num,) for num in dead],
         )
     except sqlite3.OperationalError:  # read-only file or connection: shadow, do not write
@@ -589,21 +592,31 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
 
 
 def _shadow_crashed(conn: sqlite3.Connection, nums: Sequence[int]) -> None:
+    engine = engine_of(conn)
     # Changing temp_store drops every temporary object, so it is set first (to what the
     # grouped table sets it to, which then changes nothing).
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
-    conn.executemany("INSERT OR IGNORE INTO temp.wbg_crashed VALUES (?)", [(n,) for n in nums])
-    columns = [row[1] for row in conn.execute("PRAGMA main.table_info(runs)")]
+    if engine.temp_store:
+        conn.execute(engine.temp_store)
+    conn.execute(
+        engine.ddl("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
+    )
+    conn.executemany(
+        f"INSERT INTO {engine.temp}wbg_crashed VALUES (?) ON CONFLICT (num) DO NOTHING",
+        [(n,) for n in nums],
+    )
+    # (a temporary view of the same name shadows the table: on PostgreSQL too, whose
+    # search path starts with the session's temporary schema)
+    conn.execute(f"DROP VIEW IF EXISTS {engine.temp}runs")
+    found = conn.execute(f"SELECT * FROM {engine.main}runs LIMIT 0")
+    columns = [column[0] for column in found.description]
     select = ", ".join(
-        "CASE WHEN state = 'running' AND num IN (SELECT num FROM temp.wbg_crashed) "
+        f"CASE WHEN state = 'running' AND num IN (SELECT num FROM {engine.temp}wbg_crashed) "
         "THEN 'crashed' ELSE state END AS state"
         if column == "state"
         else f'"{column}"'
         for column in columns
     )
-    conn.execute("DROP VIEW IF EXISTS temp.runs")
-    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {select} FROM main.runs")
+    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {select} FROM {engine.main}runs")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -716,7 +729,7 @@ def iter_runs(
     from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
-    clause, params = (filters or Filters()).sql()
+    clause, params = (filters or Filters()).sql(engine_of(conn))
     order = "started_at, id" if oldest_first else "started_at DESC, id"
     if sort is not None:
         by, extra = sort_sql(conn, sort, desc)
