@@ -556,7 +556,18 @@ def reading_error(location: str, text: str) -> DatabaseError:
 
 
 def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
-    """Name -> SQL of every table and index, for tests and ``wbg db info``."""
+    """Name -> SQL of every table and index, for tests and ``wbg db info`` (on a server:
+    each table's columns and types, each index's definition)."""
+    if isinstance(conn, PgConnection):
+        rows = conn.execute(
+            "SELECT c.relname, CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) ELSE "
+            "(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), "
+            "', ' ORDER BY a.attnum) FROM pg_attribute AS a WHERE a.attrelid = c.oid "
+            "AND a.attnum > 0 AND NOT a.attisdropped) END "
+            "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY c.relname"
+        ).fetchall()
+        return {name: sql for name, sql in rows}
     rows = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
     ).fetchall()

@@ -190,9 +190,11 @@ class SQLiteEngine:
 
         return f"json_type({column}, ?) IS NOT NULL", [json_path(path)]
 
-    def json_compare(self, expr: str, op: str, value: Any) -> tuple[str, list[Any]]:
-        """``expr OP value`` for a ``json_value`` expression."""
-        return f"{expr} {op} ?", [value]
+    def json_compare(
+        self, expr: str, params: list[Any], op: str, value: Any
+    ) -> tuple[str, list[Any]]:
+        """``expr OP value`` for a ``json_value`` expression (``params``: its own)."""
+        return f"{expr} {op} ?", [*params, value]
 
     def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
         """``expr OP value`` for a run field (``text``: a TEXT column)."""
@@ -343,10 +345,19 @@ class PostgresEngine:
         expr, params = self._jsonb(column, path)
         return f"{expr} IS NOT NULL", params
 
-    def json_compare(self, expr: str, op: str, value: Any) -> tuple[str, list[Any]]:
+    def json_compare(
+        self, expr: str, params: list[Any], op: str, value: Any
+    ) -> tuple[str, list[Any]]:
         import json
 
-        return f"{expr} {op} CAST(? AS jsonb)", [json.dumps(value)]
+        if op in ("=", "!="):
+            return f"{expr} {op} CAST(? AS jsonb)", [*params, json.dumps(value)]
+        # SQLite orders numbers before text (jsonb the other way): ranked first, as there
+        rank = f"CASE jsonb_typeof({expr}) WHEN 'string' THEN 2 ELSE 1 END"
+        return (
+            f"({rank}, {expr}) {op} (?, CAST(? AS jsonb))",
+            [*params, *params, 2 if isinstance(value, str) else 1, json.dumps(value)],
+        )
 
     def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
         # SQLite turns a number compared with a TEXT column into text; a number column
@@ -396,6 +407,8 @@ class PostgresEngine:
 
         fts_query(text)  # refuses empty text as on SQLite
         match = pg_search_query(text)
+        if match is None:  # no word has a letter or digit: nothing to find
+            return "FALSE", []
         return (
             f"({PG_SEARCH_RUNS} @@ to_tsquery('simple', ?) "
             "OR runs.num IN (SELECT run FROM run_output "
@@ -426,7 +439,7 @@ PG_SEARCH_FUNCTIONS = [
 ]
 
 
-def pg_search_query(text: str) -> str:
+def pg_search_query(text: str) -> str | None:
     """``--search`` words as a ``to_tsquery`` text: every word must appear, a word of
     several parts (``r-0.1``) as those parts in a row, as with FTS5's quoted phrases."""
     phrases = []
@@ -434,7 +447,7 @@ def pg_search_query(text: str) -> str:
         parts = [part.lower() for part in re.findall(r"[^\W_]+", word)]
         if parts:
             phrases.append("(" + " <-> ".join(f"'{part}'" for part in parts) + ")")
-    return " & ".join(phrases) or "''"
+    return " & ".join(phrases) or None
 
 
 def _glob_regex(pattern: str) -> str:

@@ -232,13 +232,13 @@ def condition_sql(condition: Condition, engine: SQLiteEngine = SQLITE) -> tuple[
         sql, extra = engine.glob(expr, str(value), json)
         return sql, [*params, *extra]
     if json:
-        compared, extra = engine.json_compare(expr, condition.op, value)
+        compared, extra = engine.json_compare(expr, params, condition.op, value)
     else:
         compared, extra = engine.field_compare(expr, condition.op, value, key.path in TEXT_FIELDS)
     if condition.op == "!=":
         # A run without the key differs from any value.
-        return f"({expr} IS NULL OR {compared})", [*params, *params, *extra]
-    return compared, [*params, *extra]
+        return f"({expr} IS NULL OR {compared})", [*params, *extra]
+    return compared, extra
 
 
 @dataclass

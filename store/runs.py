@@ -787,7 +787,7 @@ def iter_history(
             " AND step >= coalesce((SELECT min(step) FROM (SELECT DISTINCT h.step FROM history "
             "AS h WHERE h.run = (SELECT num FROM runs WHERE id = ?)"
             + (f" AND h.key IN ({', '.join('?' * len(keys))})" if keys else "")
-            + " ORDER BY h.step DESC LIMIT ?)), 0)"
+            + " ORDER BY h.step DESC LIMIT ?) AS last_steps), 0)"
         )
         params += [run_id, *(keys or ()), tail]
     for step, key, value, t in conn.execute(sql + " ORDER BY step, key", params):
