@@ -383,7 +383,9 @@ class _Selection:
                 f"runs.ended_at - runs.started_at FROM runs WHERE {self.where}",
                 [*sel_params, *self.params],
             )
-            conn.execute(engine.temp_index("wbg_sel_groups", "wbg_sel", f"{g_list}, run, dur"))
+            index = engine.temp_index("wbg_sel_groups", "wbg_sel", f"{g_list}, run, dur")
+            if index:
+                conn.execute(index)
             # Statistics on the temporary table let the planner see how small a selection
             # is (without them it may scan all of summary_metrics to build a Bloom filter).
             conn.execute(f"ANALYZE {temp}wbg_sel")

@@ -159,7 +159,8 @@ class SQLiteEngine:
     def indexed_by(self, index: str) -> str:
         return f" INDEXED BY {index}"
 
-    def temp_index(self, name: str, table: str, columns: str) -> str:
+    def temp_index(self, name: str, table: str, columns: str) -> str | None:
+        """An index of a temporary table (None: none is needed on this engine)."""
         return f"CREATE INDEX temp.{name} ON {table} ({columns})"
 
     def non_finite(self, column: str) -> str:
@@ -318,8 +319,11 @@ class PostgresEngine:
     def indexed_by(self, index: str) -> str:
         return ""
 
-    def temp_index(self, name: str, table: str, columns: str) -> str:
-        return f"CREATE INDEX {name} ON pg_temp.{table} ({columns})"
+    def temp_index(self, name: str, table: str, columns: str) -> str | None:
+        # None: the grouped table's walks are hash joins and hash aggregates here, which
+        # an index of the selection would not speed up (building it cost 0.46 s of 2.5 at
+        # 100,000 runs)
+        return None
 
     def non_finite(self, column: str) -> str:
         return f"({column} IS NULL OR abs({column}) = 'Infinity'::float8)"
