@@ -5,6 +5,7 @@ showing its password; and the network-filesystem warning of the SQLite side."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -298,3 +299,68 @@ def test_an_older_server_schema_is_migrated_once_by_db_migrate(db_path, cli):
     assert first.stdout == f"{db_path}: migrated from schema version {latest - 1} to {latest}\n"
     again = cli("db", "migrate")
     assert again.stdout == f"{db_path}: schema version {latest}, up to date\n"
+
+
+@postgresql
+def test_library_reads_on_a_writable_server_connection(db_path):
+    # Reading functions on a connection that also writes (a script's own, wbg.db.connect)
+    # run the same SQL as the views: JSON keys, --where, sorting, grouping and group pages.
+    from views_helpers import add_run
+
+    from wbg import aggregate, curves, groups, query, runs
+
+    for lr, acc in ((0.1, 0.5), (0.01, 0.7), (0.01, 0.9)):
+        add_run(db_path, group="exp", config={"lr": lr}, summary={"acc": acc})
+    with contextlib.closing(wbg_db.connect(db_path)) as conn:
+        assert not conn.in_transaction
+        found = runs.list_runs(conn, query.Filters(where=("lr < 0.05",)), sort="acc", desc=True)
+        assert [r["summary"]["acc"] for r in found] == [0.9, 0.7]
+        table = aggregate.build_table(conn, group_by=["lr"], metrics=["acc"])
+        assert [(row["lr"], row["runs"], row["acc.mean"]) for row in table.rows] == [
+            (0.01, 2, pytest.approx(0.8)),
+            (0.1, 1, 0.5),
+        ]
+        assert [g["runs"] for g in groups.list_groups(conn)] == [3]
+        assert groups.group_page(conn, "exp")["varying_keys"] == ["lr"]
+        selection = curves.select_runs(conn, query.Filters(), ["lr"])
+        assert selection.order == ["lr=0.01", "lr=0.1"]
+        assert not conn.in_transaction  # nothing left open: the next write is its own
+
+
+@postgresql
+def test_a_view_shows_a_crashed_run_as_crashed_and_writes_nothing(db_path, cli):
+    from views_helpers import add_run
+
+    from wbg.runs import HEARTBEAT_STALE_S
+
+    run_id = add_run(db_path, name="lost", group="g", state="running")
+    with contextlib.closing(connect_server(db_path)) as conn:
+        conn.execute(
+            "UPDATE runs SET heartbeat_at = heartbeat_at - ?, heartbeat_pid = 1 WHERE id = ?",
+            (HEARTBEAT_STALE_S * 2, run_id),
+        )
+    listed = cli("runs", "list", "-f", "json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["state"] for r in json.loads(listed.stdout)] == ["crashed"]
+    assert [g["states"] for g in json.loads(cli("group", "list", "-f", "json").stdout)] == [
+        {"crashed": 1}
+    ]
+    with contextlib.closing(connect_server(db_path)) as conn:
+        state = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+    assert state == "running"  # the view shadowed it; the next writer marks it
+
+
+@postgresql
+def test_an_older_server_database_gets_its_search_indexes_when_read(db_path, cli):
+    from views_helpers import add_run
+
+    add_run(db_path, name="before-search")
+    with contextlib.closing(connect_server(db_path)) as conn:
+        for index in ("runs_search", "run_output_search"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("DELETE FROM wbg_migrations WHERE id = 7")
+    found = cli("runs", "search", "before", "-f", "json")
+    assert found.exit_code == 0, found.output
+    assert [r["name"] for r in json.loads(found.stdout)] == ["before-search"]
+    with contextlib.closing(connect_server(db_path)) as conn:
+        assert {"runs_search", "run_output_search"} <= set(wbg_db.table_schema(conn))
