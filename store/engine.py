@@ -151,6 +151,8 @@ class SQLiteEngine:
     cross_join = "CROSS JOIN"  # SQLite: a join in the order written (... ON as for JOIN)
     infinity = "9e999"
     temp_store = "PRAGMA temp_store = MEMORY"
+    # moves when another connection commits to the file (polled by `wbg ui`)
+    change_counter = "PRAGMA data_version"
 
     def typed(self, column: str, sql_type: str) -> str:
         """A column of a temporary table: SQLite's hold any value (no type is given)."""
@@ -312,6 +314,15 @@ class PostgresEngine:
     cross_join = "JOIN"
     infinity = "'Infinity'::float8"
     temp_store = ""  # temporary tables live in the session's temp buffers
+    # The newest row version (xmin) and the row count of each table a writer changes
+    # (summaries and heartbeats update runs; points come with them): a committed insert,
+    # update or delete moves one. (The server's log position would also move with the
+    # temporary tables of every view.) A scan of runs: ~15 ms at 100,000.
+    change_counter = "SELECT " + " || '/' || ".join(
+        f"(SELECT count(*) || ':' || coalesce(max(CAST(CAST(xmin AS TEXT) AS BIGINT)), 0) "
+        f"FROM {table})"
+        for table in ("runs", "run_output", "run_output_pages")
+    )
 
     def typed(self, column: str, sql_type: str) -> str:
         return f"{column} {sql_type}"

@@ -19,12 +19,13 @@ from wbg.curves import Selection
 from wbg.engine import engine_of
 
 
-def data_version(conn: sqlite3.Connection) -> int:
-    """SQLite's change counter: it moves when another connection commits to the file.
+def data_version(conn: sqlite3.Connection) -> Any:
+    """A change counter: it moves when another connection commits to the database
+    (SQLite's ``data_version``; a server's log position, see ``wbg.engine``).
 
-    One pragma, no table read: cheap enough to poll several times a second.
+    One statement, no table read: cheap enough to poll several times a second.
     """
-    return conn.execute("PRAGMA data_version").fetchone()[0]
+    return conn.execute(engine_of(conn).change_counter).fetchone()[0]
 
 
 def count_runs(conn: sqlite3.Connection, filters: query.Filters) -> int:
