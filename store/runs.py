@@ -216,7 +216,9 @@ def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     if not fields:
         return
     assignments = ", ".join(f"{name} = ?" for name in fields)
-    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+    # git_dirty is an INTEGER column (a bool would be refused by PostgreSQL)
+    stored = [int(value) if isinstance(value, bool) else value for value in fields.values()]
+    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*stored, run_id))
 
 
 def finish_run(

@@ -364,3 +364,38 @@ def test_an_older_server_database_gets_its_search_indexes_when_read(db_path, cli
     assert [r["name"] for r in json.loads(found.stdout)] == ["before-search"]
     with contextlib.closing(connect_server(db_path)) as conn:
         assert {"runs_search", "run_output_search"} <= set(wbg_db.table_schema(conn))
+
+
+@both_engines
+def test_completion_offers_the_same_candidates_on_both_engines(db_path):
+    # The queries of the views, read-only: a server's candidates are a file's.
+    from views_helpers import add_run
+
+    from wbg.complete import candidates
+
+    add_run(db_path, group="exp-a", job_type="train", config={"lr": 0.1, "opt": {"b 1": 2}})
+    add_run(db_path, group="exp-b", config={"lr": 0.01, "tags": [1, 2]}, summary={"acc": 1.0})
+    assert candidates(db_path, "group", "exp") == ["exp-b", "exp-a"]
+    assert candidates(db_path, "job_type", "") == ["train"]
+    keys = candidates(db_path, "key", "")
+    assert [k for k in keys if k not in query_fields()] == ["lr", "opt.b 1"]
+    assert candidates(db_path, "key", "lr,o") == ["lr,opt.b 1"]
+    assert candidates(db_path, "metric", "") == ["acc", "duration_s"]
+    assert len(candidates(db_path, "run", "")) == 2
+
+
+def query_fields() -> list[str]:
+    from wbg.query import FIELDS
+
+    return list(FIELDS)
+
+
+@both_engines
+def test_a_run_started_in_a_dirty_git_tree_is_recorded(db_path, tmp_path):
+    # `wbg run` sets git_dirty after the child starts (a bool): an INTEGER column on both
+    from wbg import runs
+
+    with contextlib.closing(wbg_db.connect(db_path)) as conn:
+        run_id, _ = runs.create_run(conn, project="p")
+        runs.update_run(conn, run_id, git_commit="abc", git_dirty=True)
+        assert runs.get_run(conn, run_id)["git_dirty"] in (1, True)
