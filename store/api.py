@@ -360,6 +360,7 @@ def init(
 # were a quarter of a short run's cost). Closed at exit.
 _idle: dict[Path, list[tuple[Any, tuple[int, int]]]] = {}  # conn and the file's identity
 _idle_pid = os.getpid()
+_held: dict[int, tuple[int, int]] = {}  # id() of a connection in use -> its file's identity
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -386,34 +387,42 @@ def _resolved(db_path: Path) -> Path:
 
 
 def _take_connection(path: Path) -> Any:
+    """A connection to ``path``: an idle one of this process if the file is still the one
+    it was opened on, else a new one."""
     global _idle_pid
     identity = _identity(path)
     stale = []
     with _lock:
         if _idle_pid != os.getpid():  # inherited through fork: never used here
             _idle.clear()
+            _held.clear()
             _idle_pid = os.getpid()
         free = _idle.get(path, [])
         while free:
             conn, kept = free.pop()
             if kept == identity:
+                _held[id(conn)] = identity
                 return conn
             stale.append(conn)  # the file was removed or replaced since
     for conn in stale:
         conn.close()
-    return dbmod.connect(path)
+    conn = dbmod.connect(path)
+    with _lock:
+        _held[id(conn)] = identity if identity is not None else _identity(path)  # new file
+    return conn
 
 
 def _give_back(conn: Any, path: Path) -> None:
+    """Keep ``conn`` for the next run, marked with the file it was taken for (a file
+    replaced since then is not this connection's: ``_take_connection`` closes it)."""
     with _lock:
-        if _idle_pid != os.getpid():
+        if _idle_pid != os.getpid():  # taken before a fork: the parent's, left alone
             return
-    identity = _identity(path)
-    if identity is None:
-        conn.close()
-        return
-    with _lock:
-        _idle.setdefault(path, []).append((conn, identity))
+        identity = _held.pop(id(conn), None)
+        if identity is not None:
+            _idle.setdefault(path, []).append((conn, identity))
+            return
+    conn.close()
 
 
 def _close_idle() -> None:

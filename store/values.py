@@ -24,8 +24,11 @@ MAX_TAG = 64
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def check_name(kind: str, value: str | None, max_len: int) -> str | None:
@@ -239,7 +242,9 @@ def check_config(config: Mapping[str, Any], prefix: str = "", depth: int = 1) ->
                 f"config nested more than {MAX_CONFIG_DEPTH} levels deep (at {path[:60]}...)"
             )
         for key, value in node.items():
-            check_key(str(key), f"config key {path}{key!r}", dotted=False)
+            name = str(key)
+            if not name.strip() or _has_control(name):  # the message only when it is needed
+                check_key(name, f"config key {path}{key!r}", dotted=False)
             if isinstance(value, Mapping):
                 stack.append((value, f"{path}{key}.", depth + 1))
             elif isinstance(value, (list, tuple)):
@@ -315,8 +320,19 @@ def _encode(value: Any) -> Any:
     return value
 
 
+# Values json.dumps writes as _encode would have them: a flat dict of these with string
+# keys (most configs, every summary update) skips the copy _encode makes.
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def dumps(value: Any) -> str:
     """JSON text SQLite can read: non-finite floats as strings, other objects as str()."""
+    if type(value) is dict and all(
+        type(k) is str
+        and (type(v) in _PLAIN or (type(v) is float and v - v == 0))  # finite (not inf/nan)
+        for k, v in value.items()
+    ):
+        return json.dumps(value, default=str, separators=(",", ":"))
     return json.dumps(_encode(value), allow_nan=False, default=str, separators=(",", ":"))
 
 

@@ -4,7 +4,7 @@ A script that keeps ``import wandb`` (or a framework that calls it: HuggingFace
 ``Trainer``, Lightning's ``WandbLogger``) writes each W&B run to a run folder,
 ``<root>/wandb/[offline-]run-<date>_<time>-<id>/run-<id>.wandb``, in every mode but
 ``disabled``. ``WandbFollower`` finds those folders and reads their logs as they grow with
-the reader of ``wbg import wandb`` (``wbg.wandb_io``), so W&B itself is left alone (an
+the reader of ``wbg import wandb`` (``wbg.wandb_import``), so W&B itself is left alone (an
 online run still syncs).
 
 Where it looks: ``WANDB_DIR`` as the child got it, wbg's working directory (the child's
@@ -125,8 +125,8 @@ class Followed:
     """One W&B run folder of the child's tree, read as it grows."""
 
     folder: Path
-    decoder: Any  # wandb_io.RunDecoder
-    tail: Any = None  # wandb_io.RecordTail, once the log is there
+    decoder: Any  # wandb_import.RunDecoder
+    tail: Any = None  # wandb_log.RecordTail, once the log is there
     target: Target | None = None
     broken: str | None = None  # why reading stopped
 
@@ -238,7 +238,7 @@ class WandbFollower:
             return True  # not written yet: decided by its writer
 
     def _follow(self, folder: Path) -> None:
-        from wbg.wandb_io import RunDecoder
+        from wbg.wandb_import import RunDecoder
 
         self._followed[folder] = Followed(folder, RunDecoder(folder))
 
@@ -267,7 +267,7 @@ class WandbFollower:
 
     def _read(self, followed: Followed) -> bool:
         if followed.tail is None:
-            from wbg.wandb_io import RecordTail
+            from wbg.wandb_log import RecordTail
 
             logs = sorted(followed.folder.glob("run-*.wandb"))
             if not logs:
@@ -409,8 +409,6 @@ class WandbFollower:
             if not grew and self._tree_gone() and _still(waiting, SETTLE_QUIET_S):
                 break
             time.sleep(SETTLE_STEP_S)
-        from wbg.wandb_io import exit_state
-
         for followed in self._followed.values():
             target = followed.target
             if target is None or not target.own or target.ended:
@@ -419,6 +417,8 @@ class WandbFollower:
             decoder = followed.decoder
             reason = None
             if decoder.exited:
+                from wbg.wandb_import import exit_state  # only once a W&B run was followed
+
                 code = decoder.run.exit_code
                 own_state = exit_state(code)
             elif state != "finished":

@@ -587,3 +587,27 @@ def test_a_streamed_per_run_table_is_the_whole_table(db_path, monkeypatch):
             assert streamed.excluded() == whole.excluded() == {"loss": 8}
         picked = aggregate.build_table(conn, no_group=True, metrics=["f1"], stream=True)
         assert list(picked.rows) == aggregate.build_table(conn, no_group=True, metrics=["f1"]).rows
+
+
+@both_engines
+def test_a_streamed_filtered_table_has_the_metrics_of_its_runs_only(db_path):
+    import contextlib
+
+    from wbg import aggregate, query
+    from wbg.db import connect
+
+    add_run(db_path, group="a", summary={"acc": 0.5})
+    add_run(db_path, group="b", summary={"loss": 0.25, "f1": 0.1})
+    with contextlib.closing(connect(db_path)) as conn:
+
+        def streamed(group: str) -> list[str]:
+            filters = query.Filters(group=group)
+            return aggregate.build_table(conn, filters, no_group=True, stream=True).metrics
+
+        assert streamed("a") == ["acc", "duration_s"]
+        assert streamed("b") == ["f1", "loss", "duration_s"]
+    # past 20 metric names in the file, the selection's are found by one walk
+    add_run(db_path, group="c", summary={f"m{i:02d}": i for i in range(25)})
+    with contextlib.closing(connect(db_path)) as conn:
+        assert streamed("a") == ["acc", "duration_s"]
+        assert len(streamed("c")) == 26
