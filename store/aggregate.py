@@ -433,7 +433,8 @@ class _Selection:
                 conn.execute(index)
             # Statistics on the temporary table let the planner see how small a selection
             # is (without them it may scan all of summary_metrics to build a Bloom filter).
-            conn.execute(f"ANALYZE {temp}wbg_sel")
+            if engine.analyze_temp:
+                conn.execute(f"ANALYZE {temp}wbg_sel")
             stats = ", ".join(
                 engine.typed(name, sql_type)
                 for name, sql_type in (

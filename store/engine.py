@@ -147,7 +147,7 @@ class SQLiteEngine:
     # --- reading (README "On a cluster": every view runs its SQL on the server) ---
     temp = "temp."  # the schema of this connection's temporary tables
     is_ = "IS"  # equal, NULL equal to NULL
-    index_hints = True  # INDEXED BY: SQLite's planner needs them on temporary tables
+    analyze_temp = True  # statistics of a temporary table: its size, for the planner
     cross_join = "CROSS JOIN"  # SQLite: a join in the order written (... ON as for JOIN)
     infinity = "9e999"
     temp_store = "PRAGMA temp_store = MEMORY"
@@ -159,6 +159,7 @@ class SQLiteEngine:
         return column
 
     def indexed_by(self, index: str) -> str:
+        """An index hint (SQLite's planner needs them on temporary tables)."""
         return f" INDEXED BY {index}"
 
     def temp_index(self, name: str, table: str, columns: str) -> str | None:
@@ -310,7 +311,9 @@ class PostgresEngine:
     # --- reading -------------------------------------------------------------------------
     temp = "pg_temp."
     is_ = "IS NOT DISTINCT FROM"
-    index_hints = False  # PostgreSQL plans from its statistics (ANALYZE of the temp table)
+    # A table without statistics is planned from its size on disk, which is what the
+    # grouped table's walks need (ANALYZE cost 0.09 s of 1.1 at 100,000 runs).
+    analyze_temp = False
     cross_join = "JOIN"
     infinity = "'Infinity'::float8"
     temp_store = ""  # temporary tables live in the session's temp buffers
