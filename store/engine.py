@@ -500,6 +500,14 @@ def engine_of(conn: Any) -> SQLiteEngine | PostgresEngine:
     return POSTGRES if isinstance(conn, PgConnection) else SQLITE
 
 
+def stream(conn: Any, sql: str, params: Sequence[Any] = ()) -> Iterable[Any]:
+    """Rows read as they are consumed (a long listing): SQLite's cursor already is; a
+    server's rows come through ``PgConnection.stream``."""
+    if isinstance(conn, PgConnection):
+        return conn.stream(sql, params)
+    return conn.execute(sql, params)
+
+
 # --- placeholders -----------------------------------------------------------------------
 
 _NUMBERED = re.compile(r"\?(\d+)")
@@ -683,6 +691,29 @@ class PgConnection(_ConnectionLike):
         except self._psycopg.Error as exc:
             raise _translate(exc) from None
         return PgCursor(cursor)
+
+    def stream(self, sql: str, params: Sequence[Any] | None = (), size: int = 2000) -> Any:
+        """The rows of a SELECT read ``size`` at a time through a server-side cursor (in a
+        view's transaction): a view of 100,000 runs holds one slice, not all of them, as
+        a SQLite cursor does. Outside a transaction: all rows at once, as ``execute``."""
+        if not self.in_transaction:
+            yield from self.execute(sql, params)
+            return
+        text, numbered = pg_sql(sql)
+        cursor = self._cursor()
+        name = f"wbg_stream_{id(cursor)}"
+        try:
+            bound = cursor.mogrify(text, _pg_params(params, numbered))
+            cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {bound}")
+            while True:
+                cursor.execute(f"FETCH {int(size)} FROM {name}")
+                rows = cursor.fetchall()
+                yield from rows
+                if len(rows) < size:
+                    break
+            cursor.execute(f"CLOSE {name}")
+        except self._psycopg.Error as exc:
+            raise _translate(exc) from None
 
     def commit(self) -> None:
         if self.in_transaction:

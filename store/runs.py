@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from wbg import values
 from wbg.db import transaction  # re-exported: runs.transaction is used widely
-from wbg.engine import engine_of, pg_write_points
+from wbg.engine import engine_of, pg_write_points, stream
 from wbg.errors import UnknownRun, close_matches, did_you_mean
 from wbg.ids import generate_id
 
@@ -740,7 +740,7 @@ def iter_runs(
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    for row in conn.execute(sql, params):
+    for row in stream(conn, sql, params):
         yield record_from_row(row)
 
 

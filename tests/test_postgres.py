@@ -399,3 +399,20 @@ def test_a_run_started_in_a_dirty_git_tree_is_recorded(db_path, tmp_path):
         run_id, _ = runs.create_run(conn, project="p")
         runs.update_run(conn, run_id, git_commit="abc", git_dirty=True)
         assert runs.get_run(conn, run_id)["git_dirty"] in (1, True)
+
+
+@postgresql
+def test_a_long_listing_is_read_a_slice_at_a_time_and_whole(db_path):
+    from views_helpers import add_run
+
+    for i in range(7):
+        add_run(db_path, name=f"r{i}", config={"i": i})
+    with contextlib.closing(wbg_db.connect(db_path, read_only=True)) as conn:
+        assert conn.in_transaction  # a view's: the cursor lives in it
+        sql = "SELECT name FROM runs WHERE num > ? ORDER BY num"
+        whole = [row[0] for row in conn.execute(sql, (0,))]
+        sliced = [row[0] for row in conn.stream(sql, (0,), size=3)]
+        assert sliced == whole == [f"r{i}" for i in range(7)]
+        exact = [row[0] for row in conn.stream(sql, (1,), size=3)]  # 6 rows: two full slices
+        assert exact == whole[1:]
+        assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone()[0] == 0
