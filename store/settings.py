@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,30 +32,56 @@ class Settings:
         return self.values.get(key)
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
+# Parsed settings files by path: every ``wbg.init`` looks up its settings, and a sweep's
+# thousands of runs would otherwise parse the project's pyproject.toml once each (half the
+# cost of a short run). A file is read again when its stat differs, or when it was changed
+# within two seconds of being read (a rewrite within the file system's time-stamp tick
+# could keep the same stat); then its bytes say whether it changed.
+_parsed: dict[str, tuple[tuple[int, int, int, int], float, bytes, dict[str, Any]]] = {}
+
+
+def _load_toml(path: str) -> dict[str, Any]:
+    """The parsed file (do not change it: it is shared until the file changes)."""
     from wbg.values import toml
 
     tomllib = toml()
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        stat = os.stat(path)
+        version = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = _parsed.get(path)
+        if known is not None and known[0] == version and known[1] - stat.st_mtime > 2.0:
+            return known[3]
+        read_at = time.time()
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if known is not None and known[2] == raw:
+            data = known[3]
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read settings file {path}: {exc}") from None
+    _parsed[path] = (version, read_at, raw, data)
+    return data
 
 
 def find_settings(start: Path | None = None) -> Settings:
     """The nearest ``wbg.toml`` or ``pyproject.toml`` with ``[tool.wbg]``, searched upward."""
-    directory = (start or Path.cwd()).resolve()
-    for folder in (directory, *directory.parents):
-        candidate = folder / SETTINGS_FILE
-        if candidate.is_file():
-            return Settings(candidate, _load_toml(candidate))
-        candidate = folder / PYPROJECT
-        if candidate.is_file():
+    # Strings and os.path, not pathlib: every wbg.init walks this (a sweep: thousands).
+    # getcwd() is already absolute and free of symbolic links
+    folder = os.getcwd() if start is None else os.path.realpath(start)
+    while True:
+        candidate = os.path.join(folder, SETTINGS_FILE)
+        if os.path.isfile(candidate):
+            return Settings(Path(candidate), _load_toml(candidate))
+        candidate = os.path.join(folder, PYPROJECT)
+        if os.path.isfile(candidate):
             section = _load_toml(candidate).get("tool", {}).get("wbg")
             if isinstance(section, dict):
-                return Settings(candidate, section)
-    return Settings()
+                return Settings(Path(candidate), section)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return Settings()
+        folder = parent
 
 
 def resolve(flag: Any, env_var: str | None, settings: Settings | None, key: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given
@@ -219,3 +220,24 @@ def test_python_3_10_reads_toml_with_tomli(monkeypatch: pytest.MonkeyPatch, tmp_
         settings.find_settings(tmp_path)
     monkeypatch.undo()
     assert values.toml() is sys.modules["tomllib"]
+
+
+def test_a_settings_file_is_parsed_once_and_read_again_when_it_changes(tmp_path) -> None:
+    """Each wbg.init looks up its settings; the parse is kept per file until its bytes
+    change, including a rewrite within the file system's time-stamp tick, same size."""
+    from wbg import settings
+
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[tool.wbg]\nproject = "aaa"\n')
+    first = settings.find_settings(tmp_path)
+    assert first.get("project") == "aaa"
+    assert settings.find_settings(tmp_path).values is first.values  # not parsed again
+    path.write_text('[tool.wbg]\nproject = "bbb"\n')  # same size, same tick
+    assert settings.find_settings(tmp_path).get("project") == "bbb"
+    os.utime(path, (1e9, 1e9))  # long unchanged: its stat alone says it still is
+    assert settings.find_settings(tmp_path).get("project") == "bbb"
+    path.write_text('[tool.wbg]\nproject = "ccc"\n')
+    assert settings.find_settings(tmp_path).get("project") == "ccc"
+    path.write_bytes(b'[tool.wbg]\nproject = "\xff"\n')
+    with pytest.raises(InvalidInput, match="cannot read settings file"):
+        settings.find_settings(tmp_path)
