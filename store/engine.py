@@ -494,9 +494,10 @@ def _glob_regex(pattern: str) -> str:
 
 SQLITE = SQLiteEngine()
 POSTGRES = PostgresEngine()
+Engine = SQLiteEngine | PostgresEngine  # what ``engine_of`` returns
 
 
-def engine_of(conn: Any) -> SQLiteEngine | PostgresEngine:
+def engine_of(conn: Any) -> Engine:
     return POSTGRES if isinstance(conn, PgConnection) else SQLITE
 
 

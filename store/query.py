@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wbg import values
-from wbg.engine import SQLITE, SQLiteEngine, engine_of
+from wbg.engine import SQLITE, Engine, engine_of
 from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 # run field -> SQL expression over the runs table
@@ -81,7 +81,7 @@ class Key:
     source: str  # "field", "config" or "summary"
     path: str  # column name, or the dotted path inside config/summary
 
-    def sql(self, engine: SQLiteEngine = SQLITE) -> tuple[str, list[Any]]:
+    def sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
         if self.source == "field":
             return FIELDS[self.path], []
         return engine.json_value(f"runs.{self.source}", self.path)
@@ -95,7 +95,7 @@ class Key:
             return "TEXT"
         return "BIGINT" if self.path in ("exit_code", "pid", "git_dirty") else "DOUBLE PRECISION"
 
-    def display_sql(self, engine: SQLiteEngine = SQLITE) -> tuple[str, list[Any]]:
+    def display_sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
         """Like ``sql()``, but JSON booleans read ``true``/``false`` (not 1/0): group keys."""
         if self.source == "field":
             return self.sql(engine)
@@ -221,7 +221,7 @@ def parse_where(text: str) -> Condition:
     return Condition(resolve_key(match.group("key")), op, value)
 
 
-def condition_sql(condition: Condition, engine: SQLiteEngine = SQLITE) -> tuple[str, list[Any]]:
+def condition_sql(condition: Condition, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
     key = condition.key
     expr, params = key.sql(engine)
     json = key.source != "field"
@@ -260,7 +260,7 @@ class Filters:
     # words to find in a run's name, notes, command, tags or kept output (``--search``)
     search: str | None = None
 
-    def sql(self, engine: SQLiteEngine = SQLITE) -> tuple[str, list[Any]]:
+    def sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
         """A WHERE clause body over ``runs`` (``ALL_RUNS`` when nothing is filtered), for
         the database of ``engine`` (``engine_of(conn)``)."""
         clauses: list[str] = []
