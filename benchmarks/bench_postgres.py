@@ -6,7 +6,8 @@ that nothing was lost or duplicated (exit 1 if something was).
     python benchmarks/bench_postgres.py --writers 32 --points 50000 --children 16  # issue sizes
 
 1. points/s through the Python API (2 metrics per step), 1 process and N at once.
-2. runs/s through the Python API (init, 3 logs, finish), 1 process and N at once.
+2. runs/s through the Python API (init, 3 logs, finish), 1 process and N at once, and the
+   CPU each run costs the writers (their start-up included) and the server.
 3. `wbg run` children at once: all recorded, every captured point there.
 4. `wbg table --group-by lr` at 100,000 runs on each engine (wall clock, best of 3).
 5. The server's CPU (all postgres processes, in cores) while N writers log at once.
@@ -101,6 +102,14 @@ def server_cpu_seconds() -> float:
     return total / tick
 
 
+def children_cpu_seconds() -> float:
+    """CPU seconds of this script's finished child processes (the writers)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def new_database(base: str | None, url: str | None, name: str) -> str:
     if url:
         from wbg.engine import ServerUrl, connect_server
@@ -138,12 +147,17 @@ def bench_engine(label: str, make_db, args, report: list[str], failures: list[st
     for n in (1, args.writers):
         db = make_db(f"runs_{n}")
         env = {**env_base, "WBG_DB": db}
+        cpu0, writers0 = server_cpu_seconds(), children_cpu_seconds()
         elapsed = parallel(RUNS, n, args.runs, env)
+        cpu, writers = server_cpu_seconds() - cpu0, children_cpu_seconds() - writers0
         total = n * args.runs
         runs, _, _ = counts(db)
         line = (
             f"{label:<10} runs    {n:>2} proc: {total / elapsed:>10,.1f} runs/s ({runs:,} stored)"
+            f"; CPU per run: writers {writers / total * 1e3:.2f} ms"
         )
+        if label == "postgresql" and not args.url:
+            line += f", server {cpu / total * 1e3:.2f} ms"
         report.append(line)
         print(line, flush=True)
         if runs != total:

@@ -219,6 +219,7 @@ def main() -> None:
                 "first row: runs list --all --format csv",
                 ["runs", "list", "--all", "-f", "csv", *db],
             ),
+            ("first row: table --no-group", ["table", "--no-group", *db]),
         ):
             try:
                 first, total = first_row([*wbg, *argv])

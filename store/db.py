@@ -258,8 +258,13 @@ def schema_version(conn: sqlite3.Connection) -> int:
     if isinstance(conn, PgConnection):  # no user_version: the migrations table is the count
         if conn.execute("SELECT to_regclass('wbg_migrations')").fetchone()[0] is None:
             return 0
-        return conn.execute("SELECT coalesce(max(id), 0) FROM wbg_migrations").fetchone()[0]
+        return _migrations_applied(conn)
     return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _migrations_applied(conn: Any) -> int:
+    """A server's schema version, once its wbg_migrations table is known to exist."""
+    return conn.execute("SELECT coalesce(max(id), 0) FROM wbg_migrations").fetchone()[0]
 
 
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[str]:
@@ -685,7 +690,7 @@ def _check_server(conn: Any, url: ServerUrl) -> int:
     ours, runs_table = conn.execute(
         "SELECT to_regclass('wbg_migrations'), to_regclass('runs')"
     ).fetchone()
-    version = schema_version(conn) if ours is not None else 0
+    version = _migrations_applied(conn) if ours is not None else 0
     if ours is None and runs_table is not None:
         raise NotADatabase(
             f"{url} has a runs table that is not wbg's; it was left unchanged",

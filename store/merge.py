@@ -320,6 +320,8 @@ def _decide_conflicts(
 def _merge_from_server(conn: sqlite3.Connection, url: ServerUrl, prefer: str | None) -> MergeResult:
     """A server's runs into a file: its snapshot, saved to a temporary file, merged as one."""
     if isinstance(conn, PgConnection):
+        if conn.url == url:  # as for a file merged into itself
+            raise InvalidInput(f"{url} is the database being merged into")
         raise InvalidInput(f"{url}: merging one server into another is not supported")
     workdir = tempfile.mkdtemp(prefix="wbg-merge-")
     try:

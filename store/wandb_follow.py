@@ -369,13 +369,19 @@ class WandbFollower:
         own = any(t.own for t in self._by_wandb_id.values())
         beat = own and time.monotonic() - self._beat_at >= runs.HEARTBEAT_INTERVAL_S / 2
         if self._operations or beat:
-            self.recorder.defer("wandb", self._write)
+            # not batched: _write goes on past an operation the database refuses
+            self.recorder.defer("wandb", self._write, batchable=False)
 
     def _write(self, conn: sqlite3.Connection) -> None:
-        """Carry out the queued operations, in order, in the writer's transaction."""
+        """Carry out the queued operations, in order, in the writer's transaction.
+
+        Each is its own savepoint: one the database refuses is undone whole and left out,
+        and the transaction goes on (PostgreSQL refuses every later statement of a
+        transaction in which one failed, so without it the whole flush was lost)."""
         with self._lock:
             operations, self._operations = self._operations, []
         for operation in operations:
+            conn.execute("SAVEPOINT wbg_wandb")
             try:
                 operation(conn)
             except sqlite3.OperationalError:  # the transaction is retried: all of them
@@ -384,8 +390,10 @@ class WandbFollower:
                 raise
             except (WbgError, sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
                 # a value wbg refuses: that write is left out, never retried
+                conn.execute("ROLLBACK TO SAVEPOINT wbg_wandb")
                 message = exc.message if isinstance(exc, WbgError) else str(exc)
                 self.problems.append(f"a W&B run's data was not stored: {message}")
+            conn.execute("RELEASE SAVEPOINT wbg_wandb")
         self._beat_at = time.monotonic()
         for target in self._by_wandb_id.values():
             if target.own and target.num is not None and not target.ended:

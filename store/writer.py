@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from wbg import runs, values
 from wbg.db import transaction
+from wbg.engine import batched
 
 FLUSH_INTERVAL_S = 1.0
 BATCH_POINTS = 50_000
@@ -77,6 +78,7 @@ class Recorder:
         self._points: list[runs.Point] = []
         self._summary: dict[str, Any] = {}  # explicit values, over the last logged ones
         self._deferred: dict[str, Callable[[sqlite3.Connection], Any]] = {}
+        self._unbatchable: set[str] = set()  # names of deferred writes never batched
         self._oldest: float | None = None  # monotonic time of the oldest unwritten item
         self._beat_at = time.monotonic()  # creating the run wrote the first heartbeat
         self._tried_at = 0.0  # monotonic time of the last failed write
@@ -133,15 +135,24 @@ class Recorder:
             self._write(blocking=False)
 
     def defer(
-        self, name: str, write: Callable[[sqlite3.Connection], Any], wake: bool = True
+        self,
+        name: str,
+        write: Callable[[sqlite3.Connection], Any],
+        wake: bool = True,
+        batchable: bool = True,
     ) -> None:
         """Queue ``write(conn)`` for the next flush's transaction (a later one of the same
         ``name`` replaces it): a write the producer must not wait for. ``wake=False`` when
-        the caller flushes next itself (a run's final state goes with its last points)."""
+        the caller flushes next itself (a run's final state goes with its last points).
+        ``batchable=False``: the flush that carries it is not sent as one batch (a write
+        that catches an error of one of its statements and goes on: in a batch the error
+        comes only when the batch is sent)."""
         if not self.enabled:
             return
         with self._lock:
             self._deferred[name] = write
+            if not batchable:
+                self._unbatchable.add(name)
             if self._oldest is None:
                 self._oldest = time.monotonic()
         if wake:
@@ -194,15 +205,22 @@ class Recorder:
                 # as in runs.merge_summary: a number logged in this batch stays
                 if not isinstance(value, str) or not values.is_number(update.get(key)):
                     update[key] = value
-            try:
-                with transaction(self.conn):
-                    self.dropped += runs.write_history(self.conn, points)
-                    for key in runs.merge_summary(self.conn, self.num, update):
-                        del update[key]  # a string that did not replace a number
+
+            def store(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+                with transaction(conn):
+                    refused = runs.write_history(conn, points)
+                    kept = runs.merge_summary(conn, self.num, update)
                     for write in deferred.values():
-                        write(self.conn)
+                        write(conn)
                     if FINAL not in deferred:  # an ended run needs no sign of life
-                        runs.heartbeat(self.conn, self.num, self._pid)
+                        runs.heartbeat(conn, self.num, self._pid)
+                return refused, kept
+
+            try:
+                if not self._unbatchable.intersection(deferred):
+                    refused, kept = batched(self.conn, store, len(points))
+                else:
+                    refused, kept = store(self.conn)
             except sqlite3.OperationalError as exc:  # full, locked, I/O: try again later
                 with self._lock:
                     self._points[:0] = points
@@ -224,6 +242,9 @@ class Recorder:
                     self._deferred = {**deferred, **self._deferred}
                     self._oldest = self._oldest or time.monotonic()
                 raise
+            self.dropped += refused
+            for key in kept:
+                update.pop(key, None)  # a string that did not replace a number
             self.failing = None
             self._beat_at = time.monotonic()
             self.last_values.update(update)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import helpers
@@ -29,9 +30,79 @@ WBG_ENV = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine",
+        choices=(*helpers.ENGINES, "both"),
+        default="both",
+        help="run the tests on this store engine only (default: both)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test is meaningless on PostgreSQL, for this reason"
+    )
+    config.addinivalue_line(
+        "markers", "postgresql_only(reason): the test is meaningless on SQLite, for this reason"
+    )
+    config.addinivalue_line(
+        "markers", "no_database: the test touches no database; it runs once, on no engine"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test runs on both engines (ids ``[sqlite]`` and ``[postgresql]``); a test
+    marked ``sqlite_only(reason)`` / ``postgresql_only(reason)`` is skipped on the other
+    one with that reason, and a ``no_database`` test runs once."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    definition = metafunc.definition
+    if definition.get_closest_marker("no_database"):
+        return
+    for marker in definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "engine" in names:  # parametrised by hand (helpers.both_engines)
+            return
+    only = {
+        "sqlite": definition.get_closest_marker("postgresql_only"),
+        "postgresql": definition.get_closest_marker("sqlite_only"),
+    }  # the marker that skips each engine
+    chosen = metafunc.config.getoption("engine")
+    params = []
+    for name in helpers.ENGINES:
+        if chosen not in ("both", name):
+            continue
+        marks = []
+        skipping = only[name]
+        if skipping is not None:
+            reason = skipping.args[0] if skipping.args else skipping.kwargs["reason"]
+            other = "SQLite" if name == "postgresql" else "PostgreSQL"
+            marks.append(pytest.mark.skip(reason=f"{other} only: {reason}"))
+        params.append(pytest.param(name, id=name, marks=marks))
+    metafunc.parametrize("engine", params, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--engine``: also leave out the other engine of tests parametrised by hand."""
+    chosen = config.getoption("engine")
+    if chosen == "both":
+        return
+    kept, left_out = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine", chosen) if callspec else chosen
+        (kept if engine == chosen else left_out).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str:
-    """The store engine of this test: "sqlite" unless parametrised with both_engines."""
+    """The store engine of this test (parametrised by ``pytest_generate_tests``)."""
     return getattr(request, "param", "sqlite")
 
 
@@ -59,11 +130,14 @@ _databases = iter(range(1, 10**9))
 
 
 @pytest.fixture
-def server_url(pg_server: str) -> str:
-    """A new, empty database on the session's server."""
-    from pg_server import create_database
+def server_url(pg_server: str) -> Iterator[str]:
+    """A new, empty database on the session's server (dropped after the test: a thousand
+    tests would otherwise leave gigabytes behind)."""
+    from pg_server import create_database, drop_database
 
-    return create_database(pg_server, f"wbg_test_{os.getpid()}_{next(_databases)}")
+    name = f"wbg_test_{os.getpid()}_{next(_databases)}"
+    yield create_database(pg_server, name)
+    drop_database(pg_server, name)
 
 
 @pytest.fixture(autouse=True)

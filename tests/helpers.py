@@ -19,9 +19,24 @@ import pytest
 PY = sys.executable
 
 ENGINES = ("sqlite", "postgresql")
-# A test that holds for both engines: @both_engines (its db_path is then a SQLite file or
-# a fresh database on the session's PostgreSQL server).
+# Every test runs on both engines (conftest.py's pytest_generate_tests): its db_path is a
+# SQLite file, or a fresh database on the session's PostgreSQL server. both_engines says
+# so explicitly (the default now).
 both_engines = pytest.mark.parametrize("engine", ENGINES, indirect=True)
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """A test meaningless on PostgreSQL: skipped there, with ``reason`` shown."""
+    return pytest.mark.sqlite_only(reason)
+
+
+def postgresql_only(reason: str) -> pytest.MarkDecorator:
+    """A test meaningless on SQLite: skipped there, with ``reason`` shown."""
+    return pytest.mark.postgresql_only(reason)
+
+
+# A test that touches no database (a parser, a formatter): it runs once, on no engine.
+no_database = pytest.mark.no_database
 
 
 def wbg_executable() -> list[str]:
@@ -121,23 +136,58 @@ def history(db_path: Path, run_id: str) -> list[tuple[int, str, float]]:
         return [(p["step"], p["key"], p["value"]) for p in runs.get_history(conn, run_id)]
 
 
-def raw_count(db_path: Path, table: str) -> int:
+def raw_query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` read from the stored tables as they are (the server's, or the
+    file's through sqlite3): no snapshot, no crash detection, nothing written."""
     from wbg.engine import ServerUrl
 
     if isinstance(db_path, ServerUrl):
         from wbg.engine import connect_server
 
-        with contextlib.closing(connect_server(db_path)) as conn:
-            if conn.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is None:
-                return 0
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    if not db_path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        try:
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        except sqlite3.OperationalError:
+        with contextlib.closing(connect_server(db_path, read_only=True)) as conn:
+            return [tuple(row) for row in conn.execute(sql, params)]
+    uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def raw_count(db_path: Path, table: str) -> int:
+    """Rows in ``table`` as stored (0 when there is no such table, or no database yet)."""
+    from wbg.engine import ServerUrl
+
+    if isinstance(db_path, ServerUrl):
+        if raw_query(db_path, "SELECT to_regclass(?)", (table,))[0][0] is None:
             return 0
+    elif not db_path.exists():
+        return 0
+    try:
+        return raw_query(db_path, f"SELECT count(*) FROM {table}")[0][0]
+    except sqlite3.OperationalError:  # a file without that table
+        return 0
+
+
+@contextlib.contextmanager
+def write_lock_held(db_path: Path) -> Any:
+    """Hold what makes every other writer wait: SQLite's exclusive lock on the file, or
+    on a server an exclusive lock on wbg's tables (readers still read)."""
+    from wbg.engine import ServerUrl
+
+    if isinstance(db_path, ServerUrl):
+        from wbg.engine import connect_server
+
+        holder = connect_server(db_path)
+        holder.execute("BEGIN")
+        holder.execute(
+            "LOCK TABLE runs, history, summary_metrics, run_output_pages IN EXCLUSIVE MODE"
+        )
+    else:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> None:

@@ -8,6 +8,7 @@ Debian's ``postgresql`` package provides the binaries (``.ci/run`` installs it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def server_bin() -> Path | None:
@@ -77,11 +79,25 @@ def running_server(max_connections: int = 200) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_database(base_url: str, name: str) -> str:
-    """A new empty database on the server; its URL."""
+@functools.cache
+def _admin(base_url: str) -> Any:
+    """One connection to the server's ``postgres`` database per process (for creating and
+    dropping the tests' databases)."""
     import psycopg
 
-    with psycopg.connect(base_url + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    return psycopg.connect(base_url + "/postgres", autocommit=True)
+
+
+def create_database(base_url: str, name: str) -> str:
+    """A new empty database on the server; its URL."""
+    conn = _admin(base_url)
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    # Copying the template's files is faster than the WAL-logged copy (PostgreSQL 15+).
+    fast = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+    conn.execute(f'CREATE DATABASE "{name}"{fast}')
     return f"{base_url}/{name}"
+
+
+def drop_database(base_url: str, name: str) -> None:
+    """Drop a database, ending the sessions still connected to it (a process a test left)."""
+    _admin(base_url).execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,4 @@
-"""The Python API (`import wbg`) with real processes and a real SQLite file."""
+"""The Python API (`import wbg`) with real processes, on each engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from helpers import PY, both_engines, history, only_record, raw_count, records, run_wbg
+from helpers import PY, history, no_database, only_record, raw_count, records, run_wbg
 
 import wbg
 
@@ -25,7 +25,6 @@ def run_script(code: str, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
-@both_engines
 def test_init_log_finish_records_everything(db_path):
     run = wbg.init(
         project="p", group="g", job_type="train", name="n", config={"lr": 0.1}, tags=["a", "b"],
@@ -51,7 +50,6 @@ def test_init_log_finish_records_everything(db_path):
     assert len(run.id) == 8
 
 
-@both_engines
 def test_explicit_steps_and_non_finite_values(db_path, capfd):
     # wandb's step rules: step=5 opens row 5, a log without step= joins it and commits it,
     # and a lower step is dropped with a warning.
@@ -70,7 +68,6 @@ def test_explicit_steps_and_non_finite_values(db_path, capfd):
     assert "Tried to log to step 2 that is less than the current step 6" in capfd.readouterr().err
 
 
-@both_engines
 def test_arguments_win_over_environment(db_path, monkeypatch):
     monkeypatch.setenv("WANDB_RUN_GROUP", "env-group")
     monkeypatch.setenv("WANDB_JOB_TYPE", "env-job")
@@ -111,7 +108,6 @@ def test_db_argument_wins_over_wbg_db(db_path, tmp_path):
     assert not db_path.exists() or records(db_path) == []
 
 
-@both_engines
 def test_invalid_group_raises_and_writes_nothing(db_path):
     from wbg.errors import InvalidName
 
@@ -120,7 +116,6 @@ def test_invalid_group_raises_and_writes_nothing(db_path):
     assert not db_path.exists() or records(db_path) == []
 
 
-@both_engines
 def test_uncaught_exception_marks_failed(db_path):
     proc = run_script(
         """
@@ -136,7 +131,6 @@ def test_uncaught_exception_marks_failed(db_path):
     assert history(db_path, record["id"]) == [(0, "loss", 1.0)]
 
 
-@both_engines
 def test_interpreter_exit_flushes_and_finishes(db_path):
     proc = run_script(
         """
@@ -153,7 +147,6 @@ def test_interpreter_exit_flushes_and_finishes(db_path):
     assert record["summary"] == {"loss": 999.0}
 
 
-@both_engines
 def test_keyboard_interrupt_in_with_block_marks_killed(db_path):
     proc = run_script(
         """
@@ -166,7 +159,6 @@ def test_keyboard_interrupt_in_with_block_marks_killed(db_path):
     assert only_record(db_path)["state"] == "killed"
 
 
-@both_engines
 def test_finish_with_nonzero_exit_code_is_failed(db_path):
     run = wbg.init(project="p")
     run.finish(exit_code=2)
@@ -175,7 +167,6 @@ def test_finish_with_nonzero_exit_code_is_failed(db_path):
         run.log({"x": 1})
 
 
-@both_engines
 def test_script_under_wbg_run_attaches_and_workers_get_their_own_runs(db_path, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(
@@ -213,7 +204,6 @@ def test_script_under_wbg_run_attaches_and_workers_get_their_own_runs(db_path, t
     assert all(r["state"] == "finished" for r in folds)
 
 
-@both_engines
 def test_multiprocessing_child_without_finish_is_flushed_and_finished(db_path, tmp_path):
     script = tmp_path / "children.py"
     script.write_text(
@@ -244,7 +234,6 @@ def test_multiprocessing_child_without_finish_is_flushed_and_finished(db_path, t
         assert len(history(db_path, record["id"])) == 50
 
 
-@both_engines
 def test_attached_script_exit_code_comes_from_wbg_run(db_path, tmp_path):
     proc = run_wbg(
         "run", "-g", "g", "--", PY, "-c", "import wbg, sys; wbg.init().log({'x': 1}); sys.exit(4)"
@@ -254,7 +243,6 @@ def test_attached_script_exit_code_comes_from_wbg_run(db_path, tmp_path):
     assert (record["state"], record["exit_code"]) == ("failed", 4)
 
 
-@both_engines
 def test_eight_processes_logging_at_once(db_path):
     code = textwrap.dedent(
         """
@@ -282,12 +270,14 @@ def test_eight_processes_logging_at_once(db_path):
     assert raw_count(db_path, "history") == 40_000
 
 
+@no_database
 def test_generate_id():
     ids = {wbg.generate_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(len(i) == 8 and i.isalnum() and i == i.lower() for i in ids)
 
 
+@no_database
 def test_import_wbg_is_cheap():
     proc = subprocess.run(
         [sys.executable, "-c", "import sys, wbg; print(sorted(m for m in ('sqlite3', 'typer', 'tabulate', 'sqlite_utils') if m in sys.modules))"],

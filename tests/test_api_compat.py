@@ -11,7 +11,7 @@ import subprocess
 import textwrap
 
 import pytest
-from helpers import PY, both_engines, history, only_record, records, run_wbg
+from helpers import PY, history, no_database, only_record, records, run_wbg
 
 import wbg
 
@@ -40,7 +40,6 @@ def test_module_level_calls_before_init_raise_as_wandb_does(db_path):
     assert not db_path.exists()
 
 
-@both_engines
 def test_module_level_names_follow_the_current_run(db_path):
     run = wbg.init(project="p", config={"lr": 0.1})
     assert wbg.run is run and wbg.config is run.config and wbg.summary is run.summary
@@ -66,7 +65,6 @@ def test_reinit_default_returns_the_open_run(db_path, capfd):
     assert len(records(db_path)) == 1
 
 
-@both_engines
 def test_reinit_finish_previous_and_create_new(db_path):
     first = wbg.init(project="p", group="g")
     second = wbg.init(project="p", group="g", reinit=True)
@@ -84,7 +82,6 @@ def test_reinit_finish_previous_and_create_new(db_path):
         wbg.init(project="p", reinit="sometimes")
 
 
-@both_engines
 def test_resume_continues_the_same_run_with_its_group(db_path):
     with wbg.init(project="p", group="g", job_type="train", id="run-0001") as run:
         run.log({"loss": 1.0})
@@ -97,7 +94,6 @@ def test_resume_continues_the_same_run_with_its_group(db_path):
     assert history(db_path, "run-0001") == [(0, "loss", 1.0), (1, "loss", 0.5), (2, "loss", 0.25)]
 
 
-@both_engines
 def test_resume_must_never_and_the_environment(db_path, monkeypatch):
     with pytest.raises(wbg.UsageError, match="resume='must' but there is no run with id 'nope'"):
         wbg.init(project="p", id="nope", resume="must")
@@ -142,7 +138,6 @@ def test_settings_object_and_dict(db_path):
     assert [r["group"] for r in records(db_path)] == ["from-settings", "arg"]
 
 
-@both_engines
 def test_config_sources(db_path, tmp_path):
     class FlagValues:  # absl's FlagValues, as far as wandb reads it
         def flag_values_dict(self):
@@ -171,7 +166,6 @@ def test_config_sources(db_path, tmp_path):
     assert [r["config"] for r in records(db_path)][-1] == {"b": 2}
 
 
-@both_engines
 def test_config_update_rules(db_path):
     with wbg.init(project="p", config={"lr": 0.1, "opt": {"name": "adam", "eps": 1e-8}}) as run:
         with pytest.raises(wbg.ConfigError) as caught:
@@ -190,7 +184,6 @@ def test_config_update_rules(db_path):
         assert run.config.lr == 0.2
 
 
-@both_engines
 def test_writable_run_fields_are_recorded(db_path):
     with wbg.init(project="p", name="first", tags=["a"], entity="team") as run:
         run.name = "second"
@@ -205,7 +198,6 @@ def test_writable_run_fields_are_recorded(db_path):
     assert os.path.exists(os.path.join(folder, "model.txt"))
 
 
-@both_engines
 def test_log_keys_and_values(db_path):
     with wbg.init(project="p") as run:
         with pytest.raises(TypeError, match="must be strings"):
@@ -216,7 +208,6 @@ def test_log_keys_and_values(db_path):
     assert history(db_path, run.id) == [(0, "flops", 4e20), (0, "ok", 1)]
 
 
-@both_engines
 def test_define_metric_summary_reaches_the_table(db_path):
     for seed in range(2):
         with wbg.init(project="p", group="g", config={"seed": seed}, reinit=True) as run:
@@ -253,7 +244,6 @@ def test_arguments_wbg_cannot_honour_are_named_once(db_path):
     assert len(records(db_path)) == 2
 
 
-@both_engines
 def test_under_wbg_run_the_first_init_attaches_and_later_ones_get_runs_of_their_own(db_path):
     script = textwrap.dedent(
         """
@@ -275,6 +265,7 @@ def test_under_wbg_run_the_first_init_attaches_and_later_ones_get_runs_of_their_
     assert all(r["state"] == "finished" for r in found)
 
 
+@no_database
 def test_import_wbg_and_wbg_run_stay_cheap():
     done = run_script(
         """
@@ -289,7 +280,6 @@ def test_import_wbg_and_wbg_run_stay_cheap():
     assert done.stdout.strip() == "[]"
 
 
-@both_engines
 def test_resume_from_and_fork_from_a_step(db_path):
     with wbg.init(project="p", group="g", id="base0001", config={"lr": 0.1}) as run:
         for step in range(5):

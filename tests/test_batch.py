@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
-from helpers import PY, output_of, records, run_wbg, wbg_executable
+from helpers import PY, no_database, output_of, raw_query, records, run_wbg, wbg_executable
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,14 +21,14 @@ from wbg.launch import LinePrefixer, RunSpec
 
 
 def spans(db_path: Path, group: str) -> list[tuple[float, float]]:
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        query = 'SELECT started_at, ended_at FROM runs WHERE "group" = ? ORDER BY num'
-        return conn.execute(query, (group,)).fetchall()
+    query = 'SELECT started_at, ended_at FROM runs WHERE "group" = ? ORDER BY num'
+    return raw_query(db_path, query, (group,))
 
 
 # --- the plan --------------------------------------------------------------------------
 
 
+@no_database
 def test_axis_values_are_typed_like_config_values() -> None:
     axis = batch.parse_axis('x=1, 0.5,true,adam,"a,b",[1,2],1e-3')
     assert axis.key == "x"
@@ -39,6 +37,7 @@ def test_axis_values_are_typed_like_config_values() -> None:
     assert [v.text for v in axis.values] == ["1", "0.5", "true", "adam", "a,b", "[1,2]", "1e-3"]
 
 
+@no_database
 def test_ranges_are_inclusive_and_mix_with_values() -> None:
     assert [v.value for v in batch.parse_axis("fold=0..4").values] == [0, 1, 2, 3, 4]
     assert [v.value for v in batch.parse_axis("n=-1..1,10").values] == [-1, 0, 1, 10]
@@ -47,6 +46,7 @@ def test_ranges_are_inclusive_and_mix_with_values() -> None:
     assert [v.value for v in batch.parse_axis("data=../a,../b").values] == ["../a", "../b"]
 
 
+@no_database
 @given(st.lists(st.integers(-(10**6), 10**6), min_size=1, max_size=20, unique=True))
 def test_integer_lists_round_trip(numbers: list[int]) -> None:
     axis = batch.parse_axis("k=" + ",".join(map(str, numbers)))
@@ -54,18 +54,21 @@ def test_integer_lists_round_trip(numbers: list[int]) -> None:
     assert [v.text for v in axis.values] == [str(n) for n in numbers]
 
 
+@no_database
 @given(st.integers(-1000, 1000), st.integers(0, 50))
 def test_ranges_match_python_range(low: int, size: int) -> None:
     axis = batch.parse_axis(f"k={low}..{low + size}")
     assert [v.value for v in axis.values] == list(range(low, low + size + 1))
 
 
+@no_database
 @given(st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=30))
 def test_text_without_braces_is_left_alone(text: str) -> None:
     assert batch.placeholders(text) == []
     assert batch.substitute(text, {}) == text
 
 
+@no_database
 def test_substitute_placeholders_and_literal_braces() -> None:
     texts = {"lr": "0.1", "opt.name": "adam", "repeat": "2"}
     assert batch.substitute("--lr={lr}/{opt.name}#{repeat}", texts) == "--lr=0.1/adam#2"
@@ -74,12 +77,14 @@ def test_substitute_placeholders_and_literal_braces() -> None:
     assert batch.placeholders('{"a": 1} {0} {} f"{x:>3}"') == []
 
 
+@no_database
 def test_param_env_names() -> None:
     assert batch.param_env_name("lr") == "WBG_PARAM_LR"
     assert batch.param_env_name("optimizer.lr") == "WBG_PARAM_OPTIMIZER_LR"
     assert batch.param_env_name("n-layers") == "WBG_PARAM_N_LAYERS"
 
 
+@no_database
 def test_plan_crosses_axes_last_fastest_then_repeats() -> None:
     axes = batch.parse_grid(["lr=0.1,0.01", "seed=0..2"])
     spec = RunSpec(project="p", group="g", config={"lr": 1.0, "model": {"depth": 2}})
@@ -100,6 +105,7 @@ def test_plan_crosses_axes_last_fastest_then_repeats() -> None:
     assert spec.config == {"lr": 1.0, "model": {"depth": 2}}  # the base is not changed
 
 
+@no_database
 def test_plan_without_repeat_has_no_repeat_in_config() -> None:
     trials = batch.plan(["x"], batch.parse_grid(["a.b=1,2"]), 1, RunSpec(project="p"))
     assert [t.spec.config for t in trials] == [{"a": {"b": 1}}, {"a": {"b": 2}}]
@@ -107,6 +113,7 @@ def test_plan_without_repeat_has_no_repeat_in_config() -> None:
     assert trials[0].env == {"WBG_PARAM_A_B": "1", "WBG_PARAM_REPEAT": "0"}
 
 
+@no_database
 def test_plan_repeat_only_and_name_templates() -> None:
     trials = batch.plan(["x"], [], 3, RunSpec(project="p"))
     assert [t.spec.name for t in trials] == ["repeat=0", "repeat=1", "repeat=2"]
@@ -117,6 +124,7 @@ def test_plan_repeat_only_and_name_templates() -> None:
     assert [t.spec.name for t in fixed] == ["cv[fold=0]", "cv[fold=1]"]
 
 
+@no_database
 @pytest.mark.parametrize(
     ("items", "command", "message"),
     [
@@ -141,6 +149,7 @@ def test_plan_errors(items: list[str], command: list[str], message: str) -> None
     assert error.value.message == message
 
 
+@no_database
 def test_a_long_argument_is_shown_around_the_unknown_placeholder() -> None:
     with pytest.raises(InvalidInput) as error:
         batch.plan([PY, "-c", PIECES], [], 1, RunSpec(project="p"))
@@ -320,6 +329,7 @@ def test_parallel_output_lines_are_prefixed_and_whole(db_path: Path, tmp_path: P
     ]
 
 
+@no_database
 def test_line_prefixer_completes_lines_and_keeps_the_last_redraw(tmp_path: Path) -> None:
     path = tmp_path / "out"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
@@ -515,6 +525,7 @@ def test_ctrl_c_stops_a_sequential_batch(db_path: Path) -> None:
     assert "wbg: stopped: 2 runs of 3 not started\n" in stderr
 
 
+@no_database
 @given(
     st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))),
     st.lists(st.integers(1, 40), min_size=1),
@@ -610,6 +621,7 @@ VALUE_TEXTS = st.one_of(
 )
 
 
+@no_database
 @given(st.lists(VALUE_TEXTS, min_size=1, max_size=6))
 def test_each_grid_value_is_typed_like_a_config_value(texts: list[str]) -> None:
     expected = [values.parse_value(text) for text in texts]

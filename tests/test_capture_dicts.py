@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import no_database
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wbg.capture import ScalarCapture, python_dict_numbers
+
+# Scalar capture: no database is opened.
+pytestmark = no_database
 
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_/.\-]{0,15}", fullmatch=True).filter(
     lambda k: k != "step"

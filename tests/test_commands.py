@@ -9,11 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import PY, both_engines, history, only_record, raw_count, run_wbg
+from helpers import PY, history, no_database, only_record, raw_count, run_wbg
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@no_database
 def test_new_group_posix_is_eval_safe_and_exports(cli):
     result = cli("new-group")
     assert result.exit_code == 0
@@ -25,6 +26,7 @@ def test_new_group_posix_is_eval_safe_and_exports(cli):
     assert shell.stdout == result.stdout.strip().split("=", 1)[1]
 
 
+@no_database
 def test_new_group_prefix_with_shell_characters_is_quoted(cli):
     result = cli("new-group", "--prefix", "a b;$(touch pwned)'")
     assert result.exit_code == 0
@@ -36,6 +38,7 @@ def test_new_group_prefix_with_shell_characters_is_quoted(cli):
     assert not Path("pwned").exists()
 
 
+@no_database
 def test_new_group_other_shells(cli):
     assert re.fullmatch(r"set -gx WANDB_RUN_GROUP exp-[a-z0-9]{8}\n",
                         cli("new-group", "--shell", "fish", "--prefix", "exp-").stdout)  # fmt: skip
@@ -44,6 +47,7 @@ def test_new_group_other_shells(cli):
     assert re.fullmatch(r"experiment-[a-z0-9]{8}\n", cli("new-group", "--name-only").stdout)
 
 
+@no_database
 def test_new_group_rejects_bad_shell_and_long_prefix(cli):
     result = cli("new-group", "--shell", "tcsh")
     assert result.exit_code == 2 and result.stderr.startswith("Error: Invalid value for '--shell'")
@@ -52,7 +56,6 @@ def test_new_group_rejects_bad_shell_and_long_prefix(cli):
     assert result.stderr == "Error: group is 129 characters long; the limit is 128\n"
 
 
-@both_engines
 def test_eval_new_group_then_run_joins_it(db_path):
     script = (
         f'eval "$({" ".join(_wbg())} new-group --prefix demo-)" && '
@@ -71,7 +74,6 @@ def _wbg() -> list[str]:
     return wbg_executable()
 
 
-@both_engines
 def test_log_inside_wbg_run(db_path):
     script = f"{' '.join(_wbg())} log loss=0.5 acc=0.7 && {' '.join(_wbg())} log loss=0.4 && " \
              f"{' '.join(_wbg())} log --summary best=0.9 note=ok"  # fmt: skip
@@ -86,7 +88,6 @@ def test_log_inside_wbg_run(db_path):
     assert record["summary"] == {"loss": 0.4, "acc": 0.7, "best": 0.9, "note": "ok"}
 
 
-@both_engines
 def test_log_with_run_and_step(db_path, cli):
     import wbg
 
@@ -111,7 +112,6 @@ def test_log_errors(cli, args, message):
     assert result.stderr.splitlines()[0] == message
 
 
-@both_engines
 def test_log_never_changes_recorded_data_on_error(db_path, cli):
     import wbg
 
@@ -143,6 +143,7 @@ def click_app():
 COMMAND_COUNT = 32
 
 
+@no_database
 def test_every_command_and_option_has_help(cli):
     walked = list(all_commands(click_app()))
     assert len(walked) - 1 == COMMAND_COUNT, sorted(" ".join(p) for p, _ in walked)
@@ -158,6 +159,7 @@ def test_every_command_and_option_has_help(cli):
             assert cli(*path, "-h").stdout == result.stdout
 
 
+@no_database
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_scripts_are_current(shell):
     generated = run_wbg(env={"_WBG_COMPLETE": f"source_{shell}"})
@@ -166,6 +168,7 @@ def test_completion_scripts_are_current(shell):
     assert stored == generated.stdout, f"run completions/generate.sh ({shell} is stale)"
 
 
+@no_database
 def test_completion_of_command_names():
     proc = run_wbg(
         env={"_WBG_COMPLETE": "complete_bash", "COMP_WORDS": "wbg ru", "COMP_CWORD": "1"}
@@ -174,7 +177,6 @@ def test_completion_of_command_names():
     assert proc.stdout.split() == ["run", "runs"]
 
 
-@both_engines
 def test_runs_show_json_has_the_record_fields(cli, db_path):
     import wbg
     from wbg.runs import RECORD_FIELDS
@@ -205,7 +207,6 @@ def test_unknown_run_id_suggests_close_matches(cli):
     assert lines[1] == f"did you mean: {run.id}?"
 
 
-@both_engines
 def test_demo_records_through_the_real_paths(db_path, cli):
     proc = run_wbg("demo", "--epochs", "5")
     assert proc.returncode == 0, proc.stderr
@@ -224,6 +225,7 @@ def test_demo_records_through_the_real_paths(db_path, cli):
     assert sorted(line.split()[0] for line in table[2:]) == sorted({r["group"] for r in listed})
 
 
+@no_database
 def test_command_modules_import_shared_parts_not_each_other() -> None:
     """Each command module registered in cli/main.py imports render/options/common (and its
     own helpers), never another command module: they stand alone."""
@@ -254,6 +256,7 @@ def test_command_modules_import_shared_parts_not_each_other() -> None:
     assert crossings == []
 
 
+@no_database
 def test_tests_import_helpers_not_conftest() -> None:
     """conftest.py holds fixtures; what tests import lives in tests/helpers.py (pytest may
     load conftest under another module name, and then ``from conftest`` is a second copy)."""

@@ -7,10 +7,11 @@ import os
 import sqlite3
 
 import pytest
-from helpers import run_wbg
+from helpers import history, no_database, raw_count, raw_query, records, run_wbg, sqlite_only
 
 from wbg import db as dbmod
 from wbg import runs
+from wbg.engine import connect_server
 from wbg.errors import DatabaseError, NewerSchema, NotADatabase
 from wbg.settings import resolve_db_path
 
@@ -37,24 +38,38 @@ def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
-def test_schema_from_nothing(db_path):
+def test_schema_from_nothing(db_path, engine):
     conn = dbmod.connect(db_path)
-    tables = {
-        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    assert tables == set(EXPECTED_TABLES)
-    for table, expected in EXPECTED_TABLES.items():
-        if expected is not ...:  # (FTS5's own tables: their layout is SQLite's business)
-            assert columns(conn, table) == expected, table
+    if engine == "postgresql":  # no full-text search on a server (README "On a cluster")
+        expected = {t: c for t, c in EXPECTED_TABLES.items() if "_fts" not in t}
+        found: dict[str, set[str]] = {}
+        for table, column in raw_query(
+            db_path,
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()",
+        ):
+            found.setdefault(table, set()).add(column)
+        assert found == expected
+    else:
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert tables == set(EXPECTED_TABLES)
+        for table, expected_columns in EXPECTED_TABLES.items():
+            if expected_columns is not ...:  # (FTS5's own tables: their layout is SQLite's)
+                assert columns(conn, table) == expected_columns, table
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert dbmod.schema_version(conn) == len(dbmod.MIGRATIONS)
     applied = [name for (name,) in conn.execute("SELECT name FROM wbg_migrations ORDER BY id")]
     assert applied == [dbmod.migration_name(m) for m in dbmod.MIGRATIONS]
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
 
-def test_database_from_first_migration_upgrades_with_rows_intact(db_path):
-    raw = sqlite3.connect(db_path, isolation_level=None)
+def test_database_from_first_migration_upgrades_with_rows_intact(db_path, engine):
+    if engine == "postgresql":
+        raw = connect_server(db_path)
+    else:
+        raw = sqlite3.connect(db_path, isolation_level=None)
     dbmod.migrate(raw, upto=1)
     assert dbmod.schema_version(raw) == 1
     raw.execute(
@@ -69,16 +84,20 @@ def test_database_from_first_migration_upgrades_with_rows_intact(db_path):
 
     conn = dbmod.connect(db_path)
     assert dbmod.schema_version(conn) == len(dbmod.MIGRATIONS)
-    record = runs.get_run(conn, "abcd1234")
+    conn.close()
+    (record,) = records(db_path)
     assert record["name"] == "old run" and record["config"] == {"lr": 0.1}
     assert record["summary"] == {"loss": 0.5} and record["duration_s"] == 10.0
-    assert runs.get_history(conn, "abcd1234")[0]["value"] == 0.5
-    conn.close()
+    assert history(db_path, "abcd1234") == [(0, "loss", 0.5)]
 
 
-def test_newer_schema_is_refused(db_path, cli):
+def test_newer_schema_is_refused(db_path, cli, engine):
     conn = dbmod.connect(db_path)
-    conn.execute(f"PRAGMA user_version = {len(dbmod.MIGRATIONS) + 1}")
+    newer = len(dbmod.MIGRATIONS) + 1
+    if engine == "postgresql":  # a server's version is its last migration's id
+        conn.execute("INSERT INTO wbg_migrations VALUES (?, 'from_the_future', 0)", (newer,))
+    else:
+        conn.execute(f"PRAGMA user_version = {newer}")
     conn.close()
     with pytest.raises(NewerSchema, match="written by a newer wbg"):
         dbmod.connect(db_path)
@@ -90,6 +109,7 @@ def test_newer_schema_is_refused(db_path, cli):
     )
 
 
+@sqlite_only("writes text where the database file goes")
 def test_non_sqlite_file_is_refused_and_left_alone(db_path, cli):
     db_path.write_text("these are my notes, not a database\n")
     with pytest.raises(NotADatabase):
@@ -103,6 +123,7 @@ def test_non_sqlite_file_is_refused_and_left_alone(db_path, cli):
     assert db_path.read_text() == "these are my notes, not a database\n"
 
 
+@sqlite_only("a database file in a directory that does not exist")
 def test_missing_directory_is_a_clear_error(tmp_path, cli):
     target = tmp_path / "nope" / "runs.db"
     with pytest.raises(DatabaseError, match="directory .* does not exist"):
@@ -119,6 +140,7 @@ def test_missing_directory_is_a_clear_error(tmp_path, cli):
     assert not target.parent.exists()
 
 
+@sqlite_only("a database file in a read-only directory")
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
 def test_read_only_directory_is_a_clear_error(tmp_path):
     folder = tmp_path / "ro"
@@ -131,6 +153,7 @@ def test_read_only_directory_is_a_clear_error(tmp_path):
         folder.chmod(0o755)
 
 
+@sqlite_only("a database file in a read-only directory")
 def test_read_only_directory_check_for_root(tmp_path, monkeypatch):
     # Even as root, the check that decides "read-only" is the one a user would hit.
     folder = tmp_path / "ro"
@@ -140,6 +163,7 @@ def test_read_only_directory_check_for_root(tmp_path, monkeypatch):
         dbmod.connect(folder / "runs.db")
 
 
+@no_database
 def test_path_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("WBG_DB", str(tmp_path / "env.db"))
     assert resolve_db_path(tmp_path / "flag.db") == tmp_path / "flag.db"
@@ -156,6 +180,7 @@ def test_path_precedence(tmp_path, monkeypatch):
     assert resolve_db_path() == tmp_path / "xdg" / "wbg" / "runs.db"
 
 
+@sqlite_only("the default database is a file in the user data directory")
 def test_default_database_in_user_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("WBG_DB")
     proc = run_wbg("run", "--", "true", env={"WBG_DB": ""})
@@ -197,13 +222,10 @@ def test_concurrent_first_open_migrates_once(db_path):
     for t in threads:
         t.join()
     assert errors == []
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("SELECT count(*) FROM wbg_migrations").fetchone()[0] == len(
-        dbmod.MIGRATIONS
-    )
-    conn.close()
+    assert raw_count(db_path, "wbg_migrations") == len(dbmod.MIGRATIONS)
 
 
+@sqlite_only("POSIX locks on the database file")
 def test_connect_never_opens_the_file_outside_sqlite(db_path, monkeypatch):
     """Closing any descriptor of a file drops every POSIX lock the process holds on it,
     SQLite's included. connect() once read the header itself; in a batch (a connection per
@@ -266,3 +288,37 @@ def test_batch_summary_is_the_last_value_of_each_key_with_and_without_hint(db_pa
     recorder.close()
     assert runs.get_run(conn, run_id)["summary"] == {"a": 3.0, "b": 2.0}
     conn.close()
+
+
+def test_a_batched_write_reads_inside_and_is_all_or_nothing(db_path):
+    """The writer's batches (wbg.engine.batched: on a server, one round trip): a result
+    read inside sends what is queued so far; a statement the database refuses leaves
+    nothing of the batch behind, and the connection goes on."""
+    from wbg.engine import batched
+
+    conn = dbmod.connect(db_path)
+    run_id, num = runs.create_run(conn, project="p")
+
+    def log(points, summary):
+        def write(c):
+            with runs.transaction(c):
+                runs.write_history(c, points)
+                return runs.merge_summary(c, num, summary)  # reads when a value is text
+
+        return batched(conn, write, len(points))
+
+    assert log([(num, 0, "loss", 1.0, 0.0)], {"loss": 1.0, "phase": "warmup"}) == []
+    assert log([(num, 1, "acc", 0.5, 0.0)], {"acc": 0.5, "loss": "0.6"}) == ["loss"]
+
+    def refused(c):
+        with runs.transaction(c):
+            runs.write_history(c, [(num, 2, "loss", 2.0, 0.0)])
+            runs.merge_summary(c, num, {"late": 1.0})
+            c.execute("INSERT INTO runs (id) VALUES (NULL)")  # NOT NULL: refused
+
+    with pytest.raises(sqlite3.IntegrityError):
+        batched(conn, refused)
+    assert not conn.in_transaction
+    conn.close()
+    assert history(db_path, run_id) == [(0, "loss", 1.0), (1, "acc", 0.5)]
+    assert records(db_path)[0]["summary"] == {"loss": 1.0, "phase": "warmup", "acc": 0.5}

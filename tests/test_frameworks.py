@@ -15,12 +15,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import invoke, records, wbg_executable
+from helpers import invoke, records, sqlite_only, wbg_executable
 
 for _module in ("wandb", "torch", "transformers", "accelerate", "lightning"):
     pytest.importorskip(_module, reason="install the extra: pip install -e '.[test,frameworks]'")
 
 PY = sys.executable
+
+# The frameworks record through the same API as every script (test_api.py runs that on
+# both engines); a second round of torch training on a server would double a slow file.
+pytestmark = sqlite_only("the frameworks' cost: their runs go through the API tested on both")
 
 
 def run_wbg(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

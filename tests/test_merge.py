@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import both_engines, invoke, raw_count, reader, wbg_executable
+from helpers import invoke, raw_count, reader, sqlite_only, wbg_executable
 
 from wbg import db as wbg_db
 
@@ -113,7 +113,6 @@ def nodes(tmp_path: Path) -> dict[str, object]:
     }
 
 
-@both_engines
 def test_merge_brings_every_run_with_its_history_summary_and_output(cli, nodes, db_path):
     before = {key: digest(nodes[key]) for key in ("a", "b")}
     result = cli("merge", str(nodes["a"]), str(nodes["b"]))
@@ -138,7 +137,6 @@ def test_merge_brings_every_run_with_its_history_summary_and_output(cli, nodes, 
     assert len(json.loads(listed.stdout)) == 6
 
 
-@both_engines
 def test_merging_twice_adds_nothing(cli, nodes, db_path):
     assert cli("merge", str(nodes["a"]), str(nodes["b"])).exit_code == 0
     counts = [raw_count(db_path, t) for t in ("runs", "history", "summary_metrics", "run_output")]
@@ -153,6 +151,7 @@ def test_merging_twice_adds_nothing(cli, nodes, db_path):
     ]
 
 
+@sqlite_only("one node's file into another's: no database of the test's engine")
 def test_merge_into_a_node_database_keeps_its_own_runs(cli, nodes):
     result = cli("merge", str(nodes["b"]), "--db", str(nodes["a"]))
     assert result.exit_code == 0, result.output
@@ -171,7 +170,6 @@ def changed_elsewhere(db: Path, run_id: str) -> None:
     assert logged.exit_code == 0, logged.output
 
 
-@both_engines
 def test_a_conflicting_run_is_reported_and_skipped(cli, nodes, db_path):
     assert cli("merge", str(nodes["b"])).exit_code == 0
     train_b = nodes["b_ids"][0]
@@ -188,7 +186,6 @@ def test_a_conflicting_run_is_reported_and_skipped(cli, nodes, db_path):
     assert run_dump(db_path, train_b) == ours
 
 
-@both_engines
 def test_prefer_settles_a_conflict(cli, nodes, db_path):
     assert cli("merge", str(nodes["b"])).exit_code == 0
     train_b = nodes["b_ids"][0]
@@ -309,7 +306,6 @@ def test_merge_errors(cli, tmp_path, db_path):
     assert "'mine' is not one of 'ours', 'theirs', 'newer'" in result.stderr
 
 
-@both_engines
 def test_a_database_is_taken_home_into_a_file(cli, nodes, db_path, tmp_path):
     # `wbg merge postgresql://... --db local.db` (and, on SQLite, file into file)
     assert cli("merge", str(nodes["a"])).exit_code == 0

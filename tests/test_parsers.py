@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+from helpers import no_database
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +20,9 @@ from wbg.values import (
     parse_assignments,
     parse_value,
 )
+
+# Parsers and name rules: no database is opened.
+pytestmark = no_database
 
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 
@@ -241,3 +245,23 @@ def test_a_settings_file_is_parsed_once_and_read_again_when_it_changes(tmp_path)
     path.write_bytes(b'[tool.wbg]\nproject = "\xff"\n')
     with pytest.raises(InvalidInput, match="cannot read settings file"):
         settings.find_settings(tmp_path)
+
+
+def test_tables_render_without_importing_importlib_metadata() -> None:
+    """tabulate reads its version through importlib.metadata at import; wbg's table
+    commands import it without that (a scan of every installed package), and a later
+    import of importlib.metadata still gets the real module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from wbg.cli import render\n"
+        "print(render.render([{'a': 1}], ['a'], 'simple').splitlines()[-1].strip())\n"
+        "print('importlib.metadata' in sys.modules)\n"
+        "import importlib.metadata\n"
+        "print(importlib.metadata.version('tabulate') != 'unknown')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "False", "True"]

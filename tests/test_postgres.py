@@ -12,14 +12,26 @@ import sys
 import textwrap
 
 import pytest
-from helpers import PY, both_engines, raw_count, records, run_wbg
+from helpers import (
+    PY,
+    no_database,
+    postgresql_only,
+    raw_count,
+    raw_query,
+    records,
+    run_wbg,
+    sqlite_only,
+)
 
 from wbg import db as wbg_db
 from wbg.engine import ServerUrl, connect_server, pg_sql, redacted
 
-postgresql = pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+# What only a server has: a URL and its password, connections (dropped, refused, many at
+# once), the advisory lock of migrations, the snapshot of reading commands.
+postgresql = postgresql_only("a server's URL, connections, locks or snapshot")
 
 
+@no_database
 def test_placeholders_become_psycopg_ones_outside_quotes():
     assert pg_sql("SELECT ?, '?', \"a?\" FROM t WHERE x LIKE '5%' AND y = ?") == (
         "SELECT %s, '?', \"a?\" FROM t WHERE x LIKE '5%%' AND y = %s",
@@ -31,6 +43,7 @@ def test_placeholders_become_psycopg_ones_outside_quotes():
     )
 
 
+@no_database
 def test_the_password_is_never_shown():
     url = "postgresql://alice:s3cret@db.example:5432/wbg"
     assert redacted(url) == "postgresql://alice@db.example:5432/wbg"
@@ -90,7 +103,8 @@ def test_sixteen_first_connections_apply_each_migration_once(db_path):
 
 @postgresql
 def test_processes_logging_at_once_lose_and_duplicate_nothing(db_path):
-    writers, points = 8, 2000
+    # 32 processes x 50,000 points (two metrics a step) through the API, all at once
+    writers, points = 32, 25_000
     code = textwrap.dedent(
         """
         import sys, wbg
@@ -120,7 +134,7 @@ def test_processes_logging_at_once_lose_and_duplicate_nothing(db_path):
 
 @postgresql
 def test_wbg_run_children_at_once_each_get_their_run(db_path):
-    children = 6
+    children = 16
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "wbg.cli.main", "run", "-g", "fan", "-c", f"i={i}", "--",
@@ -170,6 +184,7 @@ def test_missing_driver_names_the_extra(cli, db_path, monkeypatch):
     )
 
 
+@no_database
 def test_import_wbg_does_not_import_the_driver():
     code = "import sys, wbg; wbg.init; print('psycopg' in sys.modules)"
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
@@ -179,12 +194,14 @@ def test_import_wbg_does_not_import_the_driver():
 # --- SQLite on a network filesystem ---------------------------------------------------------
 
 
+@no_database
 def test_filesystem_type_is_read_from_the_mount_table(tmp_path):
     assert wbg_db.filesystem_type(tmp_path / "runs.db") is not None
     if os.path.isdir("/proc/self"):
         assert wbg_db.filesystem_type(__import__("pathlib").Path("/proc/self")) == "proc"
 
 
+@sqlite_only("a database file on a network filesystem")
 def test_network_filesystem_warning_once_naming_both_routes(db_path, monkeypatch, cli, capfd):
     here = wbg_db.filesystem_type(db_path)
     # This machine has no NFS mount to test on: count this one's type as a network one.
@@ -200,7 +217,6 @@ def test_network_filesystem_warning_once_naming_both_routes(db_path, monkeypatch
     assert f"filesystem      {here}" in info.stdout
 
 
-@both_engines
 def test_db_info_names_the_engine(cli, db_path, engine):
     assert cli("run", "--", PY, "-c", "pass").exit_code == 0
     info = cli("db", "info")
@@ -366,7 +382,6 @@ def test_an_older_server_database_gets_its_search_indexes_when_read(db_path, cli
         assert {"runs_search", "run_output_search"} <= set(wbg_db.table_schema(conn))
 
 
-@both_engines
 def test_completion_offers_the_same_candidates_on_both_engines(db_path):
     # The queries of the views, read-only: a server's candidates are a file's.
     from views_helpers import add_run
@@ -390,7 +405,6 @@ def query_fields() -> list[str]:
     return list(FIELDS)
 
 
-@both_engines
 def test_a_run_started_in_a_dirty_git_tree_is_recorded(db_path, tmp_path):
     # `wbg run` sets git_dirty after the child starts (a bool): an INTEGER column on both
     from wbg import runs
@@ -416,3 +430,34 @@ def test_a_long_listing_is_read_a_slice_at_a_time_and_whole(db_path):
         exact = [row[0] for row in conn.stream(sql, (1,), size=3)]  # 6 rows: two full slices
         assert exact == whole[1:]
         assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone()[0] == 0
+
+
+def test_another_applications_tables_are_refused_and_left_unchanged(db_path, cli):
+    with contextlib.closing(connect_server(db_path)) as conn:
+        conn.execute("CREATE TABLE runs (body TEXT)")
+        conn.execute("INSERT INTO runs VALUES ('mine')")
+    for args in (["run", "--", "true"], ["runs", "list"], ["log", "--run", "x", "a=1"]):
+        result = cli(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr.startswith(
+            f"Error: {db_path} has a runs table that is not wbg's; it was left unchanged"
+        ), result.stderr
+    assert raw_query(db_path, "SELECT body FROM runs") == [("mine",)]
+    assert raw_query(db_path, "SELECT to_regclass('wbg_migrations')") == [(None,)]
+
+
+@postgresql
+def test_a_newer_server_schema_is_refused_before_any_change(db_path, cli):
+    assert cli("run", "--", PY, "-c", "pass").exit_code == 0
+    newer = len(wbg_db.MIGRATIONS) + 1
+    with contextlib.closing(connect_server(db_path)) as conn:
+        conn.execute("INSERT INTO wbg_migrations VALUES (?, 'from_the_future', 0)", (newer,))
+    before = raw_query(db_path, "SELECT * FROM runs")
+    for args in (["run", "--", "true"], ["runs", "list"], ["db", "migrate"]):
+        result = cli(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr.splitlines()[0] == (
+            f"Error: {db_path} was written by a newer wbg (schema version {newer}, "
+            f"this wbg knows {len(wbg_db.MIGRATIONS)})"
+        )
+    assert raw_query(db_path, "SELECT * FROM runs") == before

@@ -25,14 +25,17 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    both_engines,
     history,
     only_record,
     raw_count,
+    raw_query,
+    reader,
     records,
     run_wbg,
+    sqlite_only,
     wait_for,
     wbg_executable,
+    write_lock_held,
 )
 
 from wbg import db as dbmod
@@ -124,7 +127,6 @@ def tmpfs(tmp_path: Path):
 # --- 1. a value can never ruin a run -----------------------------------------------------
 
 
-@both_engines
 def test_an_int_beyond_64_bits_is_stored_as_a_float_and_nothing_is_lost(db_path):
     done = api(
         """
@@ -147,7 +149,6 @@ def test_an_int_beyond_64_bits_is_stored_as_a_float_and_nothing_is_lost(db_path)
     assert record["summary"]["flops"] == 2**64
 
 
-@both_engines
 def test_a_point_sqlite_cannot_take_is_left_out_and_never_blocks_the_others(db_path):
     conn = dbmod.connect(db_path)
     run_id, num = runs.create_run(conn, project="p")
@@ -266,6 +267,7 @@ def _fill_when_asked(folder: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@sqlite_only("a full disk under the database file (a small tmpfs)")
 def test_disk_full_for_a_while_loses_nothing_and_exits_with_the_childs_code(tmpfs):
     folder = tmpfs("2M")
     db_path = folder / "runs.db"
@@ -285,6 +287,7 @@ def test_disk_full_for_a_while_loses_nothing_and_exits_with_the_childs_code(tmpf
     assert len(history(db_path, record["id"])) == 40
 
 
+@sqlite_only("a full disk under the database file (a small tmpfs)")
 def test_disk_full_to_the_end_still_passes_output_and_exits_with_the_childs_code(tmpfs):
     folder = tmpfs("2M")
     db_path = folder / "runs.db"
@@ -304,6 +307,7 @@ def test_disk_full_to_the_end_still_passes_output_and_exits_with_the_childs_code
     assert records(db_path)[-1]["state"] == "crashed"
 
 
+@sqlite_only("a full disk under the database file (a small tmpfs)")
 def test_a_disk_full_at_the_start_runs_the_command_unrecorded(tmpfs):
     folder = tmpfs("2M")
     db_path = folder / "runs.db"
@@ -334,15 +338,10 @@ def test_a_write_lock_held_elsewhere_never_holds_back_the_output(db_path):
     proc = start_wbg("run", "--", PY, "-c", child, db_path=db_path, stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     assert read_line(proc.stdout) == "ready\n"
-    holder = sqlite3.connect(db_path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # every other writer waits now
-    try:
+    with write_lock_held(db_path):  # every other writer waits now
         proc.stdin.write("go\n")
         proc.stdin.flush()
         lines = [read_line(proc.stdout) for _ in range(60)]  # all of them, lock still held
-    finally:
-        holder.execute("COMMIT")
-        holder.close()
     assert lines == [f"loss: {step}\n" for step in range(60)]
     proc.stdin.write("end\n")
     proc.stdin.close()
@@ -355,7 +354,6 @@ def test_a_write_lock_held_elsewhere_never_holds_back_the_output(db_path):
 # --- 4. run state ------------------------------------------------------------------------
 
 
-@both_engines
 def test_a_live_run_in_another_pid_namespace_is_not_crashed(db_path, cli):
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"])
     if probe.returncode != 0:
@@ -382,7 +380,6 @@ def test_a_live_run_in_another_pid_namespace_is_not_crashed(db_path, cli):
     assert only_record(db_path)["state"] == "finished"
 
 
-@both_engines
 def test_a_stale_heartbeat_reads_as_crashed_on_any_host(db_path, cli):
     conn = dbmod.connect(db_path)
     stale, _ = runs.create_run(conn, project="p")
@@ -407,7 +404,6 @@ def test_a_stale_heartbeat_reads_as_crashed_on_any_host(db_path, cli):
     assert raw_count(db_path, "runs") == 0
 
 
-@both_engines
 def test_sigkill_to_wbg_run_while_its_child_logs_keeps_the_run_running(db_path, tmp_path, cli):
     stop = tmp_path / "stop"
     child = textwrap.dedent(
@@ -525,6 +521,7 @@ def _foreign_file(path: Path, tables: bool = True) -> None:
         conn.commit()
 
 
+@sqlite_only("another application's SQLite file (test_postgres.py: another application's tables)")
 @pytest.mark.parametrize("tables", [True, False], ids=["with-tables", "empty-user-version"])
 def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(db_path, cli, tables):
     _foreign_file(db_path, tables)
@@ -542,6 +539,9 @@ def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(db_path, cli, table
         assert names == (["notes"] if tables else [])
 
 
+@sqlite_only(
+    "the file's bytes and journal mode stay as they were (test_postgres.py: a newer server schema)"
+)
 def test_a_newer_wbg_file_is_refused_before_any_change(db_path, cli):
     assert run_wbg("run", "--", "true").returncode == 0
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
@@ -558,6 +558,7 @@ def test_a_newer_wbg_file_is_refused_before_any_change(db_path, cli):
 # --- 9. reading never writes, and damage is found ----------------------------------------
 
 
+@sqlite_only("a close match among the files of the folder")
 def test_a_mistyped_db_is_an_error_with_a_close_match_and_creates_nothing(db_path, cli):
     assert run_wbg("run", "--", "true").returncode == 0
     wrong = db_path.with_name("run.db")
@@ -571,25 +572,26 @@ def test_a_mistyped_db_is_an_error_with_a_close_match_and_creates_nothing(db_pat
     assert not wrong.exists()
 
 
-def test_reading_a_file_with_a_crashed_run_does_not_write_it(db_path, cli):
+def test_reading_a_file_with_a_crashed_run_does_not_write_it(db_path, cli, engine):
     proc = start_wbg("run", "--", PY, "-c", "print('up', flush=True); input()", db_path=db_path,
                      stdin=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None and read_line(proc.stdout) == "up\n"
     proc.kill()  # wbg gone, its child ends with it (stdin closed)
     proc.wait(timeout=30)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    before = digest(db_path)
+    if engine == "sqlite":
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = raw_query(db_path, "SELECT * FROM runs") if engine == "postgresql" else digest(db_path)
     listed = json.loads(cli("runs", "list", "-f", "json").stdout)
     assert listed[0]["state"] == "crashed"
     assert json.loads(cli("runs", "list", "--state", "crashed", "-f", "json").stdout)
     assert cli("table", "--group-by", "state").stdout.splitlines()[2].startswith("crashed")
-    assert digest(db_path) == before
-    assert raw_count(db_path, "runs") == 1
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT state FROM runs").fetchone()[0] == "running"
+    after = raw_query(db_path, "SELECT * FROM runs") if engine == "postgresql" else digest(db_path)
+    assert after == before
+    assert raw_query(db_path, "SELECT state FROM runs") == [("running",)]
 
 
+@sqlite_only("a database file on a read-only mount")
 def test_read_commands_work_on_a_read_only_mount(tmpfs):
     folder = tmpfs("4M")
     db_path = folder / "runs.db"
@@ -611,6 +613,7 @@ def test_read_commands_work_on_a_read_only_mount(tmpfs):
     assert done.returncode == 1 and done.stderr.startswith("Error: ")
 
 
+@sqlite_only("damages the file's bytes")
 def test_a_damaged_database_gives_a_clear_error_and_db_check_finds_it(db_path, cli):
     for _ in range(3):
         child = "[print(f'x: {i}') for i in range(3000)]"
@@ -712,7 +715,7 @@ def test_streamed_history_is_the_same_text_as_before(db_path, cli):
     ids = [r["id"] for r in records(db_path)]
     from wbg.cli import render
 
-    with contextlib.closing(dbmod.connect(db_path)) as conn:
+    with contextlib.closing(reader(db_path)) as conn:
         full = runs.list_runs(conn, oldest_first=True)
         for record in full:
             record["history"] = runs.get_history(conn, record["id"])
@@ -729,7 +732,6 @@ def test_streamed_history_is_the_same_text_as_before(db_path, cli):
     assert human.count("\nstep ") == 3  # 20,010 points in pages of 10,000
 
 
-@both_engines
 def test_kept_output_is_appended_while_running_and_survives_a_killed_wbg(db_path, cli):
     child = "import sys\nfor i in range(3): print(f'line {i}', flush=True)\nsys.stdin.readline()"
     proc = start_wbg("run", "--", PY, "-c", child, db_path=db_path, stdin=subprocess.PIPE)

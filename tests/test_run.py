@@ -1,4 +1,4 @@
-"""`wbg run` with real child processes, real signals and a real SQLite file."""
+"""`wbg run` with real child processes and real signals, on each engine."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 from helpers import (
     PY,
-    both_engines,
     history,
     only_record,
     raw_count,
     records,
     run_wbg,
+    sqlite_only,
     wbg_executable,
 )
 
 
-@both_engines
 def test_exit_code_zero_is_finished(db_path):
     proc = run_wbg("run", "-g", "g1", "-j", "train", "--", PY, "-c", "print('hello')")
     assert proc.returncode == 0, proc.stderr
@@ -36,7 +35,6 @@ def test_exit_code_zero_is_finished(db_path):
     assert record["ended_at"] is not None and record["duration_s"] >= 0
 
 
-@both_engines
 def test_exit_code_three_is_failed_and_passed_through(db_path):
     proc = run_wbg("run", "--", PY, "-c", "import sys; sys.exit(3)")
     assert proc.returncode == 3
@@ -44,7 +42,6 @@ def test_exit_code_three_is_failed_and_passed_through(db_path):
     assert (record["state"], record["exit_code"]) == ("failed", 3)
 
 
-@both_engines
 def test_child_killed_by_signal_gives_128_plus_n(db_path):
     proc = run_wbg("run", "--", PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
     assert proc.returncode == 128 + signal.SIGTERM
@@ -52,7 +49,6 @@ def test_child_killed_by_signal_gives_128_plus_n(db_path):
     assert (record["state"], record["exit_code"]) == ("killed", 128 + signal.SIGTERM)
 
 
-@both_engines
 def test_child_sees_the_environment(db_path, tmp_path):
     script = (
         "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
@@ -74,7 +70,6 @@ def test_child_sees_the_environment(db_path, tmp_path):
     assert record["project"] == "proj"
 
 
-@both_engines
 def test_nested_run_inherits_the_group(db_path):
     inner = " ".join([*wbg_executable(), "run", "-j", "inner", "--", PY, "-c", "pass"])
     proc = run_wbg("run", "-g", "outer-group", "-j", "outer", "--", "sh", "-c", inner)
@@ -83,7 +78,6 @@ def test_nested_run_inherits_the_group(db_path):
     assert found["outer"]["group"] == found["inner"]["group"] == "outer-group"
 
 
-@both_engines
 def test_flag_beats_environment_variable(db_path):
     proc = run_wbg(
         "run", "-g", "from-flag", "--", PY, "-c", "pass", env={"WANDB_RUN_GROUP": "from-env"}
@@ -92,7 +86,6 @@ def test_flag_beats_environment_variable(db_path):
     assert only_record(db_path)["group"] == "from-flag"
 
 
-@both_engines
 def test_environment_variable_sets_group_and_job_type(db_path):
     proc = run_wbg(
         "run", "--", PY, "-c", "pass", env={"WANDB_RUN_GROUP": "env-g", "WANDB_JOB_TYPE": "env-j"}
@@ -102,7 +95,6 @@ def test_environment_variable_sets_group_and_job_type(db_path):
     assert (record["group"], record["job_type"]) == ("env-g", "env-j")
 
 
-@both_engines
 def test_config_values_are_typed(db_path):
     proc = run_wbg(
         "run",
@@ -148,7 +140,6 @@ def test_broken_config_file_is_named_with_its_error(db_path, tmp_path):
     assert raw_count(db_path, "runs") == 0
 
 
-@both_engines
 def test_scalar_capture_implicit_steps(db_path):
     script = "for k, v in [('x', 1), ('y', 2), ('y', 3), ('y', 4), ('x', 5), ('y', 6)]: print(f'{k}: {v}')"
     proc = run_wbg("run", "--", PY, "-c", script)
@@ -160,7 +151,6 @@ def test_scalar_capture_implicit_steps(db_path):
     ]  # fmt: skip
 
 
-@both_engines
 def test_scalar_capture_explicit_steps_json_and_summary(db_path):
     script = textwrap.dedent(
         """
@@ -181,7 +171,6 @@ def test_scalar_capture_explicit_steps_json_and_summary(db_path):
     assert record["summary"] == {"loss": 0.25, "acc": 0.9, "lr": 0.001}
 
 
-@both_engines
 def test_no_capture_and_custom_pattern(db_path):
     proc = run_wbg("run", "--no-capture", "--", PY, "-c", "print('loss: 1')")
     assert proc.returncode == 0
@@ -195,7 +184,6 @@ def test_no_capture_and_custom_pattern(db_path):
     assert history(db_path, newest["id"]) == [(4, "top1", 0.75)]
 
 
-@both_engines
 def test_output_tail_is_kept(db_path, cli):
     proc = run_wbg(
         "run", "--", PY, "-c", "import sys; print('out line'); print('err line', file=sys.stderr)"
@@ -223,7 +211,6 @@ def test_output_tail_keeps_the_last_mebibyte(db_path):
     assert tail.endswith(b"000039999" + b"x" * 40 + b"\n")
 
 
-@both_engines
 def test_command_not_found_exits_127_and_is_recorded_failed(db_path):
     proc = run_wbg("run", "-g", "g", "--", "no-such-command-wbg")
     assert proc.returncode == 127
@@ -267,7 +254,6 @@ CATCH_SIGINT = textwrap.dedent(
 )
 
 
-@both_engines
 def test_sigint_reaches_the_child_and_the_run_is_killed(db_path):
     proc = _start_wbg(db_path, CATCH_SIGINT)
     assert proc.stdout.readline() == "ready\n"
@@ -279,7 +265,6 @@ def test_sigint_reaches_the_child_and_the_run_is_killed(db_path):
     assert (record["state"], record["exit_code"]) == ("killed", 130)
 
 
-@both_engines
 def test_sigterm_is_forwarded(db_path):
     proc = _start_wbg(db_path, "import time; print('ready', flush=True); time.sleep(60)")
     assert proc.stdout.readline() == "ready\n"
@@ -289,7 +274,6 @@ def test_sigterm_is_forwarded(db_path):
     assert only_record(db_path)["state"] == "killed"
 
 
-@both_engines
 def test_wbg_killed_with_sigkill_leaves_a_crashed_run(db_path, cli):
     proc = _start_wbg(db_path, "import os, time; print(os.getpid(), flush=True); time.sleep(60)")
     child_pid = int(proc.stdout.readline())
@@ -305,7 +289,6 @@ def test_wbg_killed_with_sigkill_leaves_a_crashed_run(db_path, cli):
         os.kill(child_pid, signal.SIGKILL)
 
 
-@both_engines
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -387,6 +370,7 @@ def test_pty_when_stdout_is_a_terminal(db_path):
     assert only_record(db_path)["state"] == "finished"
 
 
+@sqlite_only("a database file named relative to the settings file")
 def test_project_from_settings_file_and_db_relative_to_it(tmp_path, monkeypatch):
     monkeypatch.delenv("WBG_DB")
     project_dir = tmp_path / "proj"
@@ -423,6 +407,7 @@ if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="process tests are written for Linux")
 
 
+@sqlite_only("writes bytes that are not SQLite where the database file goes")
 def test_unusable_database_fails_before_the_command_runs(db_path, tmp_path):
     db_path.write_bytes(b"not sqlite at all")
     marker = tmp_path / "ran"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import PY, both_engines, run_wbg, wbg_executable
+from helpers import PY, both_engines, run_wbg, sqlite_only, wbg_executable
 from views_helpers import add_run
 
 from wbg import db as dbmod
@@ -89,8 +89,10 @@ def test_the_index_follows_renames_tags_output_and_deletes(cli, db_path):
     fts_ok(db_path)
 
 
-# SQLite only: the FTS5 tables and triggers of migration 6 (a server's search indexes
-# come with migration 7: test_postgres.py checks an older server database gets them)
+@sqlite_only(
+    "the FTS5 tables and triggers of migration 6 (a server's search indexes come with "
+    "migration 7: test_postgres.py checks that an older server database gets them)"
+)
 def test_an_older_database_gets_its_existing_runs_indexed(cli, db_path):
     raw = sqlite3.connect(db_path, isolation_level=None)
     dbmod.migrate(raw, upto=5)
@@ -108,7 +110,7 @@ def test_an_older_database_gets_its_existing_runs_indexed(cli, db_path):
     fts_ok(db_path)
 
 
-# SQLite only: about the FTS5 update trigger (a server's GIN index is kept by PostgreSQL)
+@sqlite_only("about FTS5's update trigger (a server's GIN indexes are kept by PostgreSQL)")
 def test_a_heartbeat_or_summary_flush_does_not_touch_the_index(db_path):
     add_run(db_path, name="steady")
     with contextlib.closing(dbmod.connect(db_path)) as conn:

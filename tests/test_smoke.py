@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from helpers import no_database
+
+# Parsing and help: no database is opened.
+pytestmark = no_database
+
 
 def test_help_lists_commands(cli):
     result = cli("--help")

@@ -699,8 +699,6 @@ def test_no_color_draws_charts_with_markers_only(experiment, db_path, monkeypatc
     assert "•• exp-a (3 runs)" in rendered.plain and "++ exp-b (3 runs)" in rendered.plain
 
 
-# SQLite only: the snapshot holds the database's path as shown in the header (a server's
-# URL has a random port); the screen's contents are compared on both engines above.
 def test_whole_screen_at_80x24(experiment, db_path, snap_compare):
     app = Workspace(db_path, WorkspaceSettings(query.Filters()), shown_path="runs.db")
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PY, run_wbg
+from helpers import PY, no_database, run_wbg
 
 pytest.importorskip("wandb")
 
@@ -147,11 +147,13 @@ def test_script_records_the_same_under_wandb_and_wbg(name: str, tmp_path: Path) 
         assert not problems, "\n".join(problems)
 
 
+@no_database
 def test_every_script_is_collected() -> None:
     # A meta-test that proves its reach: the differential suite runs all nine scripts.
     assert len(SCRIPT_NAMES) == 9, SCRIPT_NAMES
 
 
+@no_database
 def test_wandb_import_is_the_one_changed_line() -> None:
     for name in SCRIPT_NAMES:
         assert (SCRIPTS / f"{name}.py").read_text().count("\nimport wandb\n") == 1, name

@@ -9,12 +9,16 @@ import signal
 import subprocess
 import sys
 
+from helpers import no_database
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_wandb_log_format import _record, _sizes, write_log
 
 from wbg.wandb_follow import process_tree, shadowed_keys
 from wbg.wandb_io import BLOCK_LEN, RecordLog, RecordTail
+
+# W&B's log files and the process table: no database is opened.
+pytestmark = no_database
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,11 +9,15 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import no_database
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wbg.errors import InvalidInput
 from wbg.wandb_io import BLOCK_LEN, FILE_HEADER, RecordLog
+
+# W&B's log format: no database is opened.
+pytestmark = no_database
 
 HEADER_LEN = 7
 

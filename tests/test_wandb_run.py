@@ -210,20 +210,20 @@ def test_disabled_mode_records_only_the_command(tmp_path, db_path):
 
 
 LIVE = """
-import os, sqlite3, sys, time, wandb
+import os, sys, time, wandb
+from wbg import db, runs
 run = wandb.init(config={"live": True}, dir=sys.argv[1])
 for step in range(3000):        # well over two 32 KiB blocks of records
     run.log({"loss": 1.0 / (step + 1), "acc": step / 3000})
 # wbg reads the log while this process still runs: wait until the points are recorded
 deadline = time.time() + 60
-with sqlite3.connect(os.environ["WBG_DB"]) as conn:
-    while time.time() < deadline:
-        (n,) = conn.execute(
-            "SELECT count(*) FROM history JOIN runs ON runs.num = history.run "
-            "WHERE runs.id = ? AND key = 'loss'", (os.environ["WBG_RUN_ID"],)).fetchone()
-        if n:
-            break
-        time.sleep(0.1)
+while time.time() < deadline:
+    conn = db.connect(os.environ["WBG_DB"], read_only=True)  # a new moment each time
+    n = runs.history_count(conn, os.environ["WBG_RUN_ID"])
+    conn.close()
+    if n:
+        break
+    time.sleep(0.1)
 print(f"seen_while_running: {n}", flush=True)
 run.finish()
 """
@@ -287,3 +287,29 @@ def test_a_resumed_wandb_run_continues_the_same_run(tmp_path, db_path):
     (record,) = records(db_path)
     assert record["config"] == {"a": 1, "b": 2}
     assert history(db_path, record["id"]) == [(s, "x", float(s)) for s in range(6)]
+
+
+def test_a_refused_wandb_write_is_left_out_and_the_flush_goes_on(db_path, tmp_path, monkeypatch):
+    """The follower's writes share the writer's transaction: one the database refuses is
+    undone alone (a savepoint), and the writes after it are stored. On PostgreSQL a failed
+    statement used to abort the whole transaction, and with it every later write."""
+    import contextlib
+
+    from wbg import db as wbg_db
+    from wbg import runs
+    from wbg.wandb_follow import WandbFollower
+    from wbg.writer import Recorder
+
+    monkeypatch.chdir(tmp_path)
+    with contextlib.closing(wbg_db.connect(db_path)) as conn:
+        run_id, num = runs.create_run(conn, project="p")
+        recorder = Recorder(conn, num, background_only=True)
+        follower = WandbFollower(run_id, num, recorder, {}, os.getpid(), 0.0)
+        follower._queue(lambda c: runs.set_config_keys(c, run_id, {"before": 1}))
+        follower._queue(lambda c: c.execute("INSERT INTO runs (id) VALUES (NULL)"))  # refused
+        follower._queue(lambda c: runs.set_config_keys(c, run_id, {"after": 2}))
+        with wbg_db.transaction(conn):
+            follower._write(conn)
+        recorder.close()
+        assert runs.get_run(conn, run_id)["config"] == {"before": 1, "after": 2}
+    assert len(follower.problems) == 1 and "was not stored" in follower.problems[0]
