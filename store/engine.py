@@ -371,6 +371,20 @@ class PostgresEngine:
     ) -> tuple[str, list[Any]]:
         import json
 
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # As SQLite reads JSON: numbers (and true/false, as 1/0) by value, as doubles;
+            # text, objects and arrays after every number; JSON null as no value.
+            number = (
+                f"CASE jsonb_typeof({expr}) WHEN 'number' THEN CAST({expr} AS DOUBLE PRECISION) "
+                f"WHEN 'boolean' THEN CAST(CAST(CAST({expr} AS BOOLEAN) AS INTEGER) AS "
+                "DOUBLE PRECISION) END"
+            )
+            after = f"jsonb_typeof({expr}) IN ('string', 'object', 'array')"
+            otherwise = {"=": "FALSE", "!=": "TRUE", "<": "FALSE", "<=": "FALSE"}.get(op, after)
+            return (
+                f"coalesce({number} {op} ?, {otherwise})",
+                [*params, *params, *params, value, *(params if otherwise == after else ())],
+            )
         if op in ("=", "!="):
             return f"{expr} {op} CAST(? AS jsonb)", [*params, json.dumps(value)]
         # SQLite orders numbers before text (jsonb the other way): ranked first, as there
@@ -442,21 +456,25 @@ class PostgresEngine:
 # indexes, cut into words as FTS5's default tokenizer cuts it (runs of letters and digits;
 # case folded), so that the same words find the same runs. These are the expressions of
 # the GIN indexes of migration 7: a query repeats them exactly to use the indexes.
-_WORDS = "regexp_replace(lower({}), '[^[:alnum:]]+', ' ', 'g')"
 PG_SEARCH_RUNS = (
-    "to_tsvector('simple', "
-    + _WORDS.format(
-        "coalesce(name, '') || ' ' || coalesce(notes, '') || ' ' || coalesce(command, '') "
-        "|| ' ' || coalesce(tags, '')"
-    )
-    + ")"
+    "wbg_words(coalesce(name, '') || ' ' || coalesce(notes, '') || ' ' "
+    "|| coalesce(command, '') || ' ' || coalesce(tags, ''))"
 )
-PG_SEARCH_OUTPUT = "to_tsvector('simple', " + _WORDS.format("wbg_output_text(tail)") + ")"
+PG_SEARCH_OUTPUT = "wbg_words(wbg_output_text(tail))"
 PG_SEARCH_FUNCTIONS = [
     # Kept output is bytes: read as UTF-8, or (when it is not) with the other bytes escaped.
     "CREATE OR REPLACE FUNCTION wbg_output_text(tail bytea) RETURNS text "
     "LANGUAGE plpgsql IMMUTABLE AS $fn$ BEGIN RETURN convert_from(tail, 'UTF8'); "
-    "EXCEPTION WHEN others THEN RETURN encode(tail, 'escape'); END $fn$"
+    "EXCEPTION WHEN others THEN RETURN encode(tail, 'escape'); END $fn$",
+    # A tsvector holds at most 1 MB: a longer text (a MiB of output) keeps its newest part,
+    # halved until it fits, so a write never fails for its index.
+    "CREATE OR REPLACE FUNCTION wbg_words(body text) RETURNS tsvector "
+    "LANGUAGE plpgsql IMMUTABLE AS $fn$ "
+    "DECLARE words text := regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'); "
+    "BEGIN LOOP BEGIN RETURN to_tsvector('simple', words); "
+    "EXCEPTION WHEN program_limit_exceeded THEN "
+    "IF length(words) < 2 THEN RAISE; END IF; "
+    "words := right(words, length(words) / 2); END; END LOOP; END $fn$",
 ]
 
 

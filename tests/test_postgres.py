@@ -432,6 +432,7 @@ def test_a_long_listing_is_read_a_slice_at_a_time_and_whole(db_path):
         assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone()[0] == 0
 
 
+@postgresql
 def test_another_applications_tables_are_refused_and_left_unchanged(db_path, cli):
     with contextlib.closing(connect_server(db_path)) as conn:
         conn.execute("CREATE TABLE runs (body TEXT)")
