@@ -176,12 +176,12 @@ def export_wandb(
     )  # fmt: skip
     db = options.pop("db")
     filters = filters_from(**options)
-    sql, params = filters.sql()
+    filters.sql()  # malformed --where: refuse before opening anything
     wandb_io.require_wandb("exporting to W&B")
     conn, _ = open_db(db, read_only=True)
     with contextlib.closing(conn):
         results = wandb_io.export_runs(
-            conn, directory, sql, params, progress=Progress("exported", first_after=5.0)
+            conn, directory, filters, progress=Progress("exported", first_after=5.0)
         )
     counts = {"exported": 0, "present": 0, "running": 0, "error": 0}
     for result in results:

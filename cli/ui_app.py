@@ -1417,7 +1417,9 @@ class Workspace(App):
         self, path: Path, settings: WorkspaceSettings, shown_path: str | None = None
     ) -> None:
         super().__init__()
-        self.path = Path(path)
+        from wbg.db import as_location
+
+        self.path = as_location(path)  # a file, or a server's URL
         self.shown_path = shown_path or str(path)
         self.settings = settings
         # The app's own connection makes the changes (tag, move, delete) and polls; a

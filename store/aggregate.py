@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wbg import query
+from wbg.engine import engine_of
 from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 AGGREGATES = ("count", "mean", "std", "stderr", "min", "max", "median")
 DEFAULT_AGGREGATES = ("count", "mean", "std")
 DURATION = "duration_s"
 NO_GROUP_KEYS = ("id", "name")
-# Any finite REAL is smaller in magnitude than 9e999, which SQLite reads as infinity. The
-# non-finite test is spelled exactly as in the partial index of migration 3 so SQLite uses it.
-NON_FINITE = "(sm.value IS NULL OR abs(sm.value) >= 9e999)"
+# Any finite REAL is smaller in magnitude than 9e999, which SQLite reads as infinity
+# (engine.infinity); the non-finite test is engine.non_finite, spelled as in the partial
+# index of migration 3 so the planner uses it.
 
 
 @dataclass
@@ -108,7 +109,7 @@ def build_table(
     query.grouping(group_by, no_group)  # refuses both at once
     reap_crashed(conn)
     query.check_filters(conn, filters)
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     keys = list(group_by or ())
     resolved = [query.resolve_key(k) for k in keys]
     if not keys and not no_group:
@@ -239,7 +240,7 @@ def _selected_metrics(conn: sqlite3.Connection, where: str, params: Sequence[Any
     run is usually among its first rows; a walk over all of the selected runs' values is
     only for files with many metric names."""
     names = query.metric_names(conn)
-    if where == "1":
+    if where == query.ALL_RUNS:
         return names
     if len(names) > 20:
         return [
@@ -262,7 +263,10 @@ def _selected_metrics(conn: sqlite3.Connection, where: str, params: Sequence[Any
 
 
 def rank_metrics(
-    conn: sqlite3.Connection, names: Sequence[str], where: str = "1", params: Sequence[Any] = ()
+    conn: sqlite3.Connection,
+    names: Sequence[str],
+    where: str = query.ALL_RUNS,
+    params: Sequence[Any] = (),
 ) -> list[str]:
     """``names`` in the order a reader wants them: metrics logged to history first (what
     was trained and evaluated), then summary-only values, ``duration_s`` last; names keep
@@ -276,7 +280,7 @@ def rank_metrics(
 def logged_metrics(
     conn: sqlite3.Connection,
     names: Sequence[str],
-    where: str = "1",
+    where: str = query.ALL_RUNS,
     params: Sequence[Any] = (),
     probe_runs: int = _HISTORY_PROBE_RUNS,
 ) -> list[str]:
@@ -367,7 +371,6 @@ def _aggregate(
         ]
 
 
-_FINITE = "abs(sm.value) < 9e999"
 # Metrics summed in one walk of the selection: each is a join (SQLite allows 64 tables).
 WALK_METRICS = 16
 # A sum left out: typed, so a column of nothing has the type of the sums (PostgreSQL types
@@ -394,32 +397,53 @@ class _Selection:
         self.g = [f"g{i}" for i in range(len(keys))]
         self.g_list = ", ".join(self.g)
         self.s_list = ", ".join(f"s.{name}" for name in self.g)
+        self.engine = engine = engine_of(conn)
+        self.temp = engine.temp
+        # the group columns with their types (PostgreSQL's temporary tables need them)
+        self.g_typed = ", ".join(
+            engine.typed(name, key.sql_type()) for name, key in zip(self.g, keys, strict=True)
+        )
+        self.finite = f"abs(sm.value) < {engine.infinity}"
 
     def __enter__(self) -> _Selection:
-        conn, g_list = self.conn, self.g_list
+        conn, g_list, engine, temp = self.conn, self.g_list, self.engine, self.temp
         exprs: list[str] = []
         sel_params: list[Any] = []
         for key in self.keys:
-            expr, extra = key.display_sql()
+            expr, extra = key.display_sql(engine)
             exprs.append(expr)
             sel_params += extra
         _drop_temp(conn)
         # Sorting for the indexes uses temporary b-trees: in memory, not in files.
-        conn.execute("PRAGMA temp_store = MEMORY")
+        if engine.temp_store:
+            conn.execute(engine.temp_store)
+        real = "DOUBLE PRECISION"
         try:
-            conn.execute(f"CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, {g_list}, dur)")
             conn.execute(
-                f"INSERT INTO temp.wbg_sel SELECT runs.num, {', '.join(exprs)}, "
+                "CREATE TEMP TABLE wbg_sel (run INTEGER PRIMARY KEY, "
+                f"{self.g_typed}, {engine.typed('dur', real)})"
+            )
+            conn.execute(
+                f"INSERT INTO {temp}wbg_sel SELECT runs.num, {', '.join(exprs)}, "
                 f"runs.ended_at - runs.started_at FROM runs WHERE {self.where}",
                 [*sel_params, *self.params],
             )
-            conn.execute(f"CREATE INDEX temp.wbg_sel_groups ON wbg_sel ({g_list}, run, dur)")
+            index = engine.temp_index("wbg_sel_groups", "wbg_sel", f"{g_list}, run, dur")
+            if index:
+                conn.execute(index)
             # Statistics on the temporary table let the planner see how small a selection
             # is (without them it may scan all of summary_metrics to build a Bloom filter).
-            conn.execute("ANALYZE temp.wbg_sel")
-            conn.execute(
-                f"CREATE TEMP TABLE wbg_stats ({g_list}, metric, n, mu, lo, hi, shift, s1, s2)"
+            if engine.analyze_temp:
+                conn.execute(f"ANALYZE {temp}wbg_sel")
+            stats = ", ".join(
+                engine.typed(name, sql_type)
+                for name, sql_type in (
+                    ("metric", "TEXT"),
+                    ("n", "BIGINT"),
+                    *((name, real) for name in ("mu", "lo", "hi", "shift", "s1", "s2")),
+                )
             )
+            conn.execute(f"CREATE TEMP TABLE wbg_stats ({self.g_typed}, {stats})")
         except BaseException:
             _drop_temp(conn)
             raise
@@ -437,8 +461,9 @@ class _Selection:
             names = [
                 k
                 for (k,) in self.conn.execute(
-                    "SELECT DISTINCT sm.key FROM temp.wbg_sel AS s CROSS JOIN "
-                    "summary_metrics AS sm ON sm.run = s.run WHERE sm.key != ?",
+                    f"SELECT DISTINCT sm.key FROM {self.temp}wbg_sel AS s "
+                    f"{self.engine.cross_join} summary_metrics AS sm ON sm.run = s.run "
+                    "WHERE sm.key != ?",
                     (DURATION,),
                 )
             ]
@@ -463,22 +488,25 @@ class _Selection:
         needed; only what is asked is summed (each running sum costs about a tenth of a
         walk at 100,000 runs)."""
         conn, s_list = self.conn, self.s_list
+        engine, temp, finite = self.engine, self.temp, self.finite
         # (name, K, the value as the walk reads it or None for a stored metric's join)
         items: list[tuple[str, Any, str | None]] = []
         for name in names:
             row = conn.execute(
-                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {_FINITE} LIMIT 1",
+                f"SELECT value FROM summary_metrics AS sm WHERE key = ? AND {finite} LIMIT 1",
                 (name,),
             ).fetchone()
             items.append((name, row[0] if row else 0.0, None))
         if with_duration:
-            row = conn.execute("SELECT dur FROM temp.wbg_sel WHERE abs(dur) < 9e999 LIMIT 1")
+            row = conn.execute(
+                f"SELECT dur FROM {temp}wbg_sel WHERE abs(dur) < {engine.infinity} LIMIT 1"
+            )
             found = row.fetchone()
             items.append(
                 (
                     DURATION,
                     found[0] if found else 0.0,
-                    "CASE WHEN abs(s.dur) < 9e999 THEN s.dur END",
+                    f"CASE WHEN abs(s.dur) < {engine.infinity} THEN s.dur END",
                 )
             )
         for start in range(0, len(items), WALK_METRICS):
@@ -490,15 +518,16 @@ class _Selection:
                 if value is None:
                     joins.append(
                         f"LEFT JOIN summary_metrics AS m{j} ON m{j}.run = s.run "
-                        f"AND m{j}.key = {name_at} AND abs(m{j}.value) < 9e999"
+                        f"AND m{j}.key = {name_at} AND abs(m{j}.value) < {engine.infinity}"
                     )
                     value = f"m{j}.value"
                 columns.append(self._sums(value, shift_at, f"_{j}", extremes, squares))
                 rows.append(self._stats_row(name_at, shift_at, f"_{j}"))
             conn.execute(
                 f"WITH w AS MATERIALIZED (SELECT {s_list}, {', '.join(columns)} "
-                f"FROM temp.wbg_sel AS s INDEXED BY wbg_sel_groups {' '.join(joins)} "
-                f"GROUP BY {s_list}) INSERT INTO temp.wbg_stats {' UNION ALL '.join(rows)}",
+                f"FROM {temp}wbg_sel AS s{engine.indexed_by('wbg_sel_groups')} "
+                f"{' '.join(joins)} GROUP BY {s_list}) "
+                f"INSERT INTO {temp}wbg_stats {' UNION ALL '.join(rows)}",
                 params,
             )
 
@@ -531,7 +560,7 @@ class _Selection:
         sumsq: dict[tuple[Any, ...], float] = {}
         redo = []
         for row in self.conn.execute(
-            f"SELECT {self.g_list}, metric, n, s1, s2 FROM temp.wbg_stats WHERE n >= 2"
+            f"SELECT {self.g_list}, metric, n, s1, s2 FROM {self.temp}wbg_stats WHERE n >= 2"
         ):
             *found, n, s1, s2 = row
             deviation = s2 - s1 * s1 / n
@@ -541,7 +570,7 @@ class _Selection:
             else:
                 redo.append(tuple(found))
         if redo:
-            sumsq.update(_exact_deviations(self.conn, self.g, redo))
+            sumsq.update(_exact_deviations(self.conn, self.g, redo, self.keys))
         return sumsq
 
     def stats_rows(
@@ -551,7 +580,7 @@ class _Selection:
         width = len(self.g)
         rows: list[tuple[Any, ...]] = []
         for row in self.conn.execute(
-            f"SELECT {self.g_list}, metric, n, mu, lo, hi FROM temp.wbg_stats"
+            f"SELECT {self.g_list}, metric, n, mu, lo, hi FROM {self.temp}wbg_stats"
         ):
             group, metric = tuple(row[:width]), row[width]
             found = (*group, metric)
@@ -566,24 +595,25 @@ class _Selection:
         return [
             ("runs", tuple(row[:width]), None, row[width], *([None] * 5))
             for row in self.conn.execute(
-                f"SELECT {self.g_list}, count(*) FROM temp.wbg_sel INDEXED BY wbg_sel_groups "
-                f"GROUP BY {self.g_list}"
+                f"SELECT {self.g_list}, count(*) FROM {self.temp}wbg_sel"
+                f"{self.engine.indexed_by('wbg_sel_groups')} GROUP BY {self.g_list}"
             )
         ]
 
     def excluded_counts(self, with_duration: bool) -> list[tuple[Any, ...]]:
         """The ``excluded`` rows: how many NaN/inf values each (group, metric) left out."""
         g_list, s_list, width = self.g_list, self.s_list, len(self.g)
+        engine, temp = self.engine, self.temp
         excluded = (
-            f"SELECT {s_list}, sm.key, count(*) "
-            "FROM summary_metrics AS sm INDEXED BY summary_metrics_non_finite "
-            f"JOIN temp.wbg_sel AS s ON s.run = sm.run WHERE {NON_FINITE} "
+            f"SELECT {s_list}, sm.key, count(*) FROM summary_metrics AS sm"
+            f"{engine.indexed_by('summary_metrics_non_finite')} "
+            f"JOIN {temp}wbg_sel AS s ON s.run = sm.run WHERE {engine.non_finite('sm.value')} "
             f"AND sm.key != '{DURATION}' GROUP BY {s_list}, sm.key"
         )
         if with_duration:
             excluded += (
-                f" UNION ALL SELECT {g_list}, '{DURATION}', count(*) FROM temp.wbg_sel "
-                f"WHERE dur IS NOT NULL AND abs(dur) >= 9e999 GROUP BY {g_list}"
+                f" UNION ALL SELECT {g_list}, '{DURATION}', count(*) FROM {temp}wbg_sel "
+                f"WHERE dur IS NOT NULL AND abs(dur) >= {engine.infinity} GROUP BY {g_list}"
             )
         return [
             ("excluded", tuple(row[:width]), row[width], row[width + 1], *([None] * 5))
@@ -592,59 +622,74 @@ class _Selection:
 
 
 def _exact_deviations(
-    conn: sqlite3.Connection, g: Sequence[str], found: Sequence[tuple[Any, ...]]
+    conn: sqlite3.Connection,
+    g: Sequence[str],
+    found: Sequence[tuple[Any, ...]],
+    keys: Sequence[query.Key],
 ) -> dict[tuple[Any, ...], float]:
     """The two-pass sum of squared deviations of the (group values..., metric) in ``found``:
     one index range each, for the few the one-pass sums cannot give exactly."""
-    same = " AND ".join(f"s.{name} IS st.{name}" for name in g)
+    engine = engine_of(conn)
+    temp, is_, finite = engine.temp, engine.is_, f"< {engine.infinity}"
+    same = " AND ".join(f"s.{name} {is_} st.{name}" for name in g)
     stored = (
-        "(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM temp.wbg_sel AS s "
-        "CROSS JOIN summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
-        f"AND abs(sm.value) < 9e999 WHERE {same})"
+        f"(SELECT sum((sm.value - st.mu) * (sm.value - st.mu)) FROM {temp}wbg_sel AS s "
+        f"{engine.cross_join} summary_metrics AS sm ON sm.run = s.run AND sm.key = st.metric "
+        f"AND abs(sm.value) {finite} WHERE {same})"
     )
     duration = (
-        "(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM temp.wbg_sel AS s "
-        f"WHERE {same} AND abs(s.dur) < 9e999)"
+        f"(SELECT sum((s.dur - st.mu) * (s.dur - st.mu)) FROM {temp}wbg_sel AS s "
+        f"WHERE {same} AND abs(s.dur) {finite})"
     )
-    where = " AND ".join(f"st.{name} IS ?" for name in g) + " AND st.metric = ?"
-    sql = (
-        f"SELECT CASE WHEN st.metric = '{DURATION}' THEN {duration} ELSE {stored} END "
-        f"FROM temp.wbg_stats AS st WHERE {where}"
-    )
-    return {key: conn.execute(sql, key).fetchone()[0] for key in found}
+    result = {}
+    for found_key in found:
+        clauses, params = [], []
+        for name, key, value in zip(g, keys, found_key, strict=False):
+            clause, extra = engine.same(f"st.{name}", value, key.source != "field")
+            clauses.append(clause)
+            params += extra
+        sql = (
+            f"SELECT CASE WHEN st.metric = '{DURATION}' THEN {duration} ELSE {stored} END "
+            f"FROM {temp}wbg_stats AS st WHERE {' AND '.join(clauses)} AND st.metric = ?"
+        )
+        result[found_key] = conn.execute(sql, [*params, found_key[-1]]).fetchone()[0]
+    return result
 
 
 def _medians(
     conn: sqlite3.Connection, g: Sequence[str], names: Sequence[str], with_duration: bool
 ) -> dict[tuple[Any, ...], float]:
     """(group values..., metric) -> median of the finite values, ranked per metric."""
+    engine = engine_of(conn)
+    temp, finite = engine.temp, f"< {engine.infinity}"
     g_list = ", ".join(g)
     s_list = ", ".join(f"s.{name}" for name in g)
     ranked = (
         f"SELECT {g_list}, avg(x) FROM (SELECT {s_list}, {{value}} AS x, "
         f"row_number() OVER (PARTITION BY {s_list} ORDER BY {{value}}) AS rk, "
-        f"count(*) OVER (PARTITION BY {s_list}) AS nn FROM {{source}}) "
+        f"count(*) OVER (PARTITION BY {s_list}) AS nn FROM {{source}}) AS ranked "
         f"WHERE rk IN ((nn + 1) / 2, (nn + 2) / 2) GROUP BY {g_list}"
     )
     medians: dict[tuple[Any, ...], float] = {}
     for name in names:
         sql = ranked.format(
             value="sm.value",
-            source="temp.wbg_sel AS s CROSS JOIN summary_metrics AS sm ON sm.run = s.run "
-            "AND sm.key = ? AND abs(sm.value) < 9e999",
+            source=f"{temp}wbg_sel AS s {engine.cross_join} summary_metrics AS sm "
+            f"ON sm.run = s.run AND sm.key = ? AND abs(sm.value) {finite}",
         )
         for row in conn.execute(sql, (name,)):
             medians[tuple(row[:-1]) + (name,)] = row[-1]
     if with_duration:
-        sql = ranked.format(value="s.dur", source="temp.wbg_sel AS s WHERE abs(s.dur) < 9e999")
+        sql = ranked.format(value="s.dur", source=f"{temp}wbg_sel AS s WHERE abs(s.dur) {finite}")
         for row in conn.execute(sql):
             medians[tuple(row[:-1]) + (DURATION,)] = row[-1]
     return medians
 
 
 def _drop_temp(conn: sqlite3.Connection) -> None:
+    temp = engine_of(conn).temp
     for table in ("wbg_stats", "wbg_sel"):
-        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        conn.execute(f"DROP TABLE IF EXISTS {temp}{table}")
 
 
 def _rows(table: Table, result: list[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from operator import itemgetter
 from typing import Any
 
 from wbg import query
+from wbg.engine import engine_of
 from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 LINES = ("mean", "median", "min", "max")
@@ -129,7 +130,7 @@ def select_runs(
     (as ``wbg table``); an empty list: one curve per run. A label is the group's name for
     the key ``group`` and ``key=value`` for any other key, joined by ``, ``.
     """
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     if group_by is None:
         group_by = query.default_grouping(conn, where, params)
     keys = [query.resolve_key(name) for name in group_by]
@@ -138,7 +139,7 @@ def select_runs(
             raise query.unknown_key_error(conn, key)
     columns, key_params = ["runs.num", "runs.started_at", "runs.name", "runs.id"], []
     for key in keys:
-        expr, extra = key.sql()
+        expr, extra = key.sql(engine_of(conn))
         columns.append(expr)
         key_params.extend(extra)
     rows = conn.execute(
@@ -199,7 +200,7 @@ def metric_points(
     nums, params = selection.nums_sql()
     (excluded,) = conn.execute(
         f"SELECT count(*) FROM history WHERE run IN {nums} AND key = ? "
-        f"AND NOT coalesce({_FINITE}, 0)",
+        f"AND NOT coalesce({_FINITE}, FALSE)",
         [*params, metric],
     ).fetchone()
     return points, excluded

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,19 @@ def _m006_full_text_search(conn: sqlite3.Connection) -> None:
     conn.execute(narrowed)
 
 
+def _m007_server_search(conn: sqlite3.Connection) -> None:
+    # `wbg runs search` on PostgreSQL: its full-text search, through GIN indexes over the
+    # expressions wbg.engine.search queries (a file has its FTS5 tables from migration 6).
+    if not isinstance(conn, PgConnection):
+        return
+    from wbg.engine import PG_SEARCH_FUNCTIONS, PG_SEARCH_OUTPUT, PG_SEARCH_RUNS
+
+    for statement in PG_SEARCH_FUNCTIONS:
+        conn.execute(statement)
+    conn.execute(f"CREATE INDEX runs_search ON runs USING gin ({PG_SEARCH_RUNS})")
+    conn.execute(f"CREATE INDEX run_output_search ON run_output USING gin ({PG_SEARCH_OUTPUT})")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = [
     _m001_runs_and_history,
@@ -198,6 +211,7 @@ MIGRATIONS: list[Migration] = [
     _m004_heartbeat,
     _m005_output_pages,
     _m006_full_text_search,
+    _m007_server_search,
 ]
 
 
@@ -547,7 +561,18 @@ def reading_error(location: str, text: str) -> DatabaseError:
 
 
 def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
-    """Name -> SQL of every table and index, for tests and ``wbg db info``."""
+    """Name -> SQL of every table and index, for tests and ``wbg db info`` (on a server:
+    each table's columns and types, each index's definition)."""
+    if isinstance(conn, PgConnection):
+        rows = conn.execute(
+            "SELECT c.relname, CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) ELSE "
+            "(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), "
+            "', ' ORDER BY a.attnum) FROM pg_attribute AS a WHERE a.attrelid = c.oid "
+            "AND a.attnum > 0 AND NOT a.attisdropped) END "
+            "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') ORDER BY c.relname"
+        ).fetchall()
+        return {name: sql for name, sql in rows}
     rows = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
     ).fetchall()
@@ -556,10 +581,8 @@ def table_schema(conn: sqlite3.Connection) -> dict[str, str]:
 
 def describe(conn: sqlite3.Connection) -> dict[str, Any]:
     """Schema version and row counts, for ``wbg db info``."""
-    # A server's snapshot counts on the server (same moment): no copy of the history.
-    counted = conn.server if isinstance(conn, ServerSnapshot) else conn
     counts = {
-        table: counted.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         for table in ("runs", "history", "summary_metrics", "run_output")
     }
     return {
@@ -619,28 +642,33 @@ def as_location(path: Path | str | ServerUrl) -> Path | ServerUrl:
 def _connect_server(url: ServerUrl, *, create: bool, read_only: bool) -> Any:
     """A PostgreSQL database: a wbg one (set up and migrated when ``create``), or an error.
 
-    ``read_only`` (views): a local SQLite copy of the server's runs taken in one snapshot,
-    so every view runs the SQL it runs on a file (see ``ServerSnapshot``); completion and
-    ``wbg db`` use ``engine.connect_server(read_only=True)`` directly.
+    ``read_only`` (views): a connection whose statements all run in one repeatable-read
+    transaction, held until ``close()``: a view sees one moment of the server, as a SQLite
+    reader sees one of the file (README "On a cluster"). The transaction may create
+    temporary tables (the grouped table's), which a READ ONLY one may not; nothing in a
+    view writes wbg's tables (``reading`` makes crash detection shadow, as on a read-only
+    file). Completion and ``wbg db`` use ``engine.connect_server(read_only=True)``.
     """
     from wbg.engine import connect_server
 
     if read_only:
-        server = connect_server(url, read_only=True)
+        conn = connect_server(url)
         try:
-            version = _check_server(server, url)
+            version = _check_server(conn, url)
             if version == 0:
                 raise NoDatabase(
                     f"no wbg database at {url}",
                     hint="run a `wbg run` or `wbg.init()` to create it",
                 )
             if version < len(MIGRATIONS):  # as for a file: migrated first (see connect_read)
-                with contextlib.closing(_connect_server(url, create=False, read_only=False)):
-                    pass
+                migrate(conn)
+            conn.reading = True
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute("SELECT 1")  # the moment: the first statement takes the snapshot
         except BaseException:
-            server.close()
+            conn.close()
             raise
-        return ServerSnapshot(server)
+        return conn
     conn = connect_server(url)
     try:
         version = _check_server(conn, url)
@@ -671,111 +699,6 @@ def _check_server(conn: Any, url: ServerUrl) -> int:
     if version > len(MIGRATIONS):
         raise _newer(conn, version)
     return version
-
-
-# Copied when the snapshot is taken; the others when a statement first names them (a
-# grouped table never reads the history, which is most of a server's rows).
-SNAPSHOT_TABLES = ("runs", "summary_metrics")
-LAZY_TABLES = ("history", "run_output", "run_output_pages")
-_SNAPSHOT_ORDER = {
-    "runs": "num",
-    "summary_metrics": "run, key",
-    "run_output": "run",
-    "run_output_pages": "run, start",
-    "history": "run, step, key",
-}
-
-
-def snapshot_columns(table: str) -> list[str]:
-    """The columns of a wbg table in this wbg's schema (read from a scratch database)."""
-    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
-        migrate(scratch)
-        return [row[1] for row in scratch.execute(f"PRAGMA table_info({table})")]
-
-
-class ServerSnapshot:
-    """A server's wbg tables as an in-memory SQLite database, for the reading commands:
-    they run the same queries as on a file (README "On a cluster").
-
-    Everything is read in one repeatable-read transaction of the server, held until
-    ``close()``: one consistent moment, as a SQLite reader sees, even for the tables
-    copied later (``LAZY_TABLES``, on the first statement that names them). Every other
-    attribute is the SQLite connection's.
-    """
-
-    def __init__(self, server: Any) -> None:
-        self.server = self._server = server
-        self._local = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._pending = list(LAZY_TABLES)
-        try:
-            migrate(self._local)
-            server.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            # Secondary indexes are built after the load, rows come in key order: about
-            # twice as fast as inserting into the indexed tables.
-            indexes = self._local.execute(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-            ).fetchall()
-            for name, _sql in indexes:
-                self._local.execute(f'DROP INDEX "{name}"')
-            self._copy(SNAPSHOT_TABLES)
-            for _name, sql in indexes:
-                self._local.execute(sql)
-        except BaseException:
-            self.close()
-            raise
-
-    def _copy(self, tables: Sequence[str]) -> None:
-        local = self._local
-        local.execute("BEGIN")
-        for table in tables:
-            columns = [row[1] for row in local.execute(f"PRAGMA table_info({table})")]
-            quoted = ", ".join(f'"{c}"' for c in columns)
-            insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
-            rows = self._server.execute(
-                f"SELECT {quoted} FROM {table} ORDER BY {_SNAPSHOT_ORDER[table]}"
-            )
-            while True:
-                chunk = rows.fetchmany(5000)
-                if not chunk:
-                    break
-                local.executemany(insert, chunk)
-        local.execute("COMMIT")
-
-    def _need(self, sql: str) -> None:
-        wanted = [table for table in self._pending if table in sql]
-        if wanted:
-            self._pending = [table for table in self._pending if table not in wanted]
-            self._copy(wanted)
-
-    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
-        if self._pending:
-            self._need(sql)
-        return self._local.execute(sql, parameters)
-
-    def executemany(self, sql: str, parameters: Any) -> sqlite3.Cursor:
-        if self._pending:
-            self._need(sql)
-        return self._local.executemany(sql, parameters)
-
-    def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
-        self._need(" ".join(self._pending))
-        self._local.backup(target, **kwargs)
-
-    def close(self) -> None:
-        self._local.close()
-        if not self._server.closed:
-            with contextlib.suppress(sqlite3.Error):
-                self._server.rollback()
-            self._server.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._local, name)
-
-    def __enter__(self) -> ServerSnapshot:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._local.__exit__(*exc)
 
 
 # --- SQLite on a network filesystem (README "On a cluster") -------------------------------

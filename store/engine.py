@@ -2,7 +2,10 @@
 
 wbg writes SQL once, in the dialect SQLite and PostgreSQL both accept, except for what
 this module decides per engine: placeholders, DDL types, the migration lock, bulk history
-writes, the larger-of-two function, temporary tables and opening a connection.
+writes, the larger-of-two function, temporary tables, JSON values of ``config`` and
+``summary``, full-text search and opening a connection. Each difference is a method or
+attribute of the engine, used where the SQL is built; SQLite's text is the one wbg has
+always run (it is the fast path).
 
 SQLite stays the default and the fast path: nothing here is imported for it beyond this
 module, and ``psycopg`` is imported only when a ``postgresql://`` URL is opened. A
@@ -144,6 +147,100 @@ class SQLiteEngine:
     def inserted_num(self, cursor: Any) -> int:
         return cursor.lastrowid
 
+    # --- reading (README "On a cluster": every view runs its SQL on the server) ---
+    temp = "temp."  # the schema of this connection's temporary tables
+    is_ = "IS"  # equal, NULL equal to NULL
+    analyze_temp = True  # statistics of a temporary table: its size, for the planner
+    cross_join = "CROSS JOIN"  # SQLite: a join in the order written (... ON as for JOIN)
+    infinity = "9e999"
+    temp_store = "PRAGMA temp_store = MEMORY"
+    # moves when another connection commits to the file (polled by `wbg ui`)
+    change_counter = "PRAGMA data_version"
+
+    def typed(self, column: str, sql_type: str) -> str:
+        """A column of a temporary table: SQLite's hold any value (no type is given)."""
+        return column
+
+    def indexed_by(self, index: str) -> str:
+        """An index hint (SQLite's planner needs them on temporary tables)."""
+        return f" INDEXED BY {index}"
+
+    def temp_index(self, name: str, table: str, columns: str) -> str | None:
+        """An index of a temporary table (None: none is needed on this engine)."""
+        return f"CREATE INDEX temp.{name} ON {table} ({columns})"
+
+    def non_finite(self, column: str) -> str:
+        """NaN (stored as NULL) or +-inf; spelled as in the partial index of migration 3
+        (``summary_metrics_non_finite``) so that the planner uses it."""
+        return f"({column} IS NULL OR abs({column}) >= 9e999)"
+
+    def json_value(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """The typed value at dotted ``path`` of the JSON text column (``runs.config``)."""
+        from wbg.query import json_path
+
+        return f"json_extract({column}, ?)", [json_path(path)]
+
+    def json_display(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """``json_value``, but JSON booleans read ``'true'``/``'false'`` (group keys)."""
+        from wbg.query import json_path
+
+        json = json_path(path)
+        return (
+            f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' "
+            f"WHEN 'false' THEN 'false' ELSE json_extract({column}, ?) END",
+            [json, json],
+        )
+
+    def json_has(self, column: str, path: str) -> tuple[str, list[Any]]:
+        """True when the JSON column has ``path`` (also when its value is JSON null)."""
+        from wbg.query import json_path
+
+        return f"json_type({column}, ?) IS NOT NULL", [json_path(path)]
+
+    def json_compare(
+        self, expr: str, params: list[Any], op: str, value: Any
+    ) -> tuple[str, list[Any]]:
+        """``expr OP value`` for a ``json_value`` expression (``params``: its own)."""
+        return f"{expr} {op} ?", [*params, value]
+
+    def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
+        """``expr OP value`` for a run field (``text``: a TEXT column)."""
+        return f"{expr} {op} ?", [value]
+
+    def same(self, expr: str, value: Any, json: bool) -> tuple[str, list[Any]]:
+        """``expr`` equals ``value``, NULL equal to None (a group's value: ``json``, as
+        ``json_display`` gives it)."""
+        return f"{expr} IS ?", [value]
+
+    def glob(self, expr: str, pattern: str, json: bool) -> tuple[str, list[Any]]:
+        """``expr`` as text matches the glob ``pattern`` (``*``, ``?``, ``[...]``)."""
+        return f"CAST({expr} AS TEXT) GLOB ?", [pattern]
+
+    def is_text(self, expr: str, json: bool) -> str:
+        """True when the value of ``expr`` is text (sorting puts numbers first)."""
+        return f"typeof({expr}) = 'text'"
+
+    def has_tag(self, column: str) -> str:
+        """True when the JSON array ``column`` holds the string given as the parameter."""
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = ?)"
+
+    def json_leaves(self, doc: str) -> str:
+        """A FROM item ``j`` of the leaves of a JSON object: ``fullkey`` (``$.a."b c"``;
+        array elements have ``[`` in theirs), ``type`` (SQLite's names) and ``value``."""
+        return f"json_tree({doc}) AS j"
+
+    def search(self, text: str) -> tuple[str, list[Any]]:
+        """Runs (a condition on ``runs.num``) whose name, notes, command, tags or kept
+        output hold every word of ``text`` (README "``wbg runs``")."""
+        from wbg.query import fts_query
+
+        match = fts_query(text)
+        return (
+            "runs.num IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ? "
+            "UNION SELECT rowid FROM run_output_fts WHERE run_output_fts MATCH ?)",
+            [match, match],
+        )
+
 
 class PostgresEngine:
     name = "postgresql"
@@ -214,13 +311,223 @@ class PostgresEngine:
     def inserted_num(self, cursor: Any) -> int:
         return cursor.fetchone()[0]
 
+    # --- reading -------------------------------------------------------------------------
+    temp = "pg_temp."
+    is_ = "IS NOT DISTINCT FROM"
+    # A table without statistics is planned from its size on disk, which is what the
+    # grouped table's walks need (ANALYZE cost 0.09 s of 1.1 at 100,000 runs).
+    analyze_temp = False
+    cross_join = "JOIN"
+    infinity = "'Infinity'::float8"
+    temp_store = ""  # temporary tables live in the session's temp buffers
+    # The newest row version (xmin) and the row count of each table a writer changes
+    # (summaries and heartbeats update runs; points come with them): a committed insert,
+    # update or delete moves one. (The server's log position would also move with the
+    # temporary tables of every view.) A scan of runs: ~15 ms at 100,000.
+    change_counter = "SELECT " + " || '/' || ".join(
+        f"(SELECT count(*) || ':' || coalesce(max(CAST(CAST(xmin AS TEXT) AS BIGINT)), 0) "
+        f"FROM {table})"
+        for table in ("runs", "run_output", "run_output_pages")
+    )
+
+    def typed(self, column: str, sql_type: str) -> str:
+        return f"{column} {sql_type}"
+
+    def indexed_by(self, index: str) -> str:
+        return ""
+
+    def temp_index(self, name: str, table: str, columns: str) -> str | None:
+        # None: the grouped table's walks are hash joins and hash aggregates here, which
+        # an index of the selection would not speed up (building it cost 0.46 s of 2.5 at
+        # 100,000 runs)
+        return None
+
+    def non_finite(self, column: str) -> str:
+        return f"({column} IS NULL OR abs({column}) = 'Infinity'::float8)"
+
+    # config/summary are JSON text: read as jsonb, whose values psycopg hands back as
+    # Python numbers, strings and booleans (0.1 and 0.10 are one number, as in SQLite).
+    @staticmethod
+    def _jsonb(column: str, path: str) -> tuple[str, list[Any]]:
+        return f"(CAST({column} AS jsonb) #> ?)", [path.split(".")]
+
+    def json_value(self, column: str, path: str) -> tuple[str, list[Any]]:
+        return self._jsonb(column, path)
+
+    def json_display(self, column: str, path: str) -> tuple[str, list[Any]]:
+        expr, params = self._jsonb(column, path)
+        return (
+            f"CASE jsonb_typeof({expr}) WHEN 'boolean' THEN to_jsonb({expr} #>> '{{}}') "
+            f"ELSE {expr} END",
+            [*params, *params, *params],
+        )
+
+    def json_has(self, column: str, path: str) -> tuple[str, list[Any]]:
+        expr, params = self._jsonb(column, path)
+        return f"{expr} IS NOT NULL", params
+
+    def json_compare(
+        self, expr: str, params: list[Any], op: str, value: Any
+    ) -> tuple[str, list[Any]]:
+        import json
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # As SQLite reads JSON: numbers (and true/false, as 1/0) by value, as doubles;
+            # text, objects and arrays after every number; JSON null as no value.
+            number = (
+                f"CASE jsonb_typeof({expr}) WHEN 'number' THEN CAST({expr} AS DOUBLE PRECISION) "
+                f"WHEN 'boolean' THEN CAST(CAST(CAST({expr} AS BOOLEAN) AS INTEGER) AS "
+                "DOUBLE PRECISION) END"
+            )
+            after = f"jsonb_typeof({expr}) IN ('string', 'object', 'array')"
+            otherwise = {"=": "FALSE", "!=": "TRUE", "<": "FALSE", "<=": "FALSE"}.get(op, after)
+            return (
+                f"coalesce({number} {op} ?, {otherwise})",
+                [*params, *params, *params, value, *(params if otherwise == after else ())],
+            )
+        if op in ("=", "!="):
+            return f"{expr} {op} CAST(? AS jsonb)", [*params, json.dumps(value)]
+        # SQLite orders numbers before text (jsonb the other way): ranked first, as there
+        rank = f"CASE jsonb_typeof({expr}) WHEN 'string' THEN 2 ELSE 1 END"
+        return (
+            f"({rank}, {expr}) {op} (?, CAST(? AS jsonb))",
+            [*params, *params, 2 if isinstance(value, str) else 1, json.dumps(value)],
+        )
+
+    def field_compare(self, expr: str, op: str, value: Any, text: bool) -> tuple[str, list[Any]]:
+        # SQLite turns a number compared with a TEXT column into text; a number column
+        # compared with text is never equal (PostgreSQL would refuse either).
+        if text:
+            return f"{expr} {op} ?", [value if isinstance(value, str) else str(value)]
+        if isinstance(value, str):
+            return f"CAST({expr} AS TEXT) {op} ?", [value]
+        return f"{expr} {op} ?", [value]
+
+    def same(self, expr: str, value: Any, json: bool) -> tuple[str, list[Any]]:
+        if json:
+            import json as json_module
+
+            param = None if value is None else json_module.dumps(value)
+            return f"{expr} IS NOT DISTINCT FROM CAST(? AS jsonb)", [param]
+        return f"{expr} IS NOT DISTINCT FROM ?", [value]
+
+    def glob(self, expr: str, pattern: str, json: bool) -> tuple[str, list[Any]]:
+        text = f"({expr} #>> '{{}}')" if json else f"CAST({expr} AS TEXT)"
+        return f"{text} ~ ?", [_glob_regex(pattern)]
+
+    def is_text(self, expr: str, json: bool) -> str:
+        return f"jsonb_typeof({expr}) = 'string'" if json else "FALSE"
+
+    def has_tag(self, column: str) -> str:
+        return f"CAST({column} AS jsonb) @> jsonb_build_array(CAST(? AS TEXT))"
+
+    def json_leaves(self, doc: str) -> str:
+        # json_tree as SQLite has it, for objects (arrays are leaves here: callers leave
+        # out paths into arrays).
+        return (
+            "LATERAL (WITH RECURSIVE t(fullkey, value) AS ("
+            f"SELECT '$', CAST({doc} AS jsonb) UNION ALL "
+            "SELECT t.fullkey || '.\"' || replace(replace(e.key, '\\', '\\\\'), '\"', "
+            "'\\\"') || '\"', e.value FROM t, jsonb_each(CASE WHEN jsonb_typeof(t.value) = "
+            "'object' THEN t.value ELSE '{}'::jsonb END) AS e) "
+            "SELECT t.fullkey, CASE jsonb_typeof(t.value) WHEN 'string' THEN 'text' "
+            "WHEN 'number' THEN 'real' WHEN 'boolean' THEN t.value #>> '{}' "
+            "ELSE jsonb_typeof(t.value) END AS type, "
+            "CASE jsonb_typeof(t.value) WHEN 'string' THEN t.value #>> '{}' "
+            "ELSE CAST(t.value AS TEXT) END AS value FROM t) AS j"
+        )
+
+    def search(self, text: str) -> tuple[str, list[Any]]:
+        from wbg.query import fts_query
+
+        fts_query(text)  # refuses empty text as on SQLite
+        match = pg_search_query(text)
+        if match is None:  # no word has a letter or digit: nothing to find
+            return "FALSE", []
+        return (
+            f"({PG_SEARCH_RUNS} @@ to_tsquery('simple', ?) "
+            "OR runs.num IN (SELECT run FROM run_output "
+            f"WHERE {PG_SEARCH_OUTPUT} @@ to_tsquery('simple', ?)))",
+            [match, match],
+        )
+
+
+# `wbg runs search` on a server: PostgreSQL's full-text search over the text SQLite's FTS5
+# indexes, cut into words as FTS5's default tokenizer cuts it (runs of letters and digits;
+# case folded), so that the same words find the same runs. These are the expressions of
+# the GIN indexes of migration 7: a query repeats them exactly to use the indexes.
+PG_SEARCH_RUNS = (
+    "wbg_words(coalesce(name, '') || ' ' || coalesce(notes, '') || ' ' "
+    "|| coalesce(command, '') || ' ' || coalesce(tags, ''))"
+)
+PG_SEARCH_OUTPUT = "wbg_words(wbg_output_text(tail))"
+PG_SEARCH_FUNCTIONS = [
+    # Kept output is bytes: read as UTF-8, or (when it is not) with the other bytes escaped.
+    "CREATE OR REPLACE FUNCTION wbg_output_text(tail bytea) RETURNS text "
+    "LANGUAGE plpgsql IMMUTABLE AS $fn$ BEGIN RETURN convert_from(tail, 'UTF8'); "
+    "EXCEPTION WHEN others THEN RETURN encode(tail, 'escape'); END $fn$",
+    # A tsvector holds at most 1 MB: a longer text (a MiB of output) keeps its newest part,
+    # halved until it fits, so a write never fails for its index.
+    "CREATE OR REPLACE FUNCTION wbg_words(body text) RETURNS tsvector "
+    "LANGUAGE plpgsql IMMUTABLE AS $fn$ "
+    "DECLARE words text := regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'); "
+    "BEGIN LOOP BEGIN RETURN to_tsvector('simple', words); "
+    "EXCEPTION WHEN program_limit_exceeded THEN "
+    "IF length(words) < 2 THEN RAISE; END IF; "
+    "words := right(words, length(words) / 2); END; END LOOP; END $fn$",
+]
+
+
+def pg_search_query(text: str) -> str | None:
+    """``--search`` words as a ``to_tsquery`` text: every word must appear, a word of
+    several parts (``r-0.1``) as those parts in a row, as with FTS5's quoted phrases."""
+    phrases = []
+    for word in text.split():
+        parts = [part.lower() for part in re.findall(r"[^\W_]+", word)]
+        if parts:
+            phrases.append("(" + " <-> ".join(f"'{part}'" for part in parts) + ")")
+    return " & ".join(phrases) or None
+
+
+def _glob_regex(pattern: str) -> str:
+    """A GLOB pattern as an anchored POSIX regular expression (case-sensitive, as GLOB)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            # a "]" first in the set (after "^", which negates it as in a regex) is a member
+            first = i + (3 if pattern[i + 1 : i + 2] == "^" else 2)
+            end = pattern.find("]", first)
+            if end < 0:
+                out.append("\\[")
+            else:
+                out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out) + "$"
+
 
 SQLITE = SQLiteEngine()
 POSTGRES = PostgresEngine()
+Engine = SQLiteEngine | PostgresEngine  # what ``engine_of`` returns
 
 
-def engine_of(conn: Any) -> SQLiteEngine | PostgresEngine:
+def engine_of(conn: Any) -> Engine:
     return POSTGRES if isinstance(conn, PgConnection) else SQLITE
+
+
+def stream(conn: Any, sql: str, params: Sequence[Any] = ()) -> Iterable[Any]:
+    """Rows read as they are consumed (a long listing): SQLite's cursor already is; a
+    server's rows come through ``PgConnection.stream``."""
+    if isinstance(conn, PgConnection):
+        return conn.stream(sql, params)
+    return conn.execute(sql, params)
 
 
 # --- placeholders -----------------------------------------------------------------------
@@ -401,6 +708,8 @@ class PgConnection(_ConnectionLike):
         self._psycopg = _driver()
         self._closed = False
         self.has_points_table = False  # the temporary table of pg_write_points
+        # A view's connection (db.connect(read_only=True)): it never writes wbg's tables.
+        self.reading = False
         # While ``batched`` runs: the statements not sent yet (SQL with its values bound)
         # and their cursors, and whether a BEGIN among them is still open.
         self._batch: list[str] | None = None
@@ -467,6 +776,29 @@ class PgConnection(_ConnectionLike):
         except self._psycopg.Error as exc:
             raise _translate(exc) from None
         return PgCursor(cursor)
+
+    def stream(self, sql: str, params: Sequence[Any] | None = (), size: int = 2000) -> Any:
+        """The rows of a SELECT read ``size`` at a time through a server-side cursor (in a
+        view's transaction): a view of 100,000 runs holds one slice, not all of them, as
+        a SQLite cursor does. Outside a transaction: all rows at once, as ``execute``."""
+        if not self.in_transaction:
+            yield from self.execute(sql, params)
+            return
+        text, numbered = pg_sql(sql)
+        cursor = self._cursor()
+        name = f"wbg_stream_{id(cursor)}"
+        try:
+            bound = cursor.mogrify(text, _pg_params(params, numbered))
+            cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {bound}")
+            while True:
+                cursor.execute(f"FETCH {int(size)} FROM {name}")
+                rows = cursor.fetchall()
+                yield from rows
+                if len(rows) < size:
+                    break
+            cursor.execute(f"CLOSE {name}")
+        except self._psycopg.Error as exc:
+            raise _translate(exc) from None
 
     # --- a write in one round trip ---------------------------------------------------
 

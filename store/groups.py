@@ -14,6 +14,7 @@ from typing import Any
 from wbg import query, runs, values
 from wbg.aggregate import DURATION, Table, build_table
 from wbg.db import transaction
+from wbg.engine import engine_of
 from wbg.errors import InvalidInput
 
 
@@ -24,11 +25,12 @@ def list_groups(
     filters = filters or query.Filters()
     runs.reap_crashed(conn)
     query.check_filters(conn, filters)
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     base = f'FROM runs WHERE ({where}) AND runs."group" IS NOT NULL'
     rows = conn.execute(
         f'SELECT runs."group", runs.project, count(*), min(started_at), max(ended_at), '
-        f"sum(state = 'running') {base} GROUP BY runs.project, runs.\"group\" "
+        f"count(CASE WHEN state = 'running' THEN 1 END) {base} "
+        'GROUP BY runs.project, runs."group" '
         "ORDER BY max(started_at) DESC",
         params,
     ).fetchall()
@@ -108,8 +110,8 @@ def group_page(
     )
     common, varying = config_keys(conn, project, name)
     compute = conn.execute(
-        'SELECT total(ended_at - started_at) FROM runs WHERE project = ? AND "group" = ? '
-        "AND ended_at IS NOT NULL",
+        "SELECT coalesce(sum(ended_at - started_at), 0.0) FROM runs "
+        'WHERE project = ? AND "group" = ? AND ended_at IS NOT NULL',
         (project, name),
     ).fetchone()[0]
     aggregates = build_table(
@@ -133,7 +135,7 @@ def config_keys(conn: sqlite3.Connection, project: str, group: str) -> tuple[lis
     ).fetchone()[0]
     rows = conn.execute(
         "SELECT j.fullkey, count(*), count(DISTINCT j.type || ':' || j.value) "
-        "FROM runs, json_tree(runs.config) AS j "
+        f"FROM runs, {engine_of(conn).json_leaves('runs.config')} "
         "WHERE runs.project = ? AND runs.\"group\" = ? AND j.type != 'object' "
         "AND j.fullkey NOT LIKE '%[%' GROUP BY j.fullkey",
         (project, group),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wbg import values
+from wbg.engine import SQLITE, Engine, engine_of
 from wbg.errors import InvalidInput, close_matches, did_you_mean
 
 # run field -> SQL expression over the runs table
@@ -43,6 +44,24 @@ FIELDS: dict[str, str] = {
     "ended_at": "runs.ended_at",
     "duration_s": "(runs.ended_at - runs.started_at)",
 }
+# run fields held as text (a number compared with one is compared as text, as SQLite does)
+TEXT_FIELDS = frozenset(
+    (
+        "id",
+        "project",
+        "name",
+        "group",
+        "job_type",
+        "notes",
+        "state",
+        "cwd",
+        "host",
+        "user",
+        "git_commit",
+    )
+)
+# The WHERE body that selects every run (both engines read it as true).
+ALL_RUNS = "TRUE"
 MULTI_VALUED = ("tags", "tag")
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "~")
 # Other spellings users reach for: ``==`` (Python) means ``=``; the rest are refused with
@@ -62,21 +81,25 @@ class Key:
     source: str  # "field", "config" or "summary"
     path: str  # column name, or the dotted path inside config/summary
 
-    def sql(self) -> tuple[str, list[Any]]:
+    def sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
         if self.source == "field":
             return FIELDS[self.path], []
-        return f"json_extract(runs.{self.source}, ?)", [json_path(self.path)]
+        return engine.json_value(f"runs.{self.source}", self.path)
 
-    def display_sql(self) -> tuple[str, list[Any]]:
+    def sql_type(self) -> str:
+        """Its values' type on PostgreSQL (the column of a temporary table that holds them):
+        JSON values stay ``jsonb``, each field has its column's type."""
+        if self.source != "field":
+            return "jsonb"
+        if self.path in TEXT_FIELDS:
+            return "TEXT"
+        return "BIGINT" if self.path in ("exit_code", "pid", "git_dirty") else "DOUBLE PRECISION"
+
+    def display_sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
         """Like ``sql()``, but JSON booleans read ``true``/``false`` (not 1/0): group keys."""
         if self.source == "field":
-            return self.sql()
-        path = json_path(self.path)
-        return (
-            f"CASE json_type(runs.{self.source}, ?) WHEN 'true' THEN 'true' "
-            f"WHEN 'false' THEN 'false' ELSE json_extract(runs.{self.source}, ?) END",
-            [path, path],
-        )
+            return self.sql(engine)
+        return engine.json_display(f"runs.{self.source}", self.path)
 
 
 def split_keys(items: Sequence[str] | None) -> list[str]:
@@ -104,7 +127,7 @@ def grouping(group_by: Sequence[str] | None, no_group: bool = False) -> list[str
 
 
 def default_grouping(
-    conn: sqlite3.Connection, where: str = "1", params: Sequence[Any] = ()
+    conn: sqlite3.Connection, where: str = ALL_RUNS, params: Sequence[Any] = ()
 ) -> list[str]:
     """The group keys of a grouped view given none (``wbg table``, ``wbg plot``): by
     ``group`` when any selected run has one, else none (one row or curve per run)."""
@@ -198,18 +221,24 @@ def parse_where(text: str) -> Condition:
     return Condition(resolve_key(match.group("key")), op, value)
 
 
-def condition_sql(condition: Condition) -> tuple[str, list[Any]]:
-    expr, params = condition.key.sql()
+def condition_sql(condition: Condition, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
+    key = condition.key
+    expr, params = key.sql(engine)
+    json = key.source != "field"
     value = condition.value
-    if isinstance(value, bool):
-        value = int(value)
+    if isinstance(value, bool) and not (json and engine is not SQLITE):
+        value = int(value)  # SQLite reads JSON true as 1
     if condition.op == "~":
-        return f"CAST({expr} AS TEXT) GLOB ?", [*params, str(value)]
-    op = "!=" if condition.op == "!=" else condition.op
+        sql, extra = engine.glob(expr, str(value), json)
+        return sql, [*params, *extra]
+    if json:
+        compared, extra = engine.json_compare(expr, params, condition.op, value)
+    else:
+        compared, extra = engine.field_compare(expr, condition.op, value, key.path in TEXT_FIELDS)
     if condition.op == "!=":
         # A run without the key differs from any value.
-        return f"({expr} IS NULL OR {expr} != ?)", [*params, *params, value]
-    return f"{expr} {op} ?", [*params, value]
+        return f"({expr} IS NULL OR {compared})", [*params, *extra]
+    return compared, extra
 
 
 @dataclass
@@ -231,8 +260,9 @@ class Filters:
     # words to find in a run's name, notes, command, tags or kept output (``--search``)
     search: str | None = None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """A WHERE clause body over ``runs`` (``1`` when nothing is filtered)."""
+    def sql(self, engine: Engine = SQLITE) -> tuple[str, list[Any]]:
+        """A WHERE clause body over ``runs`` (``ALL_RUNS`` when nothing is filtered), for
+        the database of ``engine`` (``engine_of(conn)``)."""
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -245,24 +275,21 @@ class Filters:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         if self.tag is not None:
-            clauses.append("EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ?)")
+            clauses.append(engine.has_tag("runs.tags"))
             params.append(self.tag)
         if self.search is not None:
-            match = fts_query(self.search)
-            clauses.append(
-                "runs.num IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ? "
-                "UNION SELECT rowid FROM run_output_fts WHERE run_output_fts MATCH ?)"
-            )
-            params += [match, match]
+            sql, extra = engine.search(self.search)
+            clauses.append(sql)
+            params += extra
         for text in self.where:
             condition = parse_where(text)
             if condition.key.source == "config" and condition.key.name in self.metric_keys:
                 metric = Key(condition.key.name, "summary", condition.key.name)
                 condition = Condition(metric, condition.op, condition.value)
-            sql, extra = condition_sql(condition)
+            sql, extra = condition_sql(condition, engine)
             clauses.append(sql)
             params.extend(extra)
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or ALL_RUNS), params
 
     def describe(self) -> str:
         """The filters as options (``--group g --where 'lr > 1'``), for messages."""
@@ -303,30 +330,31 @@ def resolve_in(conn: sqlite3.Connection, name: str) -> Key:
 def sort_sql(conn: sqlite3.Connection, name: str, desc: bool = False) -> tuple[str, list[Any]]:
     """An ORDER BY list for ``--sort KEY`` on runs: runs without a value last either way,
     numbers before text."""
-    expr, params = resolve_in(conn, name).sql()
+    engine = engine_of(conn)
+    key = resolve_in(conn, name)
+    expr, params = key.sql(engine)
     direction = "DESC" if desc else "ASC"
     return (
-        f"({expr}) IS NULL, typeof({expr}) = 'text', ({expr}) {direction}",
+        f"({expr}) IS NULL, {engine.is_text(expr, key.source != 'field')}, ({expr}) {direction}",
         [*params, *params, *params],
     )
 
 
 def count_runs(conn: sqlite3.Connection, filters: Filters) -> int:
     """How many runs ``filters`` select."""
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     return conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
 
 
 def key_exists(
-    conn: sqlite3.Connection, key: Key, where: str = "1", params: Iterable[Any] = ()
+    conn: sqlite3.Connection, key: Key, where: str = ALL_RUNS, params: Iterable[Any] = ()
 ) -> bool:
     """Whether any selected run has a value at ``key`` (fields always exist)."""
     if key.source == "field":
         return True
+    has, extra = engine_of(conn).json_has(f"runs.{key.source}", key.path)
     row = conn.execute(
-        f"SELECT 1 FROM runs WHERE ({where}) AND json_type(runs.{key.source}, ?) IS NOT NULL "
-        "LIMIT 1",
-        [*params, json_path(key.path)],
+        f"SELECT 1 FROM runs WHERE ({where}) AND {has} LIMIT 1", [*params, *extra]
     ).fetchone()
     return row is not None
 
@@ -335,14 +363,14 @@ def known_keys(
     conn: sqlite3.Connection,
     source: str = "config",
     limit: int = 20000,
-    where: str = "1",
+    where: str = ALL_RUNS,
     params: Sequence[Any] = (),
 ) -> list[str]:
     """Dotted paths of the leaf keys present in config (or summary) of the newest ``limit``
     runs that ``where`` selects (all by default), for hints and completion."""
     rows = conn.execute(
         f"SELECT DISTINCT j.fullkey FROM (SELECT runs.{source} AS doc FROM runs WHERE {where} "
-        "ORDER BY started_at DESC LIMIT ?) AS r, json_tree(r.doc) AS j "
+        f"ORDER BY started_at DESC LIMIT ?) AS r, {engine_of(conn).json_leaves('r.doc')} "
         "WHERE j.type NOT IN ('object', 'array') AND j.fullkey != '$'",
         (*params, limit),
     ).fetchall()
@@ -356,11 +384,12 @@ def _dotted(fullkey: str) -> str:
 
 
 def unknown_key_error(
-    conn: sqlite3.Connection, key: Key, where: str = "1", params: Sequence[Any] = ()
+    conn: sqlite3.Connection, key: Key, where: str = ALL_RUNS, params: Sequence[Any] = ()
 ) -> InvalidInput:
     """An error naming close matches among the fields and stored keys: those of the runs
     ``where`` selects first (what the user is looking at), then those of every run."""
-    for scope in ((where, params), ("1", ())) if where != "1" else (("1", ()),):
+    everything = (ALL_RUNS, ())
+    for scope in ((where, params), everything) if where != ALL_RUNS else (everything,):
         candidates = _key_candidates(conn, *scope)
         close = close_matches(key.name, candidates)
         if close:
@@ -406,13 +435,6 @@ def check_filters(conn: sqlite3.Connection, filters: Filters) -> None:
             # close matches within the project asked for first, then anywhere
             scope = ("runs.project = ?", [filters.project]) if kind != "project" else None
             raise unknown_name_error(conn, kind, value, scope if filters.project else None)
-    if (
-        filters.search is not None
-        and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_fts'").fetchone()
-    ):
-        raise InvalidInput(
-            "--search needs a SQLite database file: a PostgreSQL database has no search index"
-        )
     for condition in filters.conditions():
         if key_exists(conn, condition.key):
             continue
@@ -428,7 +450,7 @@ def distinct_values(
     conn: sqlite3.Connection,
     column: str,
     limit: int = 5000,
-    where: str = "1",
+    where: str = ALL_RUNS,
     params: Sequence[Any] = (),
 ) -> list[str]:
     """Known names of a runs column (``project``, ``group``, ``job_type``) among the runs

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from wbg import values
 from wbg.db import transaction  # re-exported: runs.transaction is used widely
-from wbg.engine import engine_of, pg_write_points
+from wbg.engine import engine_of, pg_write_points, stream
 from wbg.errors import UnknownRun, close_matches, did_you_mean
 from wbg.ids import generate_id
 
@@ -216,7 +216,9 @@ def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     if not fields:
         return
     assignments = ", ".join(f"{name} = ?" for name in fields)
-    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+    # git_dirty is an INTEGER column (a bool would be refused by PostgreSQL)
+    stored = [int(value) if isinstance(value, bool) else value for value in fields.values()]
+    conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*stored, run_id))
 
 
 def finish_run(
@@ -577,10 +579,13 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
     dead = crashed_runs(conn)
     if not dead:
         return 0
+    engine = engine_of(conn)
+    if getattr(conn, "reading", False):  # a view of a server: it writes nothing
+        _shadow_crashed(conn, dead)
+        return len(dead)
     try:
         conn.executemany(
-            f"UPDATE {engine_of(conn).main}runs SET state = 'crashed' "
-            "WHERE num = ? AND state = 'running'",
+            f"UPDATE {engine.main}runs SET state = 'crashed' WHERE num = ? AND state = 'running'",
             [(num,) for num in dead],
         )
     except sqlite3.OperationalError:  # read-only file or connection: shadow, do not write
@@ -589,21 +594,31 @@ def reap_crashed(conn: sqlite3.Connection) -> int:
 
 
 def _shadow_crashed(conn: sqlite3.Connection, nums: Sequence[int]) -> None:
+    engine = engine_of(conn)
     # Changing temp_store drops every temporary object, so it is set first (to what the
     # grouped table sets it to, which then changes nothing).
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
-    conn.executemany("INSERT OR IGNORE INTO temp.wbg_crashed VALUES (?)", [(n,) for n in nums])
-    columns = [row[1] for row in conn.execute("PRAGMA main.table_info(runs)")]
+    if engine.temp_store:
+        conn.execute(engine.temp_store)
+    conn.execute(
+        engine.ddl("CREATE TEMP TABLE IF NOT EXISTS wbg_crashed (num INTEGER PRIMARY KEY)")
+    )
+    conn.executemany(
+        f"INSERT INTO {engine.temp}wbg_crashed VALUES (?) ON CONFLICT (num) DO NOTHING",
+        [(n,) for n in nums],
+    )
+    # (a temporary view of the same name shadows the table: on PostgreSQL too, whose
+    # search path starts with the session's temporary schema)
+    conn.execute(f"DROP VIEW IF EXISTS {engine.temp}runs")
+    found = conn.execute(f"SELECT * FROM {engine.main}runs LIMIT 0")
+    columns = [column[0] for column in found.description]
     select = ", ".join(
-        "CASE WHEN state = 'running' AND num IN (SELECT num FROM temp.wbg_crashed) "
+        f"CASE WHEN state = 'running' AND num IN (SELECT num FROM {engine.temp}wbg_crashed) "
         "THEN 'crashed' ELSE state END AS state"
         if column == "state"
         else f'"{column}"'
         for column in columns
     )
-    conn.execute("DROP VIEW IF EXISTS temp.runs")
-    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {select} FROM main.runs")
+    conn.execute(f"CREATE TEMP VIEW runs AS SELECT {select} FROM {engine.main}runs")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -716,7 +731,7 @@ def iter_runs(
     from wbg.query import Filters, sort_sql
 
     reap_crashed(conn)
-    clause, params = (filters or Filters()).sql()
+    clause, params = (filters or Filters()).sql(engine_of(conn))
     order = "started_at, id" if oldest_first else "started_at DESC, id"
     if sort is not None:
         by, extra = sort_sql(conn, sort, desc)
@@ -725,7 +740,7 @@ def iter_runs(
     sql = f"SELECT {_COLUMNS} FROM runs WHERE {clause} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    for row in conn.execute(sql, params):
+    for row in stream(conn, sql, params):
         yield record_from_row(row)
 
 
@@ -774,7 +789,7 @@ def iter_history(
             " AND step >= coalesce((SELECT min(step) FROM (SELECT DISTINCT h.step FROM history "
             "AS h WHERE h.run = (SELECT num FROM runs WHERE id = ?)"
             + (f" AND h.key IN ({', '.join('?' * len(keys))})" if keys else "")
-            + " ORDER BY h.step DESC LIMIT ?)), 0)"
+            + " ORDER BY h.step DESC LIMIT ?) AS last_steps), 0)"
         )
         params += [run_id, *(keys or ()), tail]
     for step, key, value, t in conn.execute(sql + " ORDER BY step, key", params):

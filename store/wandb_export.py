@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from wbg import runs, values
+from wbg.engine import engine_of
+from wbg.query import Filters
 from wbg.wandb_import import _WBG_FIELDS, WBG_SUMMARY_KEY, require_wandb
 
 # --- exporting ---------------------------------------------------------------------------
@@ -93,11 +95,13 @@ def _explicit_summary(
     return explicit, non_finite
 
 
+_QUOTED_FIELDS = ", ".join(f'"{name}"' for name in _WBG_FIELDS)  # "user" is a keyword
+
+
 def export_runs(
     conn: sqlite3.Connection,
     directory: Path,
-    where: str = "1",
-    params: Sequence[Any] = (),
+    filters: Filters | None = None,
     *,
     progress: Callable[[int, int, ExportResult], None] | None = None,
 ) -> list[ExportResult]:
@@ -114,11 +118,12 @@ def export_runs(
 
     runs.reap_crashed(conn)
     directory.mkdir(parents=True, exist_ok=True)
+    where, params = (filters or Filters()).sql(engine_of(conn))
     rows = conn.execute(
         'SELECT num, id, project, name, "group", job_type, tags, notes, state, exit_code, '
-        f"config, summary, {', '.join(_WBG_FIELDS)} FROM runs WHERE {where} "
+        f"config, summary, {_QUOTED_FIELDS} FROM runs WHERE {where} "
         "ORDER BY started_at, id",
-        list(params),
+        params,
     ).fetchall()
     results: list[ExportResult] = []
     with _without_run_variables():

@@ -16,25 +16,27 @@ from typing import Any
 
 from wbg import query, runs
 from wbg.curves import Selection
+from wbg.engine import engine_of
 
 
-def data_version(conn: sqlite3.Connection) -> int:
-    """SQLite's change counter: it moves when another connection commits to the file.
+def data_version(conn: sqlite3.Connection) -> Any:
+    """A change counter: it moves when another connection commits to the database
+    (SQLite's ``data_version``; a server's log position, see ``wbg.engine``).
 
-    One pragma, no table read: cheap enough to poll several times a second.
+    One statement, no table read: cheap enough to poll several times a second.
     """
-    return conn.execute("PRAGMA data_version").fetchone()[0]
+    return conn.execute(engine_of(conn).change_counter).fetchone()[0]
 
 
 def count_runs(conn: sqlite3.Connection, filters: query.Filters) -> int:
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     return conn.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
 
 
 def default_keys(conn: sqlite3.Connection, filters: query.Filters) -> list[str]:
     """The grouping ``wbg table`` uses when none is asked for: ``group`` when a selected
     run has one, else none (one row per run)."""
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     found = conn.execute(
         f'SELECT 1 FROM runs WHERE ({where}) AND runs."group" IS NOT NULL LIMIT 1', params
     ).fetchone()
@@ -71,7 +73,7 @@ def run_page(
     conn: sqlite3.Connection, filters: query.Filters, offset: int, limit: int
 ) -> list[dict[str, Any]]:
     """One page of the selected runs, newest first (as ``wbg runs list``)."""
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     rows = conn.execute(
         f"SELECT {_PAGE_COLUMNS} FROM runs WHERE {where} "
         "ORDER BY runs.started_at DESC, runs.id LIMIT ? OFFSET ?",
@@ -81,16 +83,19 @@ def run_page(
 
 
 def _member_clause(
-    filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
+    conn: sqlite3.Connection, filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
 ) -> tuple[str, list[Any]]:
     # The group values are those build_table reports (Key.display_sql), compared with IS
     # so that the missing-key group (None) selects the runs without the key.
-    where, params = filters.sql()
+    engine = engine_of(conn)
+    where, params = filters.sql(engine)
     clauses = [f"({where})"]
     for name, value in zip(keys, group, strict=True):
-        expr, extra = query.resolve_key(name).display_sql()
-        clauses.append(f"{expr} IS ?")
-        params = [*params, *extra, value]
+        key = query.resolve_key(name)
+        expr, extra = key.display_sql(engine)
+        same, value_params = engine.same(expr, value, key.source != "field")
+        clauses.append(same)
+        params = [*params, *extra, *value_params]
     return " AND ".join(clauses), params
 
 
@@ -103,7 +108,7 @@ def group_members(
     limit: int = 100,
 ) -> tuple[list[dict[str, Any]], int]:
     """The runs of one row of a grouped table (newest first, one page) and how many."""
-    clause, params = _member_clause(filters, keys, group)
+    clause, params = _member_clause(conn, filters, keys, group)
     total = conn.execute(f"SELECT count(*) FROM runs WHERE {clause}", params).fetchone()[0]
     rows = conn.execute(
         f"SELECT {_PAGE_COLUMNS} FROM runs WHERE {clause} "
@@ -118,10 +123,10 @@ def running_counts(
 ) -> dict[tuple[Any, ...], int]:
     """Group values (as ``build_table`` reports them) -> how many of the group's runs are
     running. Reads only running runs (the state index), so it is cheap at any size."""
-    where, params = filters.sql()
+    where, params = filters.sql(engine_of(conn))
     exprs, extra = [], []
     for name in keys:
-        expr, more = query.resolve_key(name).display_sql()
+        expr, more = query.resolve_key(name).display_sql(engine_of(conn))
         exprs.append(expr)
         extra += more
     rows = conn.execute(
@@ -154,7 +159,7 @@ def member_filters(
 def member_nums(
     conn: sqlite3.Connection, filters: query.Filters, keys: Sequence[str], group: Sequence[Any]
 ) -> list[int]:
-    clause, params = _member_clause(filters, keys, group)
+    clause, params = _member_clause(conn, filters, keys, group)
     return [num for (num,) in conn.execute(f"SELECT runs.num FROM runs WHERE {clause}", params)]
 
 

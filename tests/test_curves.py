@@ -6,6 +6,7 @@ import math
 import statistics
 
 import pytest
+from helpers import both_engines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ RUN_A = ([0, 2, 4], [0.0, 4.0, 8.0])
 RUN_B = ([1, 3], [1.0, 3.0])
 
 
+@both_engines
 def test_union_of_steps_interpolation_and_no_extrapolation():
     curve = curves.aggregate("loss", "g", [RUN_A, RUN_B], "mean", "minmax")
     assert curve.x == [0, 1, 2, 3, 4]
@@ -29,6 +31,7 @@ def test_union_of_steps_interpolation_and_no_extrapolation():
     assert curve.runs == 2
 
 
+@both_engines
 def test_std_and_stderr_bands_are_around_the_line_and_empty_for_one_run():
     std = curves.aggregate("loss", "g", [RUN_A, RUN_B], "mean", "std")
     # at x=1 the values are 2 and 1: sample std = sqrt(0.5)
@@ -44,6 +47,7 @@ def test_std_and_stderr_bands_are_around_the_line_and_empty_for_one_run():
     assert none.low == [None] * 5 and none.high == [None] * 5
 
 
+@both_engines
 def test_band_over_the_same_runs_as_a_max_line():
     curve = curves.aggregate("loss", "g", [RUN_A, RUN_B], "max", "std")
     assert curve.line == [0.0, 2.0, 4.0, 6.0, 8.0]
@@ -52,6 +56,7 @@ def test_band_over_the_same_runs_as_a_max_line():
     assert curve.high[2] == pytest.approx(4.0 + math.sqrt(2))
 
 
+@both_engines
 def test_median_and_min_lines():
     runs = [([0, 1], [1.0, 10.0]), ([0, 1], [2.0, 20.0]), ([0, 1], [9.0, 30.0])]
     assert curves.aggregate("m", "g", runs, "median", "none").line == [2.0, 20.0]
@@ -59,6 +64,7 @@ def test_median_and_min_lines():
     assert curves.aggregate("m", "g", runs, "min", "none").line == [1.0, 10.0]
 
 
+@both_engines
 def test_single_point_run_counts_only_at_its_step():
     single = ([2], [100.0])
     curve = curves.aggregate("loss", "g", [RUN_A, single], "mean", "minmax")
@@ -69,6 +75,7 @@ def test_single_point_run_counts_only_at_its_step():
     assert (alone.x, alone.line, alone.low, alone.n) == ([2], [100.0], [None], [1])
 
 
+@both_engines
 def test_ema_is_per_run_before_aggregation():
     # EMA weight 0.5: A 0,10,0 -> 0,5,2.5; B 10,0,10 -> 10,5,7.5; max -> 10,5,7.5.
     # (The max of the raw runs is 10,10,10, whose EMA would stay 10.)
@@ -80,6 +87,7 @@ def test_ema_is_per_run_before_aggregation():
     assert curves.aggregate("m", "g", runs, "max", "none").line == [10.0, 5.0, 7.5]
 
 
+@both_engines
 def test_downsample_keeps_the_band_envelope():
     curve = curves.aggregate(
         "m", "g", [(list(range(100)), [float(i % 7) for i in range(100)])], "mean", "minmax"
@@ -94,6 +102,7 @@ def test_downsample_keeps_the_band_envelope():
     assert curves.downsample(curve, 1000) is curve
 
 
+@both_engines
 def test_check_options_refuses_bad_values():
     with pytest.raises(InvalidInput, match="--smooth must be at least 0 and below 1"):
         curves.check_options("mean", "minmax", "step", 1.0)
@@ -106,6 +115,7 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(finite, min_size=3, max_size=3), min_size=1, max_size=6))
+@both_engines
 def test_aggregates_match_statistics_on_a_shared_grid(values):
     runs = [([0, 1, 2], row) for row in values]
     for line, reference in (
@@ -130,6 +140,7 @@ def test_aggregates_match_statistics_on_a_shared_grid(values):
     st.lists(st.integers(0, 50), min_size=1, max_size=8, unique=True),
     st.lists(st.integers(0, 50), min_size=1, max_size=8, unique=True),
 )
+@both_engines
 def test_interpolated_runs_stay_within_their_own_span(steps_a, steps_b):
     steps_a, steps_b = sorted(steps_a), sorted(steps_b)
     run_a = (steps_a, [float(s) for s in steps_a])  # the line y = x
@@ -167,6 +178,7 @@ def reference_interpolation(xs, vs, x):
     ),
     st.sampled_from([None, 5, 20]),
 )
+@both_engines
 def test_alignment_matches_the_definition(raw_runs, max_points):
     runs = []
     for points in raw_runs:
@@ -189,6 +201,7 @@ def test_alignment_matches_the_definition(raw_runs, max_points):
                 assert values[i - first] == pytest.approx(expected, rel=1e-9, abs=1e-6)
 
 
+@both_engines
 def test_time_grid_keeps_each_runs_ends():
     runs = [
         ([0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]),

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from helpers import both_engines
 from views_helpers import add_run, fixture_experiment
 
 # --- --where: only the operators it knows -------------------------------------------------
@@ -21,6 +22,7 @@ from views_helpers import add_run, fixture_experiment
         ("lr >< 0.01", None),
     ],
 )
+@both_engines
 def test_where_refuses_unknown_operators(cli, db_path, condition, meant):
     fixture_experiment(db_path)
     for command in (("table",), ("runs", "list"), ("export",), ("group", "list")):
@@ -34,6 +36,7 @@ def test_where_refuses_unknown_operators(cli, db_path, condition, meant):
         assert "= != < <= > >= ~" in hint
 
 
+@both_engines
 def test_double_equals_means_equals(cli, db_path):
     fixture_experiment(db_path)
 
@@ -49,6 +52,7 @@ def test_double_equals_means_equals(cli, db_path):
 # --- the table at the end of a grid ------------------------------------------------------
 
 
+@both_engines
 def test_grid_end_table_shows_state_exit_code_and_counts_failures(db_path):
     from helpers import run_wbg
 
@@ -81,6 +85,7 @@ with wbg.init(group="strings", name="s") as run:
 """
 
 
+@both_engines
 def test_strings_never_replace_numbers_and_are_reported_once(cli, db_path, tmp_path):
     import subprocess
     import sys
@@ -115,6 +120,7 @@ def test_strings_never_replace_numbers_and_are_reported_once(cli, db_path, tmp_p
 # --- values as Python and TOML users write them --------------------------------------------
 
 
+@both_engines
 def test_config_numbers_as_python_and_toml_write_them(cli, db_path):
     from helpers import only_record, run_wbg
 
@@ -130,6 +136,7 @@ def test_config_numbers_as_python_and_toml_write_them(cli, db_path):
     assert len(json.loads(result.stdout)) == 1, result.output
 
 
+@both_engines
 def test_grid_range_with_a_dash_suggests_two_dots(db_path):
     from helpers import raw_count, run_wbg
 
@@ -142,6 +149,7 @@ def test_grid_range_with_a_dash_suggests_two_dots(db_path):
     assert raw_count(db_path, "runs") == 0
 
 
+@both_engines
 def test_grid_key_that_nothing_reads_is_warned_about_before_launch(db_path, tmp_path):
     from helpers import run_wbg
 
@@ -183,6 +191,7 @@ def _no_ids(text: str, ids: dict[str, str]) -> str:
     return text
 
 
+@both_engines
 def test_group_page_fits_80_columns_and_says_what_it_left_out(cli, db_path, monkeypatch):
     ids = fixture_experiment(db_path)
     monkeypatch.setenv("COLUMNS", "80")
@@ -206,6 +215,7 @@ def test_group_page_fits_80_columns_and_says_what_it_left_out(cli, db_path, monk
     assert unknown.exit_code == 2 and "did you mean: val_acc" in unknown.stderr
 
 
+@both_engines
 def test_names_are_cut_before_a_metric_is_dropped(cli, db_path, monkeypatch):
     for fold in range(2):
         add_run(
@@ -220,6 +230,7 @@ def test_names_are_cut_before_a_metric_is_dropped(cli, db_path, monkeypatch):
     assert name.startswith("a-very") and name.endswith("-fold-0") and len(name) == 16
 
 
+@both_engines
 def test_mean_and_spread_share_one_rounding_rule():
     from wbg.cli.render import format_mean_spread
 
@@ -234,6 +245,7 @@ def test_mean_and_spread_share_one_rounding_rule():
     assert format_mean_spread(0.99587, 0.00983, precision=2) == "1 ± 0.0098"
 
 
+@both_engines
 def test_views_use_the_rule_and_precision_wins(cli, db_path):
     for value in (0.7, 0.7, 0.7000000000000001):  # a std of float noise
         add_run(db_path, group="g", summary={"acc": value, "steps": 123456.7 + value})
@@ -251,6 +263,7 @@ def test_views_use_the_rule_and_precision_wins(cli, db_path):
     assert precise.stdout.splitlines()[2].split()[2:] == ["0.7", "±", "6.41e-17"]
 
 
+@both_engines
 def test_agg_count_shows_the_count_column_it_was_asked_for(cli, db_path):
     fixture_experiment(db_path)
     result = cli("table", "-G", "job_type", "-m", "acc", "--agg", "count,mean")
@@ -294,6 +307,7 @@ demo-2bmc-lr0.1   3     train 3    finished 3  11-14 22:15
 """
 
 
+@both_engines
 def test_runs_and_group_lists_fit_80_columns_with_a_wide_escape(cli, db_path, monkeypatch):
     _demo_like(db_path)
     monkeypatch.setenv("COLUMNS", "80")
@@ -316,6 +330,7 @@ def test_runs_and_group_lists_fit_80_columns_with_a_wide_escape(cli, db_path, mo
     assert wide_groups.stdout.splitlines()[0].split()[:2] == ["group", "project"]
 
 
+@both_engines
 def test_runs_list_shows_the_newest_50_and_says_how_many_more(cli, db_path):
     for i in range(53):
         add_run(db_path, name=f"r{i}", started_at=1_700_000_000.0 + i)
@@ -335,6 +350,7 @@ def test_runs_list_shows_the_newest_50_and_says_how_many_more(cli, db_path):
     "command",
     [("table",), ("runs", "list"), ("group", "list"), ("export",), ("plot", "acc")],
 )
+@both_engines
 def test_every_view_says_no_runs_match_the_same_way(cli, db_path, command):
     add_run(db_path, group="g", config={"lr": 0.1}, summary={"acc": 0.5})
     result = cli(*command, "-w", "lr > 100")
@@ -346,6 +362,7 @@ def test_every_view_says_no_runs_match_the_same_way(cli, db_path, command):
         assert (as_json.exit_code, as_json.stdout) == (0, "[]\n"), as_json.output
 
 
+@both_engines
 def test_an_empty_database_says_so(cli, db_path):
     from wbg.db import connect
 
@@ -360,6 +377,7 @@ def test_an_empty_database_says_so(cli, db_path):
 # --- suggestions: the selection first, then the database -----------------------------------
 
 
+@both_engines
 def test_suggestions_come_from_the_selection_first(cli, db_path):
     add_run(db_path, project="a", group="train-b", config={"lr": 1}, summary={"val_acc": 1.0})
     add_run(db_path, project="b", group="train-a", config={"lrs": 1}, summary={"val_acc1": 1.0})
@@ -384,6 +402,7 @@ def test_suggestions_come_from_the_selection_first(cli, db_path):
 # --- filters on summary metrics -------------------------------------------------------------
 
 
+@both_engines
 def test_where_on_a_summary_metric(cli, db_path):
     fixture_experiment(db_path)
 
@@ -402,6 +421,7 @@ def test_where_on_a_summary_metric(cli, db_path):
     assert typo.exit_code == 2 and "did you mean: acc" in typo.stderr
 
 
+@both_engines
 def test_sort_by_a_summary_metric(cli, db_path):
     fixture_experiment(db_path)
 
@@ -424,6 +444,7 @@ def test_sort_by_a_summary_metric(cli, db_path):
 # --- conventions -------------------------------------------------------------------------
 
 
+@both_engines
 def test_version_python_m_and_py_typed():
     import subprocess
     import sys
@@ -446,6 +467,7 @@ def test_version_python_m_and_py_typed():
     assert (Path(wbg.__file__).parent / "py.typed").is_file()
 
 
+@both_engines
 def test_bare_wbg_prints_help_and_help_is_not_cut(monkeypatch):
     from helpers import run_wbg
 
@@ -462,6 +484,7 @@ def test_bare_wbg_prints_help_and_help_is_not_cut(monkeypatch):
 # --- the default scope follows the project being worked on ---------------------------------
 
 
+@both_engines
 def test_views_show_the_current_project_with_a_note(cli, db_path, monkeypatch, tmp_path):
     add_run(db_path, project="mine", group="g1", summary={"acc": 0.5})
     add_run(db_path, project="theirs", group="g2", summary={"acc": 0.7})
@@ -498,6 +521,7 @@ with wbg.init(name="h") as run:
 """
 
 
+@both_engines
 def test_history_keys_tail_and_wide(cli, tmp_path):
     import subprocess
     import sys
@@ -527,6 +551,7 @@ def test_history_keys_tail_and_wide(cli, tmp_path):
 # --- runs set --name, runs diff ------------------------------------------------------------
 
 
+@both_engines
 def test_runs_set_name_and_diff(cli, db_path):
     ids = fixture_experiment(db_path)
     a, b = ids["exp-a-train-0"], ids["exp-b-train-1"]
@@ -557,6 +582,7 @@ def test_runs_set_name_and_diff(cli, db_path):
 # --- re-running a grid ---------------------------------------------------------------------
 
 
+@both_engines
 def test_resume_starts_only_the_unfinished_trials(db_path):
     from helpers import records, run_wbg
 
@@ -590,6 +616,7 @@ def test_resume_starts_only_the_unfinished_trials(db_path):
 # --- shell completion ----------------------------------------------------------------------
 
 
+@both_engines
 def test_completion_command_prints_the_shipped_scripts():
     from pathlib import Path
 
@@ -603,6 +630,7 @@ def test_completion_command_prints_the_shipped_scripts():
     assert run_wbg("completion", "tcsh").returncode == 2
 
 
+@both_engines
 def test_plot_completes_only_metrics_with_history(db_path, tmp_path):
     import os
     import subprocess
@@ -624,6 +652,7 @@ def test_plot_completes_only_metrics_with_history(db_path, tmp_path):
     assert complete("wbg table -m ") == ["acc", "best", "loss", "lr", "duration_s"]
 
 
+@both_engines
 def test_grid_end_table_names_runs_only_when_named(db_path):
     from helpers import run_wbg
 
@@ -633,6 +662,7 @@ def test_grid_end_table_names_runs_only_when_named(db_path):
     assert [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["try-1", "try-2"]
 
 
+@both_engines
 def test_group_page_sorts_its_runs_by_a_metric(cli, db_path):
     ids = fixture_experiment(db_path)
     result = cli("group", "show", "exp-a", "--sort", "acc", "--desc", "-f", "json")
@@ -658,6 +688,7 @@ ranked  2     0.6667 ± 0  0.292 ± 0.059  1,234,567 ± 0  3.5e9 ± 0
 """
 
 
+@both_engines
 def test_table_at_80_columns_puts_logged_metrics_first(cli, db_path, tmp_path, monkeypatch):
     import subprocess
     import sys
@@ -674,6 +705,7 @@ def test_table_at_80_columns_puts_logged_metrics_first(cli, db_path, tmp_path, m
     )
 
 
+@both_engines
 def test_a_run_without_a_name_is_not_shown_with_its_id_twice(cli, db_path):
     run_id = add_run(db_path, summary={"acc": 0.5})
     named = add_run(db_path, name="baseline", summary={"acc": 0.7})

@@ -118,6 +118,7 @@ def test_group_rename(cli, db_path):
     assert sorted(groups) == ["exp-b", "exp-c"]
 
 
+@both_engines
 def test_group_delete_asks_and_refuses_without_a_terminal(cli, db_path):
     fixture_experiment(db_path)
     refused = cli("group", "delete", "exp-a")
@@ -176,6 +177,7 @@ def test_runs_set_tag_move(cli, db_path):
     assert sorted(r["id"] for r in groups) == sorted([run_id, ids["exp-b-eval"]])
 
 
+@both_engines
 def test_runs_set_refuses_running_runs_and_unknown_ids(cli, db_path):
     run_id = add_run(db_path, group="g", state="running")
     with contextlib.closing(connect(db_path)) as conn:
@@ -259,6 +261,7 @@ def test_completion_from_the_database(db_path, tmp_path):
     assert sorted(with_db.stdout.split()) == ["exp-a", "exp-b"]
 
 
+@both_engines
 def test_completion_never_creates_a_database_or_prints_errors(tmp_path):
     missing = tmp_path / "none" / "runs.db"
     (tmp_path / "none").mkdir()
@@ -274,6 +277,7 @@ def test_completion_never_creates_a_database_or_prints_errors(tmp_path):
     assert garbage.read_bytes() == b"not sqlite at all"
 
 
+@both_engines
 def test_completion_scripts_are_current():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for shell in ("bash", "zsh", "fish"):
@@ -285,6 +289,7 @@ def test_completion_scripts_are_current():
             assert f.read() == generated, shell
 
 
+@both_engines
 def test_help_names_the_view_commands(cli):
     result = cli("--help")
     for command in ("table", "group", "export"):
@@ -293,6 +298,7 @@ def test_help_names_the_view_commands(cli):
         assert cli(*args).exit_code == 0
 
 
+@both_engines
 def test_demo_prints_its_grouped_table(cli):
     result = cli("demo", "--epochs", "2")
     assert result.exit_code == 0, result.output
@@ -365,6 +371,7 @@ def test_export_history_points(cli, db_path):
     ]
 
 
+@both_engines
 def test_a_group_with_thousands_of_varying_keys_shows_the_most_common(cli, db_path):
     for i in range(30):
         add_run(db_path, group="wide", config={"seed": i, **{f"k{i}_{j}": j for j in range(40)}})

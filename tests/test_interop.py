@@ -177,6 +177,7 @@ def test_import_brings_every_field(cli, wandb_runs, db_path):
 
 
 @needs_wandb
+@both_engines
 def test_a_killed_run_imports_what_is_complete_as_crashed(cli, wandb_runs):
     killed_id = wandb_runs["ids"]["killed"]
     log = next(wandb_runs["wandb_dir"].glob(f"*-{killed_id}/run-{killed_id}.wandb"))
@@ -218,6 +219,7 @@ def test_importing_twice_adds_nothing(cli, wandb_runs, db_path):
 
 
 @needs_wandb
+@both_engines
 def test_import_accepts_a_run_folder_and_a_project_override(cli, wandb_runs):
     train_id = wandb_runs["ids"]["train"]
     folder = next(wandb_runs["wandb_dir"].glob(f"offline-run-*-{train_id}"))
@@ -227,6 +229,7 @@ def test_import_accepts_a_run_folder_and_a_project_override(cli, wandb_runs):
 
 
 @needs_wandb
+@both_engines
 def test_import_reports_an_unreadable_file_and_goes_on(cli, wandb_runs, tmp_path):
     bogus = tmp_path / "run-bogus.wandb"
     bogus.write_bytes(b"not a log")
@@ -238,6 +241,7 @@ def test_import_reports_an_unreadable_file_and_goes_on(cli, wandb_runs, tmp_path
     assert result.stderr.strip().splitlines()[-1] == "1 imported, 0 already present, 1 unreadable"
 
 
+@both_engines
 def test_import_of_a_missing_path_is_a_usage_error(cli, tmp_path):
     if not HAVE_WANDB:
         pytest.skip("the `wandb` package is not installed")
@@ -251,6 +255,7 @@ def test_import_of_a_missing_path_is_a_usage_error(cli, tmp_path):
     [("import", "wandb", "."), ("export", "wandb", "out")],
     ids=["import", "export"],
 )
+@both_engines
 def test_without_the_extra_the_error_names_it(cli, monkeypatch, args):
     # An entry of None in sys.modules makes `import wandb` fail as if it were absent.
     monkeypatch.setitem(sys.modules, "wandb", None)
@@ -336,6 +341,7 @@ def test_export_then_import_gives_back_the_same_runs(cli, wandb_runs, db_path, t
 
 
 @needs_wandb
+@both_engines
 def test_export_takes_the_table_filters(cli, db_path, tmp_path):
     native = record_native_runs(db_path)
     out = tmp_path / "export"
@@ -362,6 +368,7 @@ def test_export_takes_the_table_filters(cli, db_path, tmp_path):
     assert len(exported.stdout.strip().splitlines()) == 1
 
 
+@both_engines
 def test_export_refuses_a_bad_filter_before_anything(cli, tmp_path):
     result = cli("export", "wandb", str(tmp_path / "out"), "--state", "done")
     assert result.exit_code == 2
@@ -373,6 +380,7 @@ def test_export_refuses_a_bad_filter_before_anything(cli, tmp_path):
 
 
 @needs_wandb
+@both_engines
 def test_export_ignores_the_shells_run_variables_and_reports_a_refused_run(cli, db_path, tmp_path):
     script = textwrap.dedent(
         """
@@ -417,6 +425,7 @@ def test_export_ignores_the_shells_run_variables_and_reports_a_refused_run(cli, 
     assert (run["group"], run["job_type"], run["tags"]) == (None, None, [])
 
 
+@both_engines
 def test_progress_lines_only_once_a_job_is_long(monkeypatch, capsys):
     from wbg.cli import interop
 
@@ -430,6 +439,7 @@ def test_progress_lines_only_once_a_job_is_long(monkeypatch, capsys):
 
 
 @needs_wandb
+@both_engines
 def test_a_log_cut_anywhere_gives_a_crashed_run_with_a_prefix_of_the_history(wandb_runs, tmp_path):
     from wbg.wandb_io import decode_run
 
@@ -449,6 +459,7 @@ def test_a_log_cut_anywhere_gives_a_crashed_run_with_a_prefix_of_the_history(wan
         assert run.reason.startswith("imported from an incomplete W&B log: ")
 
 
+@both_engines
 def test_import_of_a_folder_without_run_logs(cli, tmp_path):
     if not HAVE_WANDB:
         pytest.skip("the `wandb` package is not installed")
@@ -461,6 +472,7 @@ def test_import_of_a_folder_without_run_logs(cli, tmp_path):
 
 
 @needs_wandb
+@both_engines
 def test_a_log_in_the_older_writers_style_imports_too(cli, tmp_path):
     # Before wandb-core, history items were sent with `key` (not `nested_key`) and the
     # summary records held only what was set explicitly.
@@ -504,6 +516,7 @@ def test_a_log_in_the_older_writers_style_imports_too(cli, tmp_path):
 
 
 @needs_wandb
+@both_engines
 def test_a_run_killed_before_its_first_block_has_nothing_to_import(cli, wandb_runs, tmp_path):
     # wandb writes its log a 32 KiB block at a time: a run killed early leaves the header.
     from wbg.wandb_io import FILE_HEADER
@@ -521,6 +534,7 @@ def test_a_run_killed_before_its_first_block_has_nothing_to_import(cli, wandb_ru
     assert result.stderr.splitlines()[-1] == "3 imported, 0 already present, 1 unreadable"
 
 
+@both_engines
 def test_filters_before_the_wandb_subcommand_apply_to_it(cli, db_path, tmp_path):
     import wbg
 

@@ -119,6 +119,7 @@ def test_time_axis_is_seconds_since_each_run_started(cli, db_path, tmp_path):
     ]
 
 
+@both_engines
 def test_filters_select_runs(cli, db_path, tmp_path):
     record(db_path, {0: 1.0}, config={"lr": 0.1}, tags=("keep",))
     record(db_path, {0: 3.0}, config={"lr": 0.2}, tags=("keep",))
@@ -135,6 +136,7 @@ def test_filters_select_runs(cli, db_path, tmp_path):
         assert out.read_text().splitlines()[1:] == [expected], args
 
 
+@both_engines
 def test_runs_without_group_get_one_line_each(cli, db_path, tmp_path):
     first = record(db_path, {0: 1.0}, group=None)
     second = record(db_path, {0: 2.0}, group=None)
@@ -169,6 +171,7 @@ def test_terminal_rendering_matches_stored_text(cli, two_groups):
     assert result.stdout == expected
 
 
+@both_engines
 def test_several_metrics_give_one_panel_each(cli, db_path):
     record(db_path, {0: 1.0, 1: 2.0}, metric="loss")
     record(db_path, {0: 0.5, 1: 0.7}, metric="acc")
@@ -178,6 +181,7 @@ def test_several_metrics_give_one_panel_each(cli, db_path):
     assert titles == ["loss (mean per group, band: min-max)", "acc (mean per group, band: min-max)"]
 
 
+@both_engines
 def test_colour_only_when_asked(two_groups, db_path):
     from wbg import curves, query
     from wbg.cli.plot import render_terminal
@@ -197,6 +201,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@both_engines
 def test_png_written_and_read_back(cli, two_groups, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     out = tmp_path / "loss.png"
@@ -209,6 +214,7 @@ def test_png_written_and_read_back(cli, two_groups, tmp_path):
     assert png_size(two) == (900, 800)
 
 
+@both_engines
 def test_svg_written(cli, two_groups, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     out = tmp_path / "loss.svg"
@@ -218,6 +224,7 @@ def test_svg_written(cli, two_groups, tmp_path):
     assert "<svg" in text and "a (2 runs)" in text
 
 
+@both_engines
 def test_image_without_matplotlib_names_the_extra(cli, two_groups, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
     out = tmp_path / "loss.png"
@@ -295,6 +302,7 @@ def test_image_without_matplotlib_names_the_extra(cli, two_groups, tmp_path, mon
         ),
     ],
 )
+@both_engines
 def test_errors(cli, db_path, args, code, stderr):
     num_id = record(db_path, {0: 1.0}, config={"lr": 0.1})
     conn = db.connect(db_path)
@@ -339,6 +347,7 @@ def test_errors(cli, db_path, args, code, stderr):
         ),
     ],
 )
+@both_engines
 def test_bad_option_values_are_usage_errors(cli, db_path, option, value, message):
     record(db_path, {0: 1.0})
     result = cli("plot", "loss", option, value)
@@ -346,6 +355,7 @@ def test_bad_option_values_are_usage_errors(cli, db_path, option, value, message
     assert result.stderr == message + "\nTry 'wbg plot --help' for help.\n"
 
 
+@both_engines
 def test_no_group_gives_one_line_per_run(cli, db_path, tmp_path):
     first = record(db_path, {0: 1.0}, group="a")
     second = record(db_path, {0: 3.0}, group="a")
@@ -358,6 +368,7 @@ def test_no_group_gives_one_line_per_run(cli, db_path, tmp_path):
     ]
 
 
+@both_engines
 def test_legend_wraps_to_the_width(cli, db_path):
     for name in ("alpha", "bravo", "charlie", "delta", "echo"):
         record(db_path, {0: 1.0, 1: 2.0}, group=name)
@@ -372,6 +383,7 @@ def test_legend_wraps_to_the_width(cli, db_path):
     assert len(result.stdout.splitlines()) == 16
 
 
+@both_engines
 def test_width_and_height_are_exact_even_beyond_the_terminal(cli, two_groups, monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
     monkeypatch.setenv("LINES", "10")
@@ -382,6 +394,7 @@ def test_width_and_height_are_exact_even_beyond_the_terminal(cli, two_groups, mo
     assert max(len(line) for line in lines) == 100
 
 
+@both_engines
 def test_default_size_is_the_terminals(cli, two_groups, monkeypatch):
     monkeypatch.setenv("COLUMNS", "70")
     monkeypatch.setenv("LINES", "21")
@@ -392,6 +405,7 @@ def test_default_size_is_the_terminals(cli, two_groups, monkeypatch):
     assert max(len(line) for line in lines) == 70
 
 
+@both_engines
 def test_a_single_point_is_drawn(cli, db_path):
     record(db_path, {3: 0.5}, group="solo")
     result = cli("plot", "loss", "--width", "40", "--height", "10")
@@ -401,6 +415,7 @@ def test_a_single_point_is_drawn(cli, db_path):
     assert sum(line.count("•") for line in lines[:-1]) == 1
 
 
+@both_engines
 def test_metric_names_and_group_by_keys_complete_from_the_database(db_path):
     import os
     import subprocess

@@ -5,6 +5,7 @@ showing its password; and the network-filesystem warning of the SQLite side."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -314,6 +315,121 @@ def test_an_older_server_schema_is_migrated_once_by_db_migrate(db_path, cli):
     assert first.stdout == f"{db_path}: migrated from schema version {latest - 1} to {latest}\n"
     again = cli("db", "migrate")
     assert again.stdout == f"{db_path}: schema version {latest}, up to date\n"
+
+
+@postgresql
+def test_library_reads_on_a_writable_server_connection(db_path):
+    # Reading functions on a connection that also writes (a script's own, wbg.db.connect)
+    # run the same SQL as the views: JSON keys, --where, sorting, grouping and group pages.
+    from views_helpers import add_run
+
+    from wbg import aggregate, curves, groups, query, runs
+
+    for lr, acc in ((0.1, 0.5), (0.01, 0.7), (0.01, 0.9)):
+        add_run(db_path, group="exp", config={"lr": lr}, summary={"acc": acc})
+    with contextlib.closing(wbg_db.connect(db_path)) as conn:
+        assert not conn.in_transaction
+        found = runs.list_runs(conn, query.Filters(where=("lr < 0.05",)), sort="acc", desc=True)
+        assert [r["summary"]["acc"] for r in found] == [0.9, 0.7]
+        table = aggregate.build_table(conn, group_by=["lr"], metrics=["acc"])
+        assert [(row["lr"], row["runs"], row["acc.mean"]) for row in table.rows] == [
+            (0.01, 2, pytest.approx(0.8)),
+            (0.1, 1, 0.5),
+        ]
+        assert [g["runs"] for g in groups.list_groups(conn)] == [3]
+        assert groups.group_page(conn, "exp")["varying_keys"] == ["lr"]
+        selection = curves.select_runs(conn, query.Filters(), ["lr"])
+        assert selection.order == ["lr=0.01", "lr=0.1"]
+        assert not conn.in_transaction  # nothing left open: the next write is its own
+
+
+@postgresql
+def test_a_view_shows_a_crashed_run_as_crashed_and_writes_nothing(db_path, cli):
+    from views_helpers import add_run
+
+    from wbg.runs import HEARTBEAT_STALE_S
+
+    run_id = add_run(db_path, name="lost", group="g", state="running")
+    with contextlib.closing(connect_server(db_path)) as conn:
+        conn.execute(
+            "UPDATE runs SET heartbeat_at = heartbeat_at - ?, heartbeat_pid = 1 WHERE id = ?",
+            (HEARTBEAT_STALE_S * 2, run_id),
+        )
+    listed = cli("runs", "list", "-f", "json")
+    assert listed.exit_code == 0, listed.output
+    assert [r["state"] for r in json.loads(listed.stdout)] == ["crashed"]
+    assert [g["states"] for g in json.loads(cli("group", "list", "-f", "json").stdout)] == [
+        {"crashed": 1}
+    ]
+    with contextlib.closing(connect_server(db_path)) as conn:
+        state = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+    assert state == "running"  # the view shadowed it; the next writer marks it
+
+
+@postgresql
+def test_an_older_server_database_gets_its_search_indexes_when_read(db_path, cli):
+    from views_helpers import add_run
+
+    add_run(db_path, name="before-search")
+    with contextlib.closing(connect_server(db_path)) as conn:
+        for index in ("runs_search", "run_output_search"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("DELETE FROM wbg_migrations WHERE id = 7")
+    found = cli("runs", "search", "before", "-f", "json")
+    assert found.exit_code == 0, found.output
+    assert [r["name"] for r in json.loads(found.stdout)] == ["before-search"]
+    with contextlib.closing(connect_server(db_path)) as conn:
+        assert {"runs_search", "run_output_search"} <= set(wbg_db.table_schema(conn))
+
+
+def test_completion_offers_the_same_candidates_on_both_engines(db_path):
+    # The queries of the views, read-only: a server's candidates are a file's.
+    from views_helpers import add_run
+
+    from wbg.complete import candidates
+
+    add_run(db_path, group="exp-a", job_type="train", config={"lr": 0.1, "opt": {"b 1": 2}})
+    add_run(db_path, group="exp-b", config={"lr": 0.01, "tags": [1, 2]}, summary={"acc": 1.0})
+    assert candidates(db_path, "group", "exp") == ["exp-b", "exp-a"]
+    assert candidates(db_path, "job_type", "") == ["train"]
+    keys = candidates(db_path, "key", "")
+    assert [k for k in keys if k not in query_fields()] == ["lr", "opt.b 1"]
+    assert candidates(db_path, "key", "lr,o") == ["lr,opt.b 1"]
+    assert candidates(db_path, "metric", "") == ["acc", "duration_s"]
+    assert len(candidates(db_path, "run", "")) == 2
+
+
+def query_fields() -> list[str]:
+    from wbg.query import FIELDS
+
+    return list(FIELDS)
+
+
+def test_a_run_started_in_a_dirty_git_tree_is_recorded(db_path, tmp_path):
+    # `wbg run` sets git_dirty after the child starts (a bool): an INTEGER column on both
+    from wbg import runs
+
+    with contextlib.closing(wbg_db.connect(db_path)) as conn:
+        run_id, _ = runs.create_run(conn, project="p")
+        runs.update_run(conn, run_id, git_commit="abc", git_dirty=True)
+        assert runs.get_run(conn, run_id)["git_dirty"] in (1, True)
+
+
+@postgresql
+def test_a_long_listing_is_read_a_slice_at_a_time_and_whole(db_path):
+    from views_helpers import add_run
+
+    for i in range(7):
+        add_run(db_path, name=f"r{i}", config={"i": i})
+    with contextlib.closing(wbg_db.connect(db_path, read_only=True)) as conn:
+        assert conn.in_transaction  # a view's: the cursor lives in it
+        sql = "SELECT name FROM runs WHERE num > ? ORDER BY num"
+        whole = [row[0] for row in conn.execute(sql, (0,))]
+        sliced = [row[0] for row in conn.stream(sql, (0,), size=3)]
+        assert sliced == whole == [f"r{i}" for i in range(7)]
+        exact = [row[0] for row in conn.stream(sql, (1,), size=3)]  # 6 rows: two full slices
+        assert exact == whole[1:]
+        assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone()[0] == 0
 
 
 @postgresql

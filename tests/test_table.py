@@ -68,6 +68,7 @@ def _group_value(value):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(st.lists(run_strategy, min_size=1, max_size=25))
+@both_engines
 def test_aggregates_match_statistics(data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runs.db"
@@ -107,6 +108,7 @@ def test_aggregates_match_statistics(data):
             assert _close(row[f"m.{agg}"], expected, scale), (agg, row, kept)
 
 
+@both_engines
 def test_std_is_stable_for_large_offsets(db_path):
     base = 1e9
     for value in (base + 1, base + 2, base + 3):
@@ -179,6 +181,7 @@ def test_default_grouping(cli, db_path):
 # --- formats and columns -----------------------------------------------------------------
 
 
+@both_engines
 def test_every_tabulate_format_is_accepted(cli, db_path):
     import tabulate
 
@@ -208,6 +211,7 @@ def test_machine_columns_are_exact(cli, db_path):
     assert [json.loads(line)["job_type"] for line in lines] == ["eval", "train", "eval", "train"]
 
 
+@both_engines
 def test_human_format_is_compact(cli, db_path):
     fixture_experiment(db_path)
     result = cli("table", "-G", "group,job_type", "-m", "acc", "-m", "val_acc")
@@ -222,6 +226,7 @@ def test_human_format_is_compact(cli, db_path):
     ]
 
 
+@both_engines
 def test_wide_table_drops_metrics_to_fit_columns(cli, db_path, monkeypatch):
     fixture_experiment(db_path)
     monkeypatch.setenv("COLUMNS", "60")
@@ -255,6 +260,7 @@ def test_where_with_quotes_globs_and_numbers(cli, db_path):
     assert groups("-w", 'model.name != "mlp"') == []
 
 
+@both_engines
 def test_hostile_where_matches_nothing_and_leaves_tables_intact(cli, db_path):
     fixture_experiment(db_path)
     with contextlib.closing(connect(db_path)) as conn:
@@ -301,6 +307,7 @@ def test_sort_by_metric_aggregate(cli, db_path):
     assert bad.stderr.splitlines()[1].startswith("did you mean: acc.mean")
 
 
+@both_engines
 def test_grouping_by_tags_is_refused_with_the_way_out(cli, db_path):
     add_run(db_path, group="g", tags=("a", "b"), summary={"acc": 1.0})
     for key in ("tags", "tag"):
@@ -361,6 +368,7 @@ def test_filters_select_runs(cli, db_path):
     assert bad_state.stderr.startswith("Error: unknown state 'done'")
 
 
+@both_engines
 def test_key_resolution_is_shared_with_query():
     # group keys and --where use the same resolution: a bare key is config, fields win
     assert query.resolve_key("lr").source == "config"
@@ -368,6 +376,7 @@ def test_key_resolution_is_shared_with_query():
     assert query.split_keys(["a,b", "c", "a"]) == ["a", "b", "c"]
 
 
+@both_engines
 def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
     import sqlite3
 
@@ -390,6 +399,7 @@ def test_migration_3_adds_the_non_finite_index_to_an_older_database(tmp_path):
     assert (row["loss.count"], row["loss.excluded"], row["acc.mean"]) == (0, 1, 0.5)
 
 
+@both_engines
 def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
     add_run(db_path, project="other", summary={f"m{i:02d}": float(i) for i in range(25)})
     add_run(db_path, project="mine", group="g", summary={"acc": 1.0, "m03": 2.0}, duration=4.0)
@@ -410,6 +420,7 @@ def test_default_metrics_are_those_of_the_selected_runs(cli, db_path):
     ]
 
 
+@both_engines
 def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
     import wbg
 
@@ -424,6 +435,7 @@ def test_group_by_is_spelled_the_same_on_table_and_plot(cli, db_path):
         assert cli(*command, "-G", "lr").exit_code == 0
 
 
+@both_engines
 def test_std_stays_exact_when_the_spread_is_tiny_next_to_the_values(cli, db_path):
     import statistics
 
@@ -445,6 +457,7 @@ def test_std_stays_exact_when_the_spread_is_tiny_next_to_the_values(cli, db_path
 # fails when the rule it names is broken, which no other test noticed -------------------------
 
 
+@both_engines
 def test_sort_without_a_column_and_by_a_bare_metric(cli, db_path):
     for group, values in (("low", [0.1, 0.2]), ("high", [0.8, 0.9]), ("mid", [0.5])):
         for value in values:
@@ -462,6 +475,7 @@ def test_sort_without_a_column_and_by_a_bare_metric(cli, db_path):
     assert order("--agg", "count,mean", "--sort", "acc") == ["low", "mid", "high"]
 
 
+@both_engines
 def test_repeated_metrics_and_aggregates_are_shown_once(cli, db_path):
     add_run(db_path, group="g", summary={"acc": 0.5})
     result = cli("table", "-m", "acc", "-m", "summary.acc", "--agg", "mean,mean", "-f", "csv")
@@ -469,6 +483,7 @@ def test_repeated_metrics_and_aggregates_are_shown_once(cli, db_path):
     assert result.stdout.splitlines()[0] == "group,runs,acc.mean,acc.excluded"
 
 
+@both_engines
 def test_unknown_metric_hint_falls_back_to_the_whole_file(cli, db_path):
     add_run(db_path, group="a", summary={"loss": 1.0})
     add_run(db_path, group="b", summary={"accuracy": 1.0})
@@ -477,6 +492,7 @@ def test_unknown_metric_hint_falls_back_to_the_whole_file(cli, db_path):
     assert result.stderr.splitlines()[1].startswith("did you mean: accuracy? ")
 
 
+@both_engines
 def test_not_equal_includes_runs_without_the_key(db_path):
     add_run(db_path, config={"lr": 0.1})
     add_run(db_path, config={"lr": 0.01})
@@ -486,6 +502,7 @@ def test_not_equal_includes_runs_without_the_key(db_path):
         assert query.count_runs(conn, query.Filters(where=("lr = 0.1",))) == 1
 
 
+@both_engines
 def test_sort_puts_numbers_before_text_and_missing_last(db_path):
     from wbg import runs
 
@@ -498,6 +515,7 @@ def test_sort_puts_numbers_before_text_and_missing_last(db_path):
         assert names == ["2", "1", "a", "None"]  # numbers before text either way
 
 
+@both_engines
 def test_keys_with_backslashes_are_reached(db_path):
     # (a key with a double quote cannot be: SQLite's JSON paths end a quoted label at the
     # first quote, escaped or not)
@@ -508,6 +526,7 @@ def test_keys_with_backslashes_are_reached(db_path):
             assert query.count_runs(conn, query.Filters(where=(where,))) == 1, where
 
 
+@both_engines
 def test_known_names_in_hints_are_newest_first(db_path):
     for i, group in enumerate(("old-one", "mid-one", "new-one")):
         add_run(db_path, group=group, started_at=1_700_000_000.0 + i)
@@ -515,6 +534,7 @@ def test_known_names_in_hints_are_newest_first(db_path):
         assert query.distinct_values(conn, "group") == ["new-one", "mid-one", "old-one"]
 
 
+@both_engines
 def test_quoted_values_compare_as_text_and_huge_numbers_do_not_overflow(db_path):
     add_run(db_path, name="text", config={"v": "1"})
     add_run(db_path, name="number", config={"v": 1})
@@ -530,6 +550,7 @@ def test_quoted_values_compare_as_text_and_huge_numbers_do_not_overflow(db_path)
         assert names("v < 99999999999999999999") == ["number"]  # beyond 64 bits: a float
 
 
+@both_engines
 def test_unknown_group_hint_says_when_the_list_is_cut(cli, db_path):
     for i in range(25):
         add_run(db_path, group=f"g{i:02d}")
@@ -540,6 +561,7 @@ def test_unknown_group_hint_says_when_the_list_is_cut(cli, db_path):
     assert len(hint.removeprefix("known groups: ").removesuffix(" ...").split(", ")) == 20
 
 
+@both_engines
 def test_a_streamed_per_run_table_is_the_whole_table(db_path, monkeypatch):
     import contextlib
 
@@ -567,6 +589,7 @@ def test_a_streamed_per_run_table_is_the_whole_table(db_path, monkeypatch):
         assert list(picked.rows) == aggregate.build_table(conn, no_group=True, metrics=["f1"]).rows
 
 
+@both_engines
 def test_a_streamed_filtered_table_has_the_metrics_of_its_runs_only(db_path):
     import contextlib
 

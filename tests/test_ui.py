@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_wbg, wait_for, wbg_executable
+from helpers import both_engines, run_wbg, wait_for, wbg_executable
 from views_helpers import add_run, fixture_experiment
 
 from wbg import aggregate, db, query, runs
@@ -144,6 +144,7 @@ def chart_rows(view: ChartView) -> list[dict[str, str]]:
 # --- the runs table --------------------------------------------------------------------------
 
 
+@both_engines
 def test_group_rows_show_the_cells_of_wbg_table(experiment, db_path):
     from wbg.cli.common import human_rows
 
@@ -164,6 +165,7 @@ def test_group_rows_show_the_cells_of_wbg_table(experiment, db_path):
     assert "group by: group" in str(status)
 
 
+@both_engines
 def test_grouping_toggle_and_nested_group_by_picker(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "g")
@@ -203,6 +205,7 @@ def test_grouping_toggle_and_nested_group_by_picker(experiment, db_path):
     assert len(off_again) == 8
 
 
+@both_engines
 def test_expanding_a_group_lists_its_runs_and_marks_running_ones(experiment, db_path):
     running = add_run(db_path, group="exp-a", job_type="train", name="live", state="running")
 
@@ -226,6 +229,7 @@ def test_expanding_a_group_lists_its_runs_and_marks_running_ones(experiment, db_
     assert shown[6][0] == "▸ exp-b"
 
 
+@both_engines
 def test_pages_of_runs_at_scale(db_path):
     with contextlib.closing(db.connect(db_path)) as conn, runs.transaction(conn):
         for i in range(450):
@@ -255,6 +259,7 @@ def test_pages_of_runs_at_scale(db_path):
 # --- charts -----------------------------------------------------------------------------------
 
 
+@both_engines
 def test_charts_hold_the_series_of_wbg_plot_csv(experiment, db_path, tmp_path):
     async def scenario(app, pilot):
         seen = {}
@@ -291,6 +296,7 @@ def test_charts_hold_the_series_of_wbg_plot_csv(experiment, db_path, tmp_path):
     )
 
 
+@both_engines
 def test_keys_pressed_during_a_load_all_take_effect(experiment, db_path, tmp_path):
     async def scenario(app, pilot):
         await pilot.press("l", "l", "b")  # no waiting: later requests queue behind a load
@@ -301,6 +307,7 @@ def test_keys_pressed_during_a_load_all_take_effect(experiment, db_path, tmp_pat
     assert shown == plot_csv(db_path, tmp_path, "--line", "min", "--band", "std")
 
 
+@both_engines
 def test_a_load_asked_for_during_another_waits_and_the_newest_wins(experiment, db_path):
     import threading
 
@@ -334,6 +341,7 @@ def test_a_load_asked_for_during_another_waits_and_the_newest_wins(experiment, d
     assert applied == [1, 3]
 
 
+@both_engines
 def test_metric_picker_adds_a_chart_per_metric(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "m")
@@ -350,6 +358,7 @@ def test_metric_picker_adds_a_chart_per_metric(experiment, db_path):
     assert charted == chosen
 
 
+@both_engines
 def test_full_screen_chart_zooms_pans_and_logs(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "tab")
@@ -384,6 +393,7 @@ def test_full_screen_chart_zooms_pans_and_logs(experiment, db_path):
 # --- group and run pages ----------------------------------------------------------------------
 
 
+@both_engines
 def test_group_page_shows_wbg_group_show(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "enter")
@@ -413,6 +423,7 @@ def test_group_page_shows_wbg_group_show(experiment, db_path):
     assert back is MainScreen
 
 
+@both_engines
 def test_group_page_of_a_name_used_in_two_projects(db_path):
     for project in ("p1", "p2"):
         add_run(db_path, project=project, group="shared", summary={"acc": 0.5})
@@ -428,6 +439,7 @@ def test_group_page_of_a_name_used_in_two_projects(db_path):
     assert members == 2
 
 
+@both_engines
 def test_group_page_of_a_config_key_group(experiment, db_path):
     from wbg.cli.common import human_rows
 
@@ -455,6 +467,7 @@ def test_group_page_of_a_config_key_group(experiment, db_path):
     ]
 
 
+@both_engines
 def test_group_page_of_the_missing_key_group(experiment, db_path, tmp_path):
     settings = WorkspaceSettings(query.Filters(), group_by=["split"])
 
@@ -475,6 +488,7 @@ def test_group_page_of_the_missing_key_group(experiment, db_path, tmp_path):
     assert chart == expected  # all six runs without split are the train runs
 
 
+@both_engines
 def test_run_page_follows_output_and_tags_moves_deletes(experiment, db_path):
     run_id = experiment["exp-b-eval"]
     with contextlib.closing(db.connect(db_path)) as conn:
@@ -520,6 +534,7 @@ def test_run_page_follows_output_and_tags_moves_deletes(experiment, db_path):
     assert group_rows(after_cells) == [["exp-a", "4"], ["exp-b", "3"]]
 
 
+@both_engines
 def test_tag_and_move_go_through_the_store(experiment, db_path):
     run_id = experiment["exp-b-eval"]
 
@@ -539,6 +554,7 @@ def test_tag_and_move_go_through_the_store(experiment, db_path):
 # --- live ------------------------------------------------------------------------------------
 
 
+@both_engines
 def test_live_refresh_follows_other_writers_and_is_idle_otherwise(experiment, db_path):
     async def scenario(app, pilot):
         seen = {"quiet": app.poll()}
@@ -564,6 +580,7 @@ def test_live_refresh_follows_other_writers_and_is_idle_otherwise(experiment, db
     }  # fmt: skip
 
 
+@both_engines
 def test_a_recording_run_is_followed_live(db_path, tmp_path):
     """A real `wbg run` child: marked running, its output and curve followed, then ended."""
     go = tmp_path / "go"
@@ -624,6 +641,7 @@ def test_a_recording_run_is_followed_live(db_path, tmp_path):
     assert [(row["x"], row["line"]) for row in seen["curve"]] == [("0", "2.0"), ("1", "1.0")]
 
 
+@both_engines
 def test_a_run_whose_process_was_killed_turns_crashed_on_screen(db_path):
     from wbg.cli.ui_app import REAP_EVERY
 
@@ -654,6 +672,7 @@ def test_a_run_whose_process_was_killed_turns_crashed_on_screen(db_path):
 # --- help, colour, size ----------------------------------------------------------------------
 
 
+@both_engines
 def test_help_and_quit(experiment, db_path):
     async def scenario(app, pilot):
         await press(pilot, "question_mark")
@@ -666,6 +685,7 @@ def test_help_and_quit(experiment, db_path):
     assert code == 0
 
 
+@both_engines
 def test_no_color_draws_charts_with_markers_only(experiment, db_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
@@ -684,6 +704,7 @@ def test_whole_screen_at_80x24(experiment, db_path, snap_compare):
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
 
 
+@both_engines
 def test_clean_output_escapes_control_sequences():
     assert clean_output("\x1b]0;title\x07a\x1b[1mb\x1b[0m\r\n\x00z\n") == [
         "\\x1b]0;title\\x07ab",
@@ -691,6 +712,7 @@ def test_clean_output_escapes_control_sequences():
     ]
 
 
+@both_engines
 def test_names_from_runs_are_shown_literally(db_path):
     """Rich markup and control characters in run names, groups and config are text."""
     run_id = add_run(
@@ -721,6 +743,7 @@ def test_names_from_runs_are_shown_literally(db_path):
 # --- the command -----------------------------------------------------------------------------
 
 
+@both_engines
 def test_bad_input_is_refused_before_the_screen_opens(experiment, cli, db_path, tmp_path):
     result = cli("ui", "-G", "lrr")
     assert result.exit_code == 2
@@ -741,6 +764,7 @@ def test_bad_input_is_refused_before_the_screen_opens(experiment, cli, db_path, 
     assert not (tmp_path / "none.db").exists()
 
 
+@both_engines
 def test_without_a_terminal_it_says_so_and_draws_nothing(experiment, db_path):
     proc = run_wbg("ui")  # stdin /dev/null, output to pipes
     assert (proc.returncode, proc.stdout) == (2, "")
@@ -749,6 +773,7 @@ def test_without_a_terminal_it_says_so_and_draws_nothing(experiment, db_path):
     )
 
 
+@both_engines
 def test_without_textual_one_line_names_the_extra(experiment, db_path):
     code = (
         "import sys; sys.modules['textual'] = None\nfrom wbg.cli.main import main; main(['ui'])\n"
@@ -763,6 +788,7 @@ def test_without_textual_one_line_names_the_extra(experiment, db_path):
     )
 
 
+@both_engines
 def test_other_commands_do_not_import_textual(experiment, db_path):
     code = (
         "import sys; from wbg.cli.main import main\n"
@@ -774,6 +800,7 @@ def test_other_commands_do_not_import_textual(experiment, db_path):
     assert "exp-a" in proc.stdout
 
 
+@both_engines
 def test_in_a_real_terminal_through_tmux(experiment, db_path, tmp_path):
     """`wbg ui` on a real 80x24 terminal: first screen, keys, help, q quits with 0."""
     tmux = shutil.which("tmux")
