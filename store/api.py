@@ -408,7 +408,8 @@ def _take_connection(path: Path) -> Any:
         conn.close()
     conn = dbmod.connect(path)
     with _lock:
-        _held[id(conn)] = identity if identity is not None else _identity(path)  # new file
+        # a new file has its identity once opened ((0, 0): none, never matched again)
+        _held[id(conn)] = identity or _identity(path) or (0, 0)
     return conn
 
 
