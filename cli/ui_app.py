@@ -1384,7 +1384,7 @@ Group and run pages
   t M d    (run page) tag, move, delete
 
 The view follows the database while runs record (● marks running runs).
-q quits, ? shows this help, Esc closes it.
+q or Ctrl-C quits, ? shows this help, Esc closes it.
 """
 
 
@@ -1410,6 +1410,9 @@ class Workspace(App):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        # Ctrl-C leaves, as it does every other command (Textual's default only says to
+        # press Ctrl-Q); a picker's own Ctrl-C still cancels the picker.
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
     ]
 

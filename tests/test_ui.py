@@ -685,6 +685,21 @@ def test_help_and_quit(experiment, db_path):
     assert code == 0
 
 
+def test_ctrl_c_quits_and_a_picker_takes_its_own_ctrl_c(experiment, db_path):
+    async def scenario(app, pilot):
+        await press(pilot, "m")  # the metrics picker: its Ctrl-C cancels it alone
+        picker = type(app.screen).__name__
+        await press(pilot, "ctrl+c")
+        after_picker = (type(app.screen).__name__, app.is_running)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        return picker, after_picker, app.is_running, app.return_code
+
+    picker, after_picker, running, code = run_app(db_path, scenario)
+    assert (picker, after_picker) == ("Picker", ("MainScreen", True))
+    assert (running, code) == (False, 0)
+
+
 @both_engines
 def test_no_color_draws_charts_with_markers_only(experiment, db_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
