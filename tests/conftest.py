@@ -27,6 +27,10 @@ WBG_ENV = (
     "WANDB_DISABLED",
     "WANDB_SILENT",
     "NO_COLOR",
+    # the width human tables are fitted to (pytest-xdist's workers get COLUMNS=80): a
+    # test that wants a width sets it
+    "COLUMNS",
+    "LINES",
 )
 
 
