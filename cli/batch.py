@@ -79,8 +79,17 @@ def run_batch(
         _say(f"wbg: dry run: {_runs(len(trials))} planned in group {spec.group}; nothing recorded")
         return 0
 
-    conn, db_path = open_db(db)
-    with contextlib.closing(conn):
+    from wbg.errors import DatabaseUnavailable
+
+    try:
+        conn, db_path = open_db(db)
+    except DatabaseUnavailable:  # full disk, I/O error, lock: the trials run unrecorded
+        if resume:  # which trials are done is in the database
+            raise
+        from wbg import settings
+
+        conn, db_path = None, settings.resolve_db_path(db)
+    with contextlib.closing(conn) if conn is not None else contextlib.nullcontext():
         if resume:
             planned = len(trials)
             trials = batch.unfinished(conn, trials, keys)
@@ -117,6 +126,8 @@ def run_batch(
 
     sys.stdout.flush()
     sys.stderr.flush()
+    from wbg.cli.common import warn_recording
+
     runner = batch.BatchRunner(
         db_path,
         trials,
@@ -127,13 +138,17 @@ def run_batch(
         on_start=on_start,
         on_end=on_end,
         on_stop=on_stop,
+        warn=warn_recording,
     )
     outcome = runner.run()
     if outcome.not_started:
         why = "stopped" if outcome.stop_signal else "--fail-fast"
         _say(f"wbg: {why}: {_runs(outcome.not_started)} of {len(trials)} not started")
     if outcome.not_started < len(trials):
-        _print_runs(db_path, outcome, keys, group)
+        try:
+            _print_runs(db_path, outcome, keys, group)
+        except DatabaseUnavailable as exc:  # the runs' own outcome is the exit code
+            _say(f"wbg: warning: cannot show the runs' table ({exc.message})")
     started = len(trials) - outcome.not_started
     failed = batch.failures(outcome)
     counts = f"{len(failed)} failed" if failed else "all finished"

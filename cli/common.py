@@ -1,14 +1,21 @@
-"""What several command modules share: confirmations, the running-run check and the
-grouped-table renderer. Command modules import this (and ``render``, ``options``), never
-each other (docs/design.md, "Layout")."""
+"""What several command modules share: confirmations, the running-run check, the
+recording warning and the grouped-table renderer. Command modules import this (and
+``render``, ``options``), never each other (docs/design.md, "Layout")."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
 import typer
+
+
+def warn_recording(message: str) -> None:
+    """``wbg: warning: MESSAGE`` on stderr in one write: recording threads call it while
+    the child's output passes through, so the line is never cut by other output."""
+    os.write(2, f"wbg: warning: {message}\n".encode(errors="replace"))
 
 
 def confirm_delete(what: str, yes: bool) -> None:

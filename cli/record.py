@@ -169,8 +169,7 @@ def run(
             sys.stderr.write(f"wbg: recording run {run_id}{where}\n")
             sys.stderr.flush()
 
-    def warn(message: str) -> None:  # from the recording thread: one write, whole line
-        os.write(2, f"wbg: warning: {message}\n".encode(errors="replace"))
+    from wbg.cli.common import warn_recording
 
     result = launch(
         conn,
@@ -179,7 +178,7 @@ def run(
         spec,
         capture=None if no_capture else ScalarCapture(patterns),
         announce=announce,
-        warn=warn,
+        warn=warn_recording,
         unavailable=unavailable,
     )
     if conn is not None:

@@ -368,6 +368,7 @@ class BatchRunner:
         on_end: Callable[[Trial, LaunchResult], None] | None = None,
         on_stop: Callable[[int, int], None] | None = None,
         grace_s: float = STOP_GRACE_S,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.db_path = db_path
         self.trials = list(trials)
@@ -382,6 +383,8 @@ class BatchRunner:
         self.on_end = on_end
         self.on_stop = on_stop  # (signal received, number of runs still running)
         self.grace_s = grace_s
+        # told when a run cannot be recorded (its command runs on): as for one `wbg run`
+        self.warn = warn
         self.results: list[LaunchResult | None] = [None] * len(self.trials)
         self.running: dict[Supervisor, Trial] = {}
         self.failed = False
@@ -420,12 +423,20 @@ class BatchRunner:
 
     def _start(self, trial: Trial, selector: selectors.BaseSelector) -> None:
         from wbg.db import connect
+        from wbg.errors import DatabaseUnavailable
 
         env = dict(trial.env)
         if self.prefix_output and "PYTHONUNBUFFERED" not in os.environ:
             env["PYTHONUNBUFFERED"] = "1"  # lines as they are printed, not at exit
+        conn, unavailable = None, None
+        try:
+            conn = connect(self.db_path)
+        except DatabaseUnavailable as exc:  # full disk, I/O error, lock: the trial runs
+            if self.warn is None:
+                raise
+            unavailable = exc.message
         supervisor = Supervisor(
-            connect(self.db_path),
+            conn,
             self.db_path,
             trial.command,
             trial.spec,
@@ -436,7 +447,9 @@ class BatchRunner:
             extra_env=env,
             # children running side by side must not fight over our input (as GNU parallel)
             stdin=subprocess.DEVNULL if self.prefix_output else None,
+            warn=self.warn,
         )
+        supervisor.unavailable = unavailable
         run_id = supervisor.create()
         if self.prefix_output:
             supervisor.sink = LinePrefixer(f"[{trial.spec.name or run_id}] ")

@@ -815,3 +815,41 @@ def test_a_wandb_log_damaged_mid_file_imports_with_a_warning(db_path, tmp_path, 
     assert imported["state"] == "finished"
     steps = {p["step"] for p in imported["history"]}
     assert 0 in steps and 2999 in steps and len(steps) < 3000
+
+
+@sqlite_only("a full disk under the database file (a small tmpfs)")
+def test_a_grid_run_says_when_it_cannot_record_and_loses_nothing(tmpfs):
+    """As for one `wbg run`: the trial's output flows on, one warning says why its points
+    wait, and they are all stored once the disk has room again."""
+    folder = tmpfs("2M")
+    db_path = folder / "runs.db"
+    assert run_wbg("run", "--", "true", env={"WBG_DB": str(db_path)}).returncode == 0
+    filler = _fill_when_asked(folder)
+    done = run_wbg(
+        "run", "--grid", "x=1", "--", PY, "-c",
+        CHILD_40_METRICS.replace("{", "{{").replace("}", "}}"), str(folder), "free",
+        env={"WBG_DB": str(db_path)},
+    )  # fmt: skip
+    filler.wait(timeout=30)
+    assert done.returncode == 3
+    assert "".join(f"loss: {step}\n" for step in range(40)) in done.stdout
+    warnings = [w for w in done.stderr.splitlines() if w.startswith("wbg: warning:")]
+    assert len(warnings) == 1 and "database or disk is full" in warnings[0], done.stderr
+    record = records(db_path)[-1]
+    assert (record["state"], record["exit_code"], record["config"]) == ("failed", 3, {"x": 1})
+    assert len(history(db_path, record["id"])) == 40
+
+
+@sqlite_only("a full disk under the database file (a small tmpfs)")
+def test_a_grid_at_a_full_disk_runs_its_trials_unrecorded(tmpfs):
+    folder = tmpfs("2M")
+    db_path = folder / "runs.db"
+    env = {"WBG_DB": str(db_path)}
+    assert run_wbg("run", "--", "true", env=env).returncode == 0
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder}/filler", "bs=4k"], capture_output=True)
+    done = run_wbg("run", "--grid", "x=1,2", "--", PY, "-c", "print('loss: 1')", env=env)
+    assert done.stdout.count("loss: 1\n") == 2
+    assert done.stderr.count("the command runs unrecorded") == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (folder / "filler").unlink()
+    assert len(records(db_path)) == 1
