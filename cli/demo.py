@@ -76,8 +76,8 @@ def demo(
                 recorded.append(result.run_id)
                 typer.echo(f"  {result.run_id}  {group}  {job_type:<5}  {result.state}", err=True)
         conn.close()
-        # A fresh reading connection: on a server, views read a snapshot (README "On a
-        # cluster"); on a file it is the same data.
+        # A fresh reading connection: on a server, a view reads in a transaction of its own
+        # (README "On a cluster"); on a file it is the same data.
         with contextlib.closing(connect(db_path, read_only=True)) as reader:
             table = aggregate.build_table(
                 reader,
