@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from wbg.cli.options import open_db
+from wbg.cli.options import open_db, open_db_for_recording
 from wbg.cli.render import render
 
 if TYPE_CHECKING:
@@ -79,16 +79,12 @@ def run_batch(
         _say(f"wbg: dry run: {_runs(len(trials))} planned in group {spec.group}; nothing recorded")
         return 0
 
-    from wbg.errors import DatabaseUnavailable
+    from wbg.errors import DatabaseError, NoDatabase
 
-    try:
+    if resume:  # which trials are done is in the database: it must open
         conn, db_path = open_db(db)
-    except DatabaseUnavailable:  # full disk, I/O error, lock: the trials run unrecorded
-        if resume:  # which trials are done is in the database
-            raise
-        from wbg import settings
-
-        conn, db_path = None, settings.resolve_db_path(db)
+    else:  # the trials run, unrecorded if the database cannot be written for now
+        conn, db_path, _unavailable = open_db_for_recording(db)
     with contextlib.closing(conn) if conn is not None else contextlib.nullcontext():
         if resume:
             planned = len(trials)
@@ -147,7 +143,7 @@ def run_batch(
     if outcome.not_started < len(trials):
         try:
             _print_runs(db_path, outcome, keys, group)
-        except DatabaseUnavailable as exc:  # the runs' own outcome is the exit code
+        except (DatabaseError, NoDatabase) as exc:  # the runs' outcome is the exit code
             _say(f"wbg: warning: cannot show the runs' table ({exc.message})")
     started = len(trials) - outcome.not_started
     failed = batch.failures(outcome)

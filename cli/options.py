@@ -127,6 +127,22 @@ def open_db(
     return connect(path, create=create, read_only=read_only), path
 
 
+def open_db_for_recording(
+    db: str | Path | None,
+) -> tuple[sqlite3.Connection | None, Path, str | None]:
+    """``open_db`` for the commands that run a job: a database that cannot be written for
+    now (full disk, I/O error, a lock held past the timeout) is no reason to stop the job.
+    Returns the connection (None then), the path and why it is unavailable."""
+    from wbg.errors import DatabaseUnavailable
+    from wbg.settings import resolve_db_path
+
+    try:
+        conn, path = open_db(db)
+    except DatabaseUnavailable as exc:
+        return None, resolve_db_path(db), exc.message
+    return conn, path, None
+
+
 # --- run filters (wbg table, runs list, export, group list) -------------------------------
 
 ProjectFilterOpt = Annotated[

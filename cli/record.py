@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from wbg.cli.options import DbOpt, GroupOpt, JobTypeOpt, ProjectOpt, open_db
+from wbg.cli.options import DbOpt, GroupOpt, JobTypeOpt, ProjectOpt, open_db, open_db_for_recording
 
 
 class Shell(str, Enum):
@@ -154,13 +154,7 @@ def run(
             capture=None if no_capture else (lambda: ScalarCapture(patterns)),
             db=db,
         )
-    from wbg.errors import DatabaseUnavailable
-
-    unavailable = None
-    try:
-        conn, db_path = open_db(db)
-    except DatabaseUnavailable as exc:  # full disk, I/O error, lock: the job runs anyway
-        conn, db_path, unavailable = None, settings.resolve_db_path(db), exc.message
+    conn, db_path, unavailable = open_db_for_recording(db)  # unavailable: the job runs anyway
     talk = sys.stderr.isatty()
 
     def announce(run_id: str) -> None:

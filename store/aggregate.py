@@ -175,6 +175,10 @@ class _CountedRows:
             yield row
 
 
+# Up to this many metric names in a file, each is looked up on its own (one index seek);
+# past it, the selected runs' values are walked once for the names they have.
+FEW_METRICS = 20
+
 # A streamed per-run table is worked out for this many runs first, then this many at a time.
 STREAM_FIRST, STREAM_SLICE = 200, 10_000
 
@@ -242,7 +246,7 @@ def _selected_metrics(conn: sqlite3.Connection, where: str, params: Sequence[Any
     names = query.metric_names(conn)
     if where == query.ALL_RUNS:
         return names
-    if len(names) > 20:
+    if len(names) > FEW_METRICS:
         return [
             key
             for (key,) in conn.execute(
@@ -457,7 +461,7 @@ class _Selection:
         if metrics is not None:
             return [m for m in metrics if m != DURATION]
         names = [k for k in query.metric_names(self.conn) if k != DURATION]
-        if len(names) > 20:  # many keys in the file: walk only those the selection has
+        if len(names) > FEW_METRICS:  # many keys in the file: walk only the selection's
             names = [
                 k
                 for (k,) in self.conn.execute(

@@ -37,7 +37,15 @@ class Settings:
 # cost of a short run). A file is read again when its stat differs, or when it was changed
 # within two seconds of being read (a rewrite within the file system's time-stamp tick
 # could keep the same stat); then its bytes say whether it changed.
-_parsed: dict[str, tuple[tuple[int, int, int, int], float, bytes, dict[str, Any]]] = {}
+@dataclass(frozen=True)
+class _Parsed:
+    stat: tuple[int, int, int, int]  # device, inode, size, mtime (ns) when it was read
+    read_at: float
+    raw: bytes
+    data: dict[str, Any]
+
+
+_parsed: dict[str, _Parsed] = {}
 
 
 def _load_toml(path: str) -> dict[str, Any]:
@@ -46,21 +54,21 @@ def _load_toml(path: str) -> dict[str, Any]:
 
     tomllib = toml()
     try:
-        stat = os.stat(path)
-        version = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        st = os.stat(path)
+        stat = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         known = _parsed.get(path)
-        if known is not None and known[0] == version and known[1] - stat.st_mtime > 2.0:
-            return known[3]
+        if known is not None and known.stat == stat and known.read_at - st.st_mtime > 2.0:
+            return known.data
         read_at = time.time()
         with open(path, "rb") as handle:
             raw = handle.read()
-        if known is not None and known[2] == raw:
-            data = known[3]
+        if known is not None and known.raw == raw:
+            data = known.data
         else:
             data = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read settings file {path}: {exc}") from None
-    _parsed[path] = (version, read_at, raw, data)
+    _parsed[path] = _Parsed(stat, read_at, raw, data)
     return data
 
 

@@ -307,13 +307,19 @@ def test_disk_full_to_the_end_still_passes_output_and_exits_with_the_childs_code
     assert records(db_path)[-1]["state"] == "crashed"
 
 
-@sqlite_only("a full disk under the database file (a small tmpfs)")
-def test_a_disk_full_at_the_start_runs_the_command_unrecorded(tmpfs):
+def _database_on_a_full_disk(tmpfs) -> tuple[Path, Path, dict[str, str]]:
+    """A database with one run on a 2 MB tmpfs, then filled up: (folder, file, env)."""
     folder = tmpfs("2M")
     db_path = folder / "runs.db"
     env = {"WBG_DB": str(db_path)}
     assert run_wbg("run", "--", "true", env=env).returncode == 0
     subprocess.run(["dd", "if=/dev/zero", f"of={folder}/filler", "bs=4k"], capture_output=True)
+    return folder, db_path, env
+
+
+@sqlite_only("a full disk under the database file (a small tmpfs)")
+def test_a_disk_full_at_the_start_runs_the_command_unrecorded(tmpfs):
+    folder, db_path, env = _database_on_a_full_disk(tmpfs)
     done = run_wbg("run", "--", PY, "-c", "print('loss: 1'); raise SystemExit(4)", env=env)
     assert (done.returncode, done.stdout) == (4, "loss: 1\n")
     assert done.stderr.startswith("wbg: warning: cannot record this run (")
@@ -842,11 +848,7 @@ def test_a_grid_run_says_when_it_cannot_record_and_loses_nothing(tmpfs):
 
 @sqlite_only("a full disk under the database file (a small tmpfs)")
 def test_a_grid_at_a_full_disk_runs_its_trials_unrecorded(tmpfs):
-    folder = tmpfs("2M")
-    db_path = folder / "runs.db"
-    env = {"WBG_DB": str(db_path)}
-    assert run_wbg("run", "--", "true", env=env).returncode == 0
-    subprocess.run(["dd", "if=/dev/zero", f"of={folder}/filler", "bs=4k"], capture_output=True)
+    folder, db_path, env = _database_on_a_full_disk(tmpfs)
     done = run_wbg("run", "--grid", "x=1,2", "--", PY, "-c", "print('loss: 1')", env=env)
     assert done.stdout.count("loss: 1\n") == 2
     assert done.stderr.count("the command runs unrecorded") == 2, done.stderr
