@@ -482,7 +482,7 @@ def unknown_name_error(
     elif known:
         hint = f"known {kind}s: " + ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
     else:
-        hint = "the database has no runs yet"
+        hint = f"no run has a {kind} yet"  # an empty database, or runs without one
     return InvalidInput(f"unknown {kind} {value!r}", hint=hint)
 
 

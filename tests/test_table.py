@@ -611,3 +611,10 @@ def test_a_streamed_filtered_table_has_the_metrics_of_its_runs_only(db_path):
     with contextlib.closing(connect(db_path)) as conn:
         assert streamed("a") == ["acc", "duration_s"]
         assert len(streamed("c")) == 26
+
+
+def test_an_unknown_group_where_no_run_has_one_says_so(cli, db_path):
+    add_run(db_path)  # a run without a group: the database is not empty
+    result = cli("table", "-g", "nosuch")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["Error: unknown group 'nosuch'", "no run has a group yet"]
