@@ -21,6 +21,8 @@ from wbg.cli.options import open_db, open_db_for_recording
 from wbg.cli.render import render
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from wbg.batch import Trial
     from wbg.capture import ScalarCapture
     from wbg.launch import LaunchResult, RunSpec
@@ -81,6 +83,7 @@ def run_batch(
 
     from wbg.errors import DatabaseError, NoDatabase
 
+    conn: sqlite3.Connection | None
     if resume:  # which trials are done is in the database: it must open
         conn, db_path = open_db(db)
     else:  # the trials run, unrecorded if the database cannot be written for now
