@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,31 +163,38 @@ SEARCHED_RUN_COLUMNS = ("name", "notes", "command", "tags")
 
 def _m006_full_text_search(conn: sqlite3.Connection) -> None:
     if isinstance(conn, PgConnection) or not conn.execute("PRAGMA database_list").fetchone()[2]:
-        # SQLite's FTS5, for files only: not on a PostgreSQL server, nor in the in-memory
-        # copies its views read (a server has no search; see query.check_filters)
+        # SQLite's FTS5, for files only: a PostgreSQL server gets its own search indexes
+        # (migration 7), and a database in memory has no search
         return
-    # FTS5 indexes made and kept in step by sqlite-utils' triggers, so every writer (any
-    # wbg version from here on, the sqlite-utils tool, a user's own SQL) keeps search
-    # right. sqlite-utils is imported here only: once a file has this migration, opening
-    # it never imports it.
-    import sqlite_utils
+    # FTS5 indexes kept in step by triggers, so every writer (any wbg version from here on,
+    # the sqlite-utils tool, a user's own SQL) keeps search right. The statements are the
+    # ones sqlite-utils' enable_fts(create_triggers=True) writes, so its `search` command
+    # reads these indexes (README "Where the data lives"). They are written out here:
+    # importing sqlite-utils (which imports numpy and dateutil when they are installed)
+    # made creating a database cost 0.2-0.5 s and 24 MB.
+    for table, columns in (("runs", SEARCHED_RUN_COLUMNS), ("run_output", ("tail",))):
+        _full_text_index(conn, table, columns)
 
-    # (recursive_triggers=False: sqlite-utils would turn the pragma on for this connection)
-    database = sqlite_utils.Database(conn, recursive_triggers=False)
-    database.table("runs").enable_fts(list(SEARCHED_RUN_COLUMNS), create_triggers=True)
-    database.table("run_output").enable_fts(["tail"], create_triggers=True)
-    # Its update trigger fires on any change to a run; a running run's row changes with
-    # every heartbeat and summary flush, so it is narrowed to the searched columns (the
-    # same statements, as sqlite-utils wrote them): recording costs no more than before.
-    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs_au'").fetchone()
-    narrowed = sql.replace(
-        'AFTER UPDATE ON "runs"',
-        "AFTER UPDATE OF " + ", ".join(f'"{c}"' for c in SEARCHED_RUN_COLUMNS) + ' ON "runs"',
-        1,
-    )
-    assert narrowed != sql, sql
-    conn.execute("DROP TRIGGER runs_au")
-    conn.execute(narrowed)
+
+def _full_text_index(conn: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
+    names = ", ".join(f'"{c}"' for c in columns)
+    old = ", ".join(f'old."{c}"' for c in columns)
+    new = ", ".join(f'new."{c}"' for c in columns)
+    fts = f'"{table}_fts"'
+    conn.execute(f'CREATE VIRTUAL TABLE {fts} USING FTS5 (\n    {names},\n    content="{table}"\n)')
+    conn.execute(f'INSERT INTO {fts} (rowid, {names}) SELECT rowid, {names} FROM "{table}"')
+    delete = f"INSERT INTO {fts} ({fts}, rowid, {names}) VALUES('delete', old.rowid, {old});"
+    insert = f"INSERT INTO {fts} (rowid, {names}) VALUES (new.rowid, {new});"
+    # The update trigger fires only when an indexed column changes: a running run's row
+    # changes with every heartbeat and summary flush, and recording costs no more for it.
+    for name, event, body in (
+        ("ai", "INSERT", insert),
+        ("ad", "DELETE", delete),
+        ("au", f"UPDATE OF {names}", f"{delete}\n  {insert}"),
+    ):
+        conn.execute(
+            f'CREATE TRIGGER "{table}_{name}" AFTER {event} ON "{table}" BEGIN\n  {body}\nEND'
+        )
 
 
 def _m007_server_search(conn: sqlite3.Connection) -> None:
