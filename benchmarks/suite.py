@@ -7,7 +7,8 @@ Builds the 100,000-run database once (``bench_views.build``: 5 config keys, 5 me
 keys) and prints, as real subprocesses of the installed ``wbg`` (median wall clock):
 
 1. recording: short runs per second through the API (init + config + one log + finish in
-   one process) against raw SQLite doing the same rows; ``wbg run -- true`` against
+   one process) against wbg's store layer writing the same rows with no API around it,
+   and raw SQLite writing them into one plain table; ``wbg run -- true`` against
    ``true``; points per second of one API process;
 2. views at 100,000 runs: ``runs list``, ``table --no-group``, ``export``, ``group show``
    of the wide group, ``table --group-by lr`` against the hand-written GROUP BY over the
@@ -68,6 +69,27 @@ for i in range(n):
     conn.execute("UPDATE runs SET summary = ?, state = 'finished', ended = ? WHERE id = ?",
                  (json.dumps({"loss": 0.5}), time.time(), rid))
     conn.execute("COMMIT")
+print(n / (time.perf_counter() - start))
+"""
+
+# The same runs through wbg's store layer with no API around it: the rows, indexes and
+# search index a run writes, in the same two transactions (the run's row, committed before
+# the user's code runs, then its points, summary and end). What is left of the API figure
+# is the API's own Python (argument, settings and environment resolution, the run object).
+STORE_RUNS = """
+import os, sys, time, wbg
+from wbg import db, runs
+n = int(sys.argv[1])
+wbg.init(project="bench").finish()  # creates the file
+conn = db.connect()
+start = time.perf_counter()
+for i in range(n):
+    run_id, num = runs.create_run(conn, project="bench", group="sweep",
+                                  config={"lr": 0.1, "seed": i}, command=sys.argv)
+    with db.transaction(conn):
+        runs.write_history(conn, [(num, 0, "loss", 0.5, time.time())])
+        runs.merge_summary(conn, num, {"loss": 0.5})
+        runs.finish_run(conn, run_id, state="finished", exit_code=0)
 print(n / (time.perf_counter() - start))
 """
 
@@ -183,7 +205,10 @@ def main() -> None:
         env = {**ENV, "WBG_DB": str(tmp / "short.db")}
         runs_s = python_figure(SHORT_RUNS, "2000", repeat=args.repeat, env=env)
         raw_runs = python_figure(RAW_RUNS, "2000", str(tmp / "raw-runs.db"), repeat=1)
+        store_env = {**ENV, "WBG_DB": str(tmp / "store.db")}
+        store_runs = python_figure(STORE_RUNS, "2000", repeat=args.repeat, env=store_env)
         row("API short runs/s", f"{runs_s:,.0f}", ">= 5,000")
+        row("  wbg's store layer alone, same rows", f"{store_runs:,.0f}", "(no API)")
         row("  raw SQLite, same rows", f"{raw_runs:,.0f}", f"({raw_runs / runs_s:.1f}x wbg)")
         points = python_figure(
             POINTS, "200000", repeat=args.repeat, env={**ENV, "WBG_DB": str(tmp / "points.db")}

@@ -72,7 +72,11 @@ def _attach_target(db_path: Path) -> str | None:
 
 
 def _pick(*candidates: Any) -> Any:
-    return next((c for c in candidates if c is not None and c != ""), None)
+    """The first candidate given (not None, not empty text)."""
+    for candidate in candidates:
+        if candidate is not None and candidate != "":
+            return candidate
+    return None
 
 
 def _resume_mode(resume: Any) -> str | None:

@@ -67,13 +67,15 @@ def insert_run(conn: sqlite3.Connection, columns: Mapping[str, Any]) -> int:
     """Insert a ``runs`` row from column name -> value (names from the schema, never from
     input); return its ``num``. Every run is inserted here (recorded or imported)."""
     engine = engine_of(conn)
+    cursor = conn.execute(_insert_sql(tuple(columns), engine), tuple(columns.values()))
+    return engine.inserted_num(cursor)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(columns: tuple[str, ...], engine: Any) -> str:
     names = ", ".join(f'"{name}"' for name in columns)
     marks = ", ".join("?" * len(columns))
-    cursor = conn.execute(
-        f"INSERT INTO runs ({names}) VALUES ({marks})" + engine.returning_num(),
-        tuple(columns.values()),
-    )
-    return engine.inserted_num(cursor)
+    return f"INSERT INTO runs ({names}) VALUES ({marks})" + engine.returning_num()
 
 
 # Crash detection (README "Run state"): the recording process writes a heartbeat with its

@@ -8,6 +8,7 @@ are computed.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -127,10 +128,10 @@ def resolve_db_path(flag: str | os.PathLike[str] | None = None) -> Path:
     from wbg.engine import ServerUrl, is_server_url
 
     if flag:
-        return ServerUrl(str(flag)) if is_server_url(flag) else Path(flag).expanduser()
+        return _location(flag if isinstance(flag, str) else os.fspath(flag))
     env = os.environ.get("WBG_DB")
     if env:
-        return ServerUrl(env) if is_server_url(env) else Path(env).expanduser()
+        return _location(env)
     settings = find_settings()
     configured = settings.get("db")
     if is_server_url(configured):
@@ -138,6 +139,21 @@ def resolve_db_path(flag: str | os.PathLike[str] | None = None) -> Path:
     if configured and settings.path is not None:
         return (settings.path.parent / Path(str(configured)).expanduser()).resolve()
     return user_data_dir() / "runs.db"
+
+
+def _location(text: str) -> Path:
+    """A --db / WBG_DB value as a path or a ``ServerUrl``."""
+    if text.startswith("~"):  # expanded each time: $HOME may change
+        return Path(text).expanduser()
+    return _given_location(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _given_location(text: str) -> Path:
+    # remembered: every wbg.init of a sweep asks again
+    from wbg.engine import ServerUrl, is_server_url
+
+    return ServerUrl(text) if is_server_url(text) else Path(text)
 
 
 def resolve_project(flag: str | None = None) -> str:
