@@ -35,6 +35,7 @@ from wbg import settings as wbg_settings
 from wbg.db import as_location
 from wbg.engine import PgConnection, ServerUrl
 from wbg.errors import ConfigError, Error, InvalidInput, UsageError
+from wbg.settings import environ
 from wbg.writer import FINAL, Recorder
 
 _current: Run | DisabledRun | None = None  # ``wbg.run``: the run module-level calls use
@@ -51,7 +52,7 @@ _IGNORED = ("sync_tensorboard", "monitor_gym", "save_code", "anonymous", "force"
 
 
 def _env_tags() -> list[str] | None:
-    raw = os.environ.get("WANDB_TAGS")
+    raw = environ("WANDB_TAGS")
     if not raw:
         return None
     return [tag.strip() for tag in raw.split(",") if tag.strip()]
@@ -59,10 +60,12 @@ def _env_tags() -> list[str] | None:
 
 def _attach_target(db_path: Path) -> str | None:
     """The id of the ``wbg run`` run this process should log into, if any."""
-    run_id = os.environ.get("WBG_RUN_ID")
-    owner = os.environ.get("WBG_RUN_PID")
-    env_db = os.environ.get("WBG_DB")
-    if not run_id or not owner or not owner.isdigit() or int(owner) != os.getppid():
+    run_id = environ("WBG_RUN_ID")
+    if not run_id:  # not under `wbg run`
+        return None
+    owner = environ("WBG_RUN_PID")
+    env_db = environ("WBG_DB")
+    if not owner or not owner.isdigit() or int(owner) != os.getppid():
         return None
     if _attached_pid == os.getpid():  # this process already used its attachment
         return None
@@ -206,13 +209,13 @@ def init(
         if asked.get(key):
             compat.note_once(f"init:{key}", f"{key} is not supported; ignored")
 
-    mode = _pick(mode, s.get("mode"), os.environ.get("WANDB_MODE"))
-    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes") and mode is None:
+    mode = _pick(mode, s.get("mode"), environ("WANDB_MODE"))
+    if (environ("WANDB_DISABLED") or "").lower() in ("1", "true", "yes") and mode is None:
         mode = "disabled"
     if mode is not None and mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     reinit_mode = _reinit_mode(_pick(reinit, s.get("reinit")))
-    resume_mode = _resume_mode(_pick(resume, s.get("resume"), os.environ.get("WANDB_RESUME")))
+    resume_mode = _resume_mode(_pick(resume, s.get("resume"), environ("WANDB_RESUME")))
 
     with _lock:
         previous = _current
@@ -245,12 +248,12 @@ def init(
     notes = wbg_settings.resolve(_pick(notes, s.get("run_notes")), "WANDB_NOTES", None, "notes")
     tags = _pick(tags, s.get("run_tags"))
     tag_list = values.check_tags(list(tags) if tags is not None else _env_tags())
-    entity = _pick(entity, s.get("entity"), os.environ.get("WANDB_ENTITY"))
-    root = _pick(dir, s.get("root_dir"), os.environ.get("WANDB_DIR"))
+    entity = _pick(entity, s.get("entity"), environ("WANDB_ENTITY"))
+    root = _pick(dir, s.get("root_dir"), environ("WANDB_DIR"))
     allow_change = bool(_pick(allow_val_change, s.get("allow_val_change")))
     config_dict = _config_dict(config, config_include_keys, config_exclude_keys)
     values.check_config(config_dict)
-    run_id = _pick(id, s.get("run_id"), os.environ.get("WANDB_RUN_ID"))
+    run_id = _pick(id, s.get("run_id"), environ("WANDB_RUN_ID"))
     if run_id is not None:
         run_id = _check_run_id(run_id)
     rewind = fork = None

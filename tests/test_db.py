@@ -13,7 +13,7 @@ from wbg import db as dbmod
 from wbg import runs
 from wbg.engine import connect_server
 from wbg.errors import DatabaseError, NewerSchema, NotADatabase
-from wbg.settings import resolve_db_path
+from wbg.settings import environ, resolve_db_path
 
 EXPECTED_TABLES = {
     "runs": {
@@ -178,6 +178,39 @@ def test_path_precedence(tmp_path, monkeypatch):
     assert resolve_db_path() == (project / "deep" / "near.db").resolve()
     monkeypatch.chdir(tmp_path)
     assert resolve_db_path() == tmp_path / "xdg" / "wbg" / "runs.db"
+
+
+@no_database
+def test_path_under_home_follows_home(tmp_path, monkeypatch):
+    # a --db / WBG_DB path is remembered per value, except under ~ ($HOME may change)
+    monkeypatch.setenv("HOME", str(tmp_path / "one"))
+    assert resolve_db_path("~/runs.db") == tmp_path / "one" / "runs.db"
+    monkeypatch.setenv("HOME", str(tmp_path / "two"))
+    assert resolve_db_path("~/runs.db") == tmp_path / "two" / "runs.db"
+    monkeypatch.setenv("WBG_DB", "~/env.db")
+    assert resolve_db_path() == tmp_path / "two" / "env.db"
+
+
+@no_database
+def test_environ_reads_as_os_environ(monkeypatch):
+    """settings.environ is os.environ.get: set, empty, unset, undecodable bytes, changed
+    by any of os.environ's own ways, and with os.environ replaced (a test's dict)."""
+    monkeypatch.setenv("WBG_T_SET", "välue")
+    monkeypatch.setenv("WBG_T_EMPTY", "")
+    monkeypatch.delenv("WBG_T_UNSET", raising=False)
+    os.environ["WBG_T_BYTES"] = os.fsdecode(b"\xff-raw")  # not UTF-8: surrogate escapes
+    try:
+        for name in ("WBG_T_SET", "WBG_T_EMPTY", "WBG_T_UNSET", "WBG_T_BYTES"):
+            assert environ(name) == os.environ.get(name), name
+        assert environ("WBG_T_SET") == "välue" and environ("WBG_T_UNSET") is None
+        os.environ.pop("WBG_T_SET")
+        os.environ.update({"WBG_T_UNSET": "now"})
+        assert environ("WBG_T_SET") is None and environ("WBG_T_UNSET") == "now"
+    finally:
+        os.environ.pop("WBG_T_BYTES", None)
+        os.environ.pop("WBG_T_UNSET", None)
+    monkeypatch.setattr(os, "environ", {"WBG_T_SET": "from a dict"})
+    assert environ("WBG_T_SET") == "from a dict" and environ("WBG_T_EMPTY") is None
 
 
 @sqlite_only("the default database is a file in the user data directory")
