@@ -221,17 +221,24 @@ def main() -> None:
 
         print("\n2. views at", f"{args.runs:,} runs")
         subprocess.run([*wbg, "table", "--group-by", "lr", *db], stdout=subprocess.DEVNULL)
-        for label, argv in (
-            ("runs list", ["runs", "list", *db]),
-            ("runs list --all (every run)", ["runs", "list", "--all", *db]),
-            ("table --no-group", ["table", "--no-group", *db]),
-            ("export (jsonl, every run)", ["export", "--format", "jsonl", *db]),
-            (f"group show {WIDE_GROUP} (10,000 config keys)", ["group", "show", WIDE_GROUP, *db]),
-            ("table --group-by lr (5 metrics)", ["table", "--group-by", "lr", *db]),
+        # A view that prints every one of the 100,000 runs streams them: its target is the
+        # first row (below), not the whole output.
+        streamed = "(streamed: first row below)"
+        for label, argv, target in (
+            ("runs list", ["runs", "list", *db], "<= 1 s"),
+            ("runs list --all (every run)", ["runs", "list", "--all", *db], streamed),
+            ("table --no-group", ["table", "--no-group", *db], streamed),
+            ("export (jsonl, every run)", ["export", "--format", "jsonl", *db], streamed),
+            (
+                f"group show {WIDE_GROUP} (10,000 config keys)",
+                ["group", "show", WIDE_GROUP, *db],
+                "<= 1 s",
+            ),
+            ("table --group-by lr (5 metrics)", ["table", "--group-by", "lr", *db], "<= 1 s"),
         ):
             try:
                 seconds = median_time([*wbg, *argv], args.repeat)
-                row(label, f"{seconds:.2f} s", "<= 1 s")
+                row(label, f"{seconds:.2f} s", target)
             except subprocess.CalledProcessError as exc:
                 row(label, f"exit {exc.returncode}")
         raw = python_figure(RAW_GROUP_BY, str(path), repeat=args.repeat)
