@@ -80,21 +80,16 @@ def ui(
             "wbg ui needs textual, which is not installed: pip install 'wbg[ui]'"
         ) from None
     filters = filters_from(project, group, job_type, state, tag, where, all_projects)
-    keys = query.split_keys(group_by) or None
-    if keys and no_group:
-        raise InvalidInput("--group-by and --no-group exclude each other")
+    keys = query.grouping(group_by, no_group)
     conn, path = open_db(db, read_only=True)
     with contextlib.closing(conn):
         # Refuse typos before the screen opens (the checks of wbg table, without its work).
         query.check_filters(conn, filters)
-        for name in keys or ():
-            key = query.resolve_key(name)
-            if not query.key_exists(conn, key):
-                raise query.unknown_key_error(conn, key)
+        query.check_group_keys(conn, [query.resolve_key(name) for name in keys or ()])
         if metric:  # as wbg plot refuses them: unknown, or a summary value only
             from wbg import curves
 
-            selection = curves.select_runs(conn, filters, [] if no_group else keys)
+            selection = curves.select_runs(conn, filters, keys)
             for name in metric:
                 curves.check_metric(conn, name, selection)
     # A terminal to draw on and read keys from, unless Textual is given another driver
@@ -109,7 +104,7 @@ def ui(
 
     settings = WorkspaceSettings(
         filters=filters,
-        group_by=keys,
+        group_by=keys or None,
         grouped=not no_group,
         metrics=list(dict.fromkeys(metric or ())),
     )

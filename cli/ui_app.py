@@ -75,20 +75,10 @@ class WorkspaceSettings:
     smooth: float = 0.0
 
     def filter_text(self) -> str:
-        f = self.filters
-        scope = getattr(f, "project_from", None)  # a default project, as the views note it
-        parts = [
-            f"{flag} {value}" + (f" (from {scope})" if flag == "-p" and scope else "")
-            for flag, value in (
-                ("-p", f.project),
-                ("-g", f.group),
-                ("-j", f.job_type),
-                ("--state", f.state),
-                ("-t", f.tag),
-            )
-            if value is not None
-        ]
-        parts += [f"-w '{w}'" for w in f.where]
+        parts = self.filters.options(short=True)
+        scope = self.filters.project_from  # a default project, as the views note it
+        if scope and self.filters.project is not None:
+            parts[0] += f" (from {scope})"  # the project comes first
         return " ".join(parts) or "none"
 
     def chart_text(self) -> str:

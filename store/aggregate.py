@@ -118,10 +118,7 @@ def build_table(
         no_group = not keys
     if no_group:
         keys, resolved = list(NO_GROUP_KEYS), [query.resolve_key(k) for k in NO_GROUP_KEYS]
-    for key in resolved:
-        # a key some other run has is not a typo: the selected runs fall into the - group
-        if not query.key_exists(conn, key):
-            raise query.unknown_key_error(conn, key, where, params)
+    query.check_group_keys(conn, resolved, where, params)
     wanted = [metric_name(m) for m in metrics] if metrics else None
     if wanted:
         wanted = list(dict.fromkeys(wanted))

@@ -293,23 +293,26 @@ class Filters:
 
     def describe(self) -> str:
         """The filters as options (``--group g --where 'lr > 1'``), for messages."""
+        return " ".join(self.options())
+
+    def options(self, short: bool = False) -> list[str]:
+        """The filters as the options that give them, each value quoted for a shell;
+        ``short``: ``-g g`` rather than ``--group g`` where an option has a short name."""
         import shlex
 
-        parts = [
-            f"{option} {shlex.quote(value)}"
-            for option, value in (
-                ("--project", self.project),
-                ("--group", self.group),
-                ("--job-type", self.job_type),
-                ("--state", self.state),
-                ("--tag", self.tag),
+        return [
+            f"{short_name if short and short_name else long} {shlex.quote(value)}"
+            for long, short_name, value in (
+                ("--project", "-p", self.project),
+                ("--group", "-g", self.group),
+                ("--job-type", "-j", self.job_type),
+                ("--state", None, self.state),
+                ("--tag", "-t", self.tag),
+                *(("--where", "-w", text) for text in self.where),
+                ("--search", "-s", self.search),
             )
             if value is not None
         ]
-        parts += [f"--where {shlex.quote(text)}" for text in self.where]
-        if self.search is not None:
-            parts.append(f"--search {shlex.quote(self.search)}")
-        return " ".join(parts)
 
     def conditions(self) -> list[Condition]:
         return [parse_where(text) for text in self.where]
@@ -381,6 +384,17 @@ def _dotted(fullkey: str) -> str:
     # json_tree writes $.a.b, or $."a b".c for keys that need quotes
     parts = re.findall(r'\.(?:"((?:[^"\\]|\\.)*)"|([^."\[]+))', fullkey)
     return ".".join(quoted or plain for quoted, plain in parts)
+
+
+def check_group_keys(
+    conn: sqlite3.Connection, keys: Sequence[Key], where: str = ALL_RUNS, params: Sequence[Any] = ()
+) -> None:
+    """Refuse group keys no run has (a typo). A key that only runs outside the selection
+    have is not one: the selected runs fall into the ``-`` group. Close matches are looked
+    for in the selection (``where``)."""
+    for key in keys:
+        if not key_exists(conn, key):
+            raise unknown_key_error(conn, key, where, params)
 
 
 def unknown_key_error(

@@ -265,3 +265,22 @@ def test_tables_render_without_importing_importlib_metadata() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "False", "True"]
+
+
+def test_filters_read_back_as_the_options_that_give_them():
+    """Messages and the ui's header show filters as options a shell takes back whole, even
+    a hostile --where (quotes, spaces, $)."""
+    import shlex
+
+    from wbg.query import Filters
+
+    hostile = "name = 'it''s $HOME'"
+    filters = Filters(project="p", group="g 1", state="crashed", where=("lr > 1", hostile))
+    assert filters.options(short=True) == [
+        "-p p", "-g 'g 1'", "--state crashed", "-w 'lr > 1'", f"-w {shlex.quote(hostile)}",
+    ]  # fmt: skip
+    assert shlex.split(filters.describe()) == [
+        "--project", "p", "--group", "g 1", "--state", "crashed",
+        "--where", "lr > 1", "--where", hostile,
+    ]  # fmt: skip
+    assert Filters().options() == [] and Filters().describe() == ""
