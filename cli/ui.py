@@ -108,4 +108,7 @@ def ui(
         grouped=not no_group,
         metrics=list(dict.fromkeys(metric or ())),
     )
-    Workspace(path, settings, shown_path=str(db) if db is not None else None).run()
+    app = Workspace(path, settings, shown_path=str(db) if db is not None else None)
+    app.run()
+    if app.failure is not None:
+        raise app.failure  # reported as every command reports a database error

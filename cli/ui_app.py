@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -386,7 +387,7 @@ class Loader:
         def job() -> None:
             try:
                 result: Any = compute()
-            except WbgError as exc:
+            except (WbgError, sqlite3.Error) as exc:
                 result = exc
             self.screen.app.call_from_thread(self._done, kind, apply, result)
 
@@ -398,6 +399,8 @@ class Loader:
             self.start(kind, *self.pending.pop(kind))  # newer data or settings
         if isinstance(result, WbgError):
             self.screen.notify(result.message, severity="error", markup=False)
+        elif isinstance(result, sqlite3.Error):
+            cast(Workspace, self.screen.app).lost(result)
         else:
             await apply(result)
 
@@ -804,8 +807,6 @@ def delete_run(app: Workspace, run_id: str) -> None:
 def changed(app: Workspace, change: Callable[[Any], Any], done: str) -> bool:
     """Apply a change through the app's connection (the store function the CLI calls),
     then reload every screen."""
-    import sqlite3
-
     try:
         change(app.conn)
     except WbgError as exc:
@@ -1426,6 +1427,9 @@ class Workspace(App):
             self.conn = _connect(self.path)
         self.version = workspace.data_version(self.conn)
         self.polls = 0
+        # The database stopped answering (a server gone, a damaged file): the command
+        # reports it once the screen is closed, as any command does (one line, exit 1).
+        self.failure: sqlite3.Error | None = None
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -1441,15 +1445,25 @@ class Workspace(App):
         marked crashed (as every read does): a job killed with SIGKILL writes nothing, so
         the change counter alone would leave it running on screen."""
         self.polls += 1
-        if self.polls % REAP_EVERY == 0 and runs.reap_crashed(self.conn):
-            self.reload_all()
-            return True
-        version = workspace.data_version(self.conn)
+        try:
+            if self.polls % REAP_EVERY == 0 and runs.reap_crashed(self.conn):
+                self.reload_all()
+                return True
+            version = workspace.data_version(self.conn)
+        except sqlite3.Error as exc:
+            self.lost(exc)
+            return False
         if version == self.version:
             return False
         self.version = version
         self.reload_all()
         return True
+
+    def lost(self, exc: sqlite3.Error) -> None:
+        """Close the screen on a database error; ``wbg ui`` raises it afterwards."""
+        if self.failure is None:
+            self.failure = exc
+            self.exit(return_code=1)
 
     def reload_all(self) -> None:
         for screen in self.screen_stack:

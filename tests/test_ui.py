@@ -14,12 +14,13 @@ import io
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import both_engines, run_wbg, wait_for, wbg_executable
+from helpers import both_engines, postgresql_only, run_wbg, wait_for, wbg_executable
 from views_helpers import add_run, fixture_experiment
 
 from wbg import aggregate, db, query, runs
@@ -698,6 +699,32 @@ def test_ctrl_c_quits_and_a_picker_takes_its_own_ctrl_c(experiment, db_path):
     picker, after_picker, running, code = run_app(db_path, scenario)
     assert (picker, after_picker) == ("Picker", ("MainScreen", True))
     assert (running, code) == (False, 0)
+
+
+@postgresql_only("a server ends the app's session: a file has no session to end")
+def test_a_database_that_stops_answering_closes_the_screen(experiment, db_path):
+    """A server restarted (or an administrator ending the session) while the workspace is
+    open: the screen closes with the error kept for `wbg ui` to report in one line (exit
+    1, as any command), instead of Textual's traceback and exit 0."""
+
+    async def scenario(app, pilot):
+        with contextlib.closing(db.connect(db_path)) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        for _ in range(200):  # the next poll (twice a second) meets the closed session
+            await pilot.pause(0.05)
+            if not app.is_running:
+                break
+        return ended, app.is_running, app.return_code, app.failure
+
+    ended, running, code, failure = run_app(db_path, scenario)
+    assert ended >= 1
+    assert (running, code) == (False, 1)
+    assert isinstance(failure, sqlite3.OperationalError), failure
+    error = db.reading_error(str(db_path), str(failure))
+    assert error.message.startswith(f"database {db_path}: ") and "\n" not in error.message
 
 
 @both_engines
